@@ -1,0 +1,136 @@
+/* The contract between core and a backend: a planned program (nodes with
+ * resolved memory references) and the vtable a backend fills.
+ *
+ * Backends see no core object: buffers are the backend's own handles, memory
+ * references are (buffer or arena, element offset, shape, strides). A backend
+ * built as a run-time module includes only this header and status.h. */
+#ifndef PORTA_PLAN_H
+#define PORTA_PLAN_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <stdarg.h>
+#include "porta/status.h"
+#include "porta/backend.h"
+
+#define PORTA_PLAN_MAX_DIMS 6
+#define PORTA_PLAN_MAX_IN 4
+#define PORTA_MODULE_ABI 1
+
+typedef enum porta_op {
+    PORTA_OP_COPY = 0,   /* in0 (strided) -> out (dense) */
+    PORTA_OP_LINEAR,     /* in0 x[M,K], in1 w[N,K], in2 bias[N] or none -> out[M,N] */
+    PORTA_OP_MATMUL,     /* in0 a[Bt,M,K], in1 b[Bt or 1,K,N] -> out[Bt,M,N] */
+    PORTA_OP_ADD,        /* in0 a[numel], in1 b[numel_b] repeating -> out */
+    PORTA_OP_MUL,
+    PORTA_OP_RMSNORM,    /* in0 x[M,E], in1 scale[E] or none */
+    PORTA_OP_LAYERNORM,  /* in0 x[M,E], in1 w or none, in2 b or none */
+    PORTA_OP_SILU,
+    PORTA_OP_SWIGLU,     /* in0 x[M,2F] -> out[M,F] */
+    PORTA_OP_SOFTMAX,    /* in0 x[M,E] */
+    PORTA_OP_ROPE,       /* in0 x[B,T,H,D] strided -> out dense [B,T,H,D] */
+    PORTA_OP_KV_APPEND,  /* in0 x[B,T,H,D] strided, out = cache layer [B,H,L,D] */
+    PORTA_OP_ATTN_CACHED,/* in0 q[B,T,H,D] strided, in1 K, in2 V [B,H,L,D] -> out[B,T,H,D] */
+    PORTA_OP_ATTN,       /* in0 q[B,Tq,H,D], in1 k, in2 v [B,Tk,H,D] strided, in3 mask[Bm,Tq,Tk] or none */
+    PORTA_OP_COUNT
+} porta_op;
+
+const char *porta_op_name(porta_op op);
+
+/* Where a tensor's elements are. */
+typedef enum porta_mem { PORTA_MEM_NONE = 0, PORTA_MEM_ARENA, PORTA_MEM_BUFFER } porta_mem;
+
+typedef struct porta_ref {
+    porta_mem mem;
+    void *buf;             /* backend buffer handle when mem == BUFFER */
+    int64_t offset;        /* in elements */
+    int ndim;
+    int64_t shape[PORTA_PLAN_MAX_DIMS];
+    int64_t stride[PORTA_PLAN_MAX_DIMS]; /* in elements */
+    porta_dtype dtype;
+} porta_ref;
+
+typedef struct porta_node {
+    porta_op op;
+    const char *name;      /* node name for traces; never NULL */
+    porta_ref out;
+    int n_in;
+    porta_ref in[PORTA_PLAN_MAX_IN];
+    union {
+        float eps;                                   /* norms */
+        struct { float theta, scale_base; int xpos, is_key; } rope;
+        struct { float scale; int causal; } attn;
+    } p;
+} porta_node;
+
+typedef struct porta_plan {
+    int n_nodes;
+    const porta_node *nodes;
+    int64_t arena_elems;       /* intermediate memory, f32 elements */
+    int n_inputs, n_outputs;
+    const porta_ref *inputs;   /* dense arena regions the host writes */
+    const porta_ref *outputs;  /* dense regions the host reads (arena or buffer) */
+    int step_rows;             /* int32 pairs in the step block */
+} porta_plan;
+
+/* Counters a backend advances (core counts compiles and replays). */
+typedef struct porta_backend_counts {
+    uint64_t captures, records;
+} porta_backend_counts;
+
+/* The step block, as the host hands it to a backend before each replay:
+ * pos[rows] then n[rows], int32. Backends copy it into device memory in stream
+ * order, into a slot that no replay in flight still reads. */
+
+typedef struct porta_backend_vt {
+    int abi;
+    const char *kind;
+    void (*close)(void *be);
+    const char *(*device_name)(void *be);
+    porta_status (*buf_new)(void *be, porta_dtype dt, int64_t n, void **buf);
+    void (*buf_free)(void *be, void *buf);
+    porta_status (*buf_write)(void *be, void *buf, int64_t off, int64_t n, const float *src);
+    porta_status (*buf_read)(void *be, void *buf, int64_t off, int64_t n, float *dst);
+    /* Device-side copy of n elements, ordered after work already submitted. */
+    porta_status (*buf_copy)(void *be, void *dst, int64_t doff, void *src, int64_t soff, int64_t n);
+    porta_status (*prog_new)(void *be, const porta_plan *plan, porta_backend_counts *counts, void **prog);
+    porta_status (*prog_run)(void *prog, const int32_t *step_block, const float *const *inputs,
+                             float *const *outputs);
+    porta_status (*prog_wait)(void *prog);
+    void (*prog_free)(void *prog);
+} porta_backend_vt;
+
+/* What core lends a backend: error reporting into core's thread-local message. */
+typedef struct porta_host {
+    porta_status (*fail)(porta_status s, const char *fmt, ...);
+} porta_host;
+
+/* Entry point a run-time module exports under the name "porta_module_open".
+ * spec: the text after "kind:" ("" or "0", "1", ...). Returns
+ * PORTA_ERR_UNAVAILABLE with a message when the device is absent. */
+typedef porta_status (*porta_module_open_fn)(const porta_host *host, const char *spec,
+                                             const porta_backend_vt **vt, void **be);
+
+/* Built-in backends. */
+porta_status porta_ref_open(const porta_host *host, const char *spec, const porta_backend_vt **vt, void **be);
+porta_status porta_cpu_open(const porta_host *host, const char *spec, const porta_backend_vt **vt, void **be);
+
+/* Helpers for backends and core. */
+static inline int64_t porta_ref_numel(const porta_ref *r)
+{
+    int64_t n = 1;
+    for (int i = 0; i < r->ndim; i++) n *= r->shape[i];
+    return n;
+}
+/* Nonzero when r's strides are row-major dense. */
+static inline int porta_ref_dense(const porta_ref *r)
+{
+    int64_t s = 1;
+    for (int i = r->ndim - 1; i >= 0; i--) {
+        if (r->shape[i] != 1 && r->stride[i] != s) return 0;
+        s *= r->shape[i];
+    }
+    return 1;
+}
+
+#endif

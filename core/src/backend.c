@@ -20,9 +20,10 @@
 
 static porta_status try_module_dir(const char *dir, const char *kind, void **handle, char *why, size_t whylen)
 {
-    char path[4096];
+    char path[4400];
     if (!dir || !dir[0]) return PORTA_ERR_UNAVAILABLE;
-    snprintf(path, sizeof path, "%s/libporta_%s.so", dir, kind);
+    int len = snprintf(path, sizeof path, "%s/libporta_%s.so", dir, kind);
+    if (len < 0 || (size_t)len >= sizeof path) return PORTA_ERR_UNAVAILABLE;
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (h) {
         *handle = h;
@@ -46,14 +47,14 @@ static porta_status open_module(const char *kind, void **handle)
         Dl_info info;
         if (dladdr((void *)&open_module, &info) && info.dli_fname) {
             char dir[4096];
-            snprintf(dir, sizeof dir, "%s", info.dli_fname);
-            char *slash = strrchr(dir, '/');
+            int len = snprintf(dir, sizeof dir, "%s", info.dli_fname);
+            char *slash = (len > 0 && (size_t)len < sizeof dir) ? strrchr(dir, '/') : NULL;
             if (slash) {
                 *slash = '\0';
                 if (try_module_dir(dir, kind, handle, why, sizeof why) == PORTA_OK) return PORTA_OK;
                 char sub[4200];
-                snprintf(sub, sizeof sub, "%s/porta", dir);
-                if (try_module_dir(sub, kind, handle, why, sizeof why) == PORTA_OK) return PORTA_OK;
+                len = snprintf(sub, sizeof sub, "%s/porta", dir);
+                if (len > 0 && (size_t)len < sizeof sub && try_module_dir(sub, kind, handle, why, sizeof why) == PORTA_OK) return PORTA_OK;
             }
         }
         if (try_module_dir(PORTA_MODULE_BUILD_DIR, kind, handle, why, sizeof why) == PORTA_OK) return PORTA_OK;

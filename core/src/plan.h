@@ -54,7 +54,7 @@ typedef struct porta_node {
     porta_op op;
     const char *name;      /* node name for traces; never NULL */
     porta_ref out;
-    int n_in;
+    int n_in;              /* the op's arity; an absent optional input has mem NONE */
     porta_ref in[PORTA_PLAN_MAX_IN];
     union {
         float eps;                                   /* norms */

@@ -170,7 +170,8 @@ static porta_status pick_device(vk_be *be, const char *spec)
     }
     porta_status s = PORTA_OK;
     int chosen = -1;
-    if (spec && *spec) {
+    int discrete_only = spec && strcmp(spec, "discrete") == 0;
+    if (spec && *spec && !discrete_only) {
         char *end = NULL;
         long idx = strtol(spec, &end, 10);
         if (*end != '\0' || idx < 0)
@@ -188,6 +189,7 @@ static porta_status pick_device(vk_be *be, const char *spec)
             uint32_t fam;
             be->f.vkGetPhysicalDeviceProperties(pds[i], &pp);
             if (!compute_family(be, pds[i], &fam)) continue;
+            if (discrete_only && pp.deviceType != VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU) continue;
             if (type_rank(pp.deviceType) > best) {
                 best = type_rank(pp.deviceType);
                 chosen = (int)i;
@@ -195,7 +197,8 @@ static porta_status pick_device(vk_be *be, const char *spec)
             }
         }
         if (chosen < 0)
-            s = be->host->fail(PORTA_ERR_UNAVAILABLE, "vulkan: no device with a compute queue (%u device(s))", n);
+            s = be->host->fail(PORTA_ERR_UNAVAILABLE, "vulkan: no %s with a compute queue (%u device(s))",
+                               discrete_only ? "discrete GPU" : "device", n);
     }
     if (s == PORTA_OK) {
         be->pd = pds[chosen];

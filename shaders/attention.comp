@@ -36,7 +36,7 @@ void main()
         }
         barrier();
         uint q0 = A_OFF + bi * P(9) + t * P(10) + h * P(11);
-        for (uint dd = tid; dd < D; dd += TILE) qs[dd] = a[q0 + dd * P(12)] * scale;
+        for (uint dd = tid; dd < D; dd += TILE) qs[dd] = in0(q0 + dd * P(12)) * scale;
         barrier();
         uint k0 = B_OFF + bi * P(13) + h * P(15), v0 = C_OFF + bi * P(17) + h * P(19);
         uint m0 = D_OFF + (bi / (B / max(P(24), 1u))) * P(21) + t * P(22);
@@ -49,8 +49,8 @@ void main()
             if (j < n_keys) {
                 uint kr = k0 + j * P(14);
                 s = 0.0;
-                for (uint dd = 0u; dd < D; dd++) s += qs[dd] * b[kr + dd * P(16)];
-                if (P(7) != 0u) s += d[m0 + j * P(23)];
+                for (uint dd = 0u; dd < D; dd++) s += qs[dd] * in1(kr + dd * P(16));
+                if (P(7) != 0u) s += in3(m0 + j * P(23));
             }
             ps[tid] = s;
             barrier();
@@ -69,7 +69,7 @@ void main()
                 for (uint i = 0u; i * TILE + tid < D; i++) {
                     uint dd = i * TILE + tid;
                     float v = 0.0;
-                    for (uint jj = 0u; jj < cnt; jj++) v += ps[jj] * c[v0 + (j0 + jj) * P(18) + dd * P(20)];
+                    for (uint jj = 0u; jj < cnt; jj++) v += ps[jj] * in2(v0 + (j0 + jj) * P(18) + dd * P(20));
                     acc[i] = acc[i] * alpha + v;
                 }
                 m = mt;

@@ -14,6 +14,6 @@ void main()
             src += (r % s) * P(7 + k);
             r /= s;
         }
-        o[O_OFF + i] = a[src];
+        o[O_OFF + i] = in0(src);
     }
 }

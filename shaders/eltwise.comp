@@ -11,12 +11,12 @@ void main()
     uint op = P(0), n = P(1), m = P(2);
     for (uint i = gl_GlobalInvocationID.x; i < n; i += GRID_THREADS) {
         float y;
-        if (op == 0u) y = a[A_OFF + i] + b[B_OFF + i % m];
-        else if (op == 1u) y = a[A_OFF + i] * b[B_OFF + i % m];
-        else if (op == 2u) y = silu(a[A_OFF + i]);
+        if (op == 0u) y = in0(A_OFF + i) + in1(B_OFF + i % m);
+        else if (op == 1u) y = in0(A_OFF + i) * in1(B_OFF + i % m);
+        else if (op == 2u) y = silu(in0(A_OFF + i));
         else {
             uint row = i / m, col = i % m, src = A_OFF + row * 2u * m + col;
-            y = silu(a[src]) * a[src + m];
+            y = silu(in0(src)) * in0(src + m);
         }
         o[O_OFF + i] = y;
     }

@@ -16,6 +16,6 @@ void main()
         if (int(t) >= step[STEP_ROWS + bi]) continue;
         uint l = uint(step[bi]) + t;
         o[O_OFF + bi * P(8) + h * P(9) + l * P(10) + dd * P(11)] =
-            a[A_OFF + bi * P(4) + t * P(5) + h * P(6) + dd * P(7)];
+            in0(A_OFF + bi * P(4) + t * P(5) + h * P(6) + dd * P(7));
     }
 }

@@ -29,8 +29,8 @@ void main()
                 uint bcol = B_OFF + z * P(5) + n * P(10);
                 uint arow = A_OFF + z * P(4);
                 for (uint k = lane; k < K; k += 64u) {
-                    float w = b[bcol + k];
-                    for (uint m = 0u; m < M; m++) acc[m] += a[arow + m * P(7) + k * P(8)] * w;
+                    float w = in1(bcol + k);
+                    for (uint m = 0u; m < M; m++) acc[m] += in0(arow + m * P(7) + k * P(8)) * w;
                 }
             }
             for (uint m = 0u; m < M; m++) red[m][tid] = acc[m];
@@ -42,7 +42,7 @@ void main()
             }
             if (lane < M && n < N) {
                 float y = red[lane][tid - lane];
-                if (P(11) != 0u) y += c[C_OFF + n];
+                if (P(11) != 0u) y += in2(C_OFF + n);
                 o[O_OFF + z * P(6) + lane * N + n] = y;
             }
             barrier();
@@ -75,12 +75,12 @@ void main()
                         uint e = tid + 256u * r;
                         uint row = e / BK, kk = e % BK;
                         uint gm = tm + row, gk = k0 + kk;
-                        As[kk][row] = gm < M && gk < K ? a[a0 + gm * P(7) + gk * P(8)] : 0.0;
+                        As[kk][row] = gm < M && gk < K ? in0(a0 + gm * P(7) + gk * P(8)) : 0.0;
                         uint nn = b_kcontig ? e / BK : e % BN;
                         kk = b_kcontig ? e % BK : e / BN;
                         uint gn = tn + nn;
                         gk = k0 + kk;
-                        Bs[kk][nn] = gn < N && gk < K ? b[b0 + gk * P(9) + gn * P(10)] : 0.0;
+                        Bs[kk][nn] = gn < N && gk < K ? in1(b0 + gk * P(9) + gn * P(10)) : 0.0;
                     }
                     barrier();
                     for (uint kk = 0u; kk < BK; kk++) {
@@ -99,7 +99,7 @@ void main()
                         uint gn = tn + tx + 16u * j;
                         if (gn >= N) continue;
                         float y = acc[i][j];
-                        if (P(11) != 0u) y += c[C_OFF + gn];
+                        if (P(11) != 0u) y += in2(C_OFF + gn);
                         o[O_OFF + z * P(6) + gm * N + gn] = y;
                     }
                 }

@@ -15,19 +15,19 @@ void main()
         float mean = 0.0;
         if (mode == 1u) {
             float s = 0.0;
-            for (uint i = t; i < e; i += 256u) s += a[x0 + i];
+            for (uint i = t; i < e; i += 256u) s += in0(x0 + i);
             mean = wg_sum(s) / float(e);
         }
         float q = 0.0;
         for (uint i = t; i < e; i += 256u) {
-            float v = a[x0 + i] - mean;
+            float v = in0(x0 + i) - mean;
             q += v * v;
         }
         float inv = inversesqrt(wg_sum(q) / float(e) + eps);
         for (uint i = t; i < e; i += 256u) {
-            float y = (a[x0 + i] - mean) * inv;
-            if (has_w != 0u) y *= b[B_OFF + i];
-            if (has_b != 0u) y += c[C_OFF + i];
+            float y = (in0(x0 + i) - mean) * inv;
+            if (has_w != 0u) y *= in1(B_OFF + i);
+            if (has_b != 0u) y += in2(C_OFF + i);
             o[O_OFF + row * e + i] = y;
         }
     }

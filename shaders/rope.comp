@@ -39,7 +39,7 @@ void main()
         float ang = fma(-k, TWO_PI_LO, fma(-k, TWO_PI_HI, hi)) + lo;
         float cs = cos(ang), sn = sin(ang);
         uint x = A_OFF + bi * P(4) + t * P(5) + h * P(6) + 2u * j * P(7);
-        float x0 = a[x], x1 = a[x + P(7)];
+        float x0 = in0(x), x1 = in0(x + P(7));
         float s0 = 1.0, s1 = 1.0;
         if (P(9) != 0u) {
             int c = (pos + n - 1) >> 1;

@@ -11,11 +11,11 @@ void main()
     for (uint row = gl_WorkGroupID.x; row < rows; row += gl_NumWorkGroups.x) {
         uint x0 = A_OFF + row * e, y0 = O_OFF + row * e;
         float m = -1.0 / 0.0;
-        for (uint i = t; i < e; i += 256u) m = max(m, a[x0 + i]);
+        for (uint i = t; i < e; i += 256u) m = max(m, in0(x0 + i));
         m = wg_max(m);
         float s = 0.0;
-        for (uint i = t; i < e; i += 256u) s += exp(a[x0 + i] - m);
+        for (uint i = t; i < e; i += 256u) s += exp(in0(x0 + i) - m);
         float inv = 1.0 / wg_sum(s);
-        for (uint i = t; i < e; i += 256u) o[y0 + i] = exp(a[x0 + i] - m) * inv;
+        for (uint i = t; i < e; i += 256u) o[y0 + i] = exp(in0(x0 + i) - m) * inv;
     }
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "vk.h"
+#include "half.h"
 
 #define VK_RING 3
 #define VK_PARAM_BYTES (VK_PARAM_WORDS * 4)
@@ -144,7 +145,8 @@ static porta_status xfer_copy_submit(vk_be *be, VkBuffer src, VkDeviceSize soff,
     return vk_validation_status(be);
 }
 
-/* Host memory -> device buffer through the staging buffer, in chunks. */
+/* Host memory -> device buffer through the staging buffer, in chunks (bytes
+ * as stored). */
 static porta_status upload(vk_be *be, vk_buf *dst, VkDeviceSize off, const void *src, VkDeviceSize bytes)
 {
     while (bytes > 0) {
@@ -182,25 +184,28 @@ static const char *vkb_device_name(void *b)
 
 static porta_status check_range(vk_be *be, vk_buf *b, int64_t off, int64_t n, const char *what)
 {
-    if (off < 0 || n < 0 || (uint64_t)(off + n) * 4 > b->bytes)
+    if (off < 0 || n < 0 || (uint64_t)(off + n) * vk_esize(b->dtype) > b->bytes)
         return be->host->fail(PORTA_ERR_ARG, "vulkan: %s of elements [%lld, %lld) outside a buffer of %llu",
-                              what, (long long)off, (long long)(off + n), (unsigned long long)(b->bytes / 4));
+                              what, (long long)off, (long long)(off + n),
+                              (unsigned long long)(b->bytes / vk_esize(b->dtype)));
     return PORTA_OK;
 }
 
 static porta_status vkb_buf_new(void *b, porta_dtype dt, int64_t n, void **out)
 {
     vk_be *be = b;
-    if (dt != PORTA_F32)
-        return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: buffers of dtype %d are not supported (f32 only)", (int)dt);
+    if (dt != PORTA_F32 && dt != PORTA_F16 && dt != PORTA_BF16)
+        return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: buffers of dtype %d are not supported", (int)dt);
     if (n < 0) return be->host->fail(PORTA_ERR_ARG, "vulkan: negative buffer size %lld", (long long)n);
     vk_buf *vb = calloc(1, sizeof *vb);
     if (!vb) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
-    porta_status s = buf_create(be, (VkDeviceSize)n * 4, MEM_DEVICE, vb);
+    /* Shaders read 32-bit words: round 16-bit storage up to whole words. */
+    porta_status s = buf_create(be, ((VkDeviceSize)n * vk_esize(dt) + 3) & ~(VkDeviceSize)3, MEM_DEVICE, vb);
     if (s) {
         free(vb);
         return s;
     }
+    vb->dtype = dt;
     *out = vb;
     return PORTA_OK;
 }
@@ -212,28 +217,52 @@ static void vkb_buf_free(void *b, void *buf)
     free(buf);
 }
 
+/* Elements per chunk when f16 / bf16 data is converted on the host. */
+#define VK_CONVERT_CHUNK 4096
+
 static porta_status vkb_buf_write(void *b, void *buf, int64_t off, int64_t n, const float *src)
 {
     vk_be *be = b;
-    porta_status s = check_range(be, buf, off, n, "write");
-    return s ? s : upload(be, buf, (VkDeviceSize)off * 4, src, (VkDeviceSize)n * 4);
+    vk_buf *vb = buf;
+    porta_status s = check_range(be, vb, off, n, "write");
+    if (s || vb->dtype == PORTA_F32) return s ? s : upload(be, vb, (VkDeviceSize)off * 4, src, (VkDeviceSize)n * 4);
+    uint16_t tmp[VK_CONVERT_CHUNK];
+    for (int64_t i = 0; i < n && !s; i += VK_CONVERT_CHUNK) {
+        int64_t m = n - i < VK_CONVERT_CHUNK ? n - i : VK_CONVERT_CHUNK;
+        for (int64_t j = 0; j < m; j++)
+            tmp[j] = vb->dtype == PORTA_F16 ? porta_f32_to_f16(src[i + j]) : porta_f32_to_bf16(src[i + j]);
+        s = upload(be, vb, (VkDeviceSize)(off + i) * 2, tmp, (VkDeviceSize)m * 2);
+    }
+    return s;
 }
 
 static porta_status vkb_buf_read(void *b, void *buf, int64_t off, int64_t n, float *dst)
 {
     vk_be *be = b;
-    porta_status s = check_range(be, buf, off, n, "read");
-    return s ? s : download(be, buf, (VkDeviceSize)off * 4, dst, (VkDeviceSize)n * 4);
+    vk_buf *vb = buf;
+    porta_status s = check_range(be, vb, off, n, "read");
+    if (s || vb->dtype == PORTA_F32) return s ? s : download(be, vb, (VkDeviceSize)off * 4, dst, (VkDeviceSize)n * 4);
+    uint16_t tmp[VK_CONVERT_CHUNK];
+    for (int64_t i = 0; i < n && !s; i += VK_CONVERT_CHUNK) {
+        int64_t m = n - i < VK_CONVERT_CHUNK ? n - i : VK_CONVERT_CHUNK;
+        s = download(be, vb, (VkDeviceSize)(off + i) * 2, tmp, (VkDeviceSize)m * 2);
+        for (int64_t j = 0; j < m && !s; j++)
+            dst[i + j] = vb->dtype == PORTA_F16 ? porta_f16_to_f32(tmp[j]) : porta_bf16_to_f32(tmp[j]);
+    }
+    return s;
 }
 
 static porta_status vkb_buf_copy(void *b, void *dst, int64_t doff, void *src, int64_t soff, int64_t n)
 {
     vk_be *be = b;
-    porta_status s = check_range(be, dst, doff, n, "copy destination");
-    if (!s) s = check_range(be, src, soff, n, "copy source");
+    vk_buf *d = dst, *sb = src;
+    if (d->dtype != sb->dtype)
+        return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: copy between buffers of different dtypes");
+    porta_status s = check_range(be, d, doff, n, "copy destination");
+    if (!s) s = check_range(be, sb, soff, n, "copy source");
     if (s || n == 0) return s;
-    return xfer_copy_submit(be, ((vk_buf *)src)->buf, (VkDeviceSize)soff * 4, ((vk_buf *)dst)->buf,
-                            (VkDeviceSize)doff * 4, (VkDeviceSize)n * 4);
+    VkDeviceSize es = vk_esize(d->dtype);
+    return xfer_copy_submit(be, sb->buf, (VkDeviceSize)soff * es, d->buf, (VkDeviceSize)doff * es, (VkDeviceSize)n * es);
 }
 
 static void vkb_close(void *b)
@@ -390,9 +419,10 @@ static porta_status bind_ref(vk_prog *p, const porta_node *n, const porta_ref *r
         *base = 0;
         return PORTA_OK;
     }
-    if (r->dtype != PORTA_F32)
-        return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: dtype %d operands are not supported (f32 only)",
-                              n->name, (int)r->dtype);
+    if (r->dtype != b->dtype)
+        return be->host->fail(PORTA_ERR_ARG, "vulkan: node %s: operand dtype %d in a buffer of dtype %d", n->name,
+                              (int)r->dtype, (int)b->dtype);
+    const VkDeviceSize es = vk_esize(r->dtype);
     int64_t lo = r->offset, hi = r->offset;
     for (int i = 0; i < r->ndim; i++) {
         int64_t span = (r->shape[i] > 0 ? r->shape[i] - 1 : 0) * r->stride[i];
@@ -400,8 +430,8 @@ static porta_status bind_ref(vk_prog *p, const porta_node *n, const porta_ref *r
         else hi += span;
     }
     const VkDeviceSize align = be->props.limits.minStorageBufferOffsetAlignment;
-    VkDeviceSize start = (VkDeviceSize)lo * 4 / align * align;
-    VkDeviceSize end = (VkDeviceSize)(hi + 1) * 4;
+    VkDeviceSize start = (VkDeviceSize)lo * es / align * align;
+    VkDeviceSize end = ((VkDeviceSize)(hi + 1) * es + 3) & ~(VkDeviceSize)3;
     if (lo < 0 || end > b->bytes)
         return be->host->fail(PORTA_ERR_ARG, "vulkan: node %s: an operand lies outside its buffer", n->name);
     if (end - start > max_range)
@@ -409,7 +439,7 @@ static porta_status bind_ref(vk_prog *p, const porta_node *n, const porta_ref *r
                               "vulkan: node %s: an operand spans %llu bytes, the device binds at most %llu",
                               n->name, (unsigned long long)(end - start), (unsigned long long)max_range);
     *info = (VkDescriptorBufferInfo){ b->buf, start, end - start };
-    *base = (uint32_t)(r->offset - (int64_t)(start / 4));
+    *base = (uint32_t)(r->offset - (int64_t)(start / es));
     return PORTA_OK;
 }
 
@@ -550,11 +580,13 @@ static porta_status layout_io(vk_prog *p, const porta_plan *plan, VkDeviceSize *
     }
     *back = off;
     for (int i = 0; i < plan->n_inputs; i++)
-        if (plan->inputs[i].mem == PORTA_MEM_NONE || !porta_ref_dense(&plan->inputs[i]))
-            return p->be->host->fail(PORTA_ERR_ARG, "vulkan: program input %d is not a dense region", i);
+        if (plan->inputs[i].mem == PORTA_MEM_NONE || !porta_ref_dense(&plan->inputs[i]) ||
+            plan->inputs[i].dtype != PORTA_F32)
+            return p->be->host->fail(PORTA_ERR_ARG, "vulkan: program input %d is not a dense f32 region", i);
     for (int i = 0; i < plan->n_outputs; i++)
-        if (plan->outputs[i].mem == PORTA_MEM_NONE || !porta_ref_dense(&plan->outputs[i]))
-            return p->be->host->fail(PORTA_ERR_ARG, "vulkan: program output %d is not a dense region", i);
+        if (plan->outputs[i].mem == PORTA_MEM_NONE || !porta_ref_dense(&plan->outputs[i]) ||
+            plan->outputs[i].dtype != PORTA_F32)
+            return p->be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: program output %d is not a dense f32 region", i);
     return PORTA_OK;
 }
 
@@ -580,10 +612,14 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
         VK_TRY(be, be->f.vkAllocateDescriptorSets(be->dev, &ai, &sets[i]), "vkAllocateDescriptorSets");
         const porta_node *n = &plan->nodes[i];
         VkDescriptorBufferInfo info[VK_BINDINGS];
+        if (n->out.dtype != PORTA_F32)
+            return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: only f32 outputs are supported", n->name);
         porta_status s = bind_ref(p, n, &n->out, &info[0], &enc[i].p[0]);
         for (int j = 0; j < PORTA_PLAN_MAX_IN && !s; j++) {
             porta_ref none = { .mem = PORTA_MEM_NONE };
-            s = bind_ref(p, n, j < n->n_in ? &n->in[j] : &none, &info[1 + j], &enc[i].p[1 + j]);
+            const porta_ref *r = j < n->n_in ? &n->in[j] : &none;
+            s = bind_ref(p, n, r, &info[1 + j], &enc[i].p[1 + j]);
+            if (r->mem != PORTA_MEM_NONE) enc[i].p[VK_P_DTYPES] |= (uint32_t)r->dtype << (2 * j);
         }
         if (s) return s;
         info[5] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };

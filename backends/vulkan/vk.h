@@ -64,13 +64,20 @@ typedef struct vk_shader {
 } vk_shader;
 extern const vk_shader vk_shaders[VK_PIPE_COUNT];
 
-/* A buffer and its memory; map is set for host-visible memory. */
+/* A buffer and its memory; map is set for host-visible memory. Elements are
+ * stored as dtype (f16 and bf16 halve the traffic of weights). */
 typedef struct vk_buf {
     VkBuffer buf;
     VkDeviceMemory mem;
     VkDeviceSize bytes;
     void *map;
+    porta_dtype dtype;
 } vk_buf;
+
+static inline VkDeviceSize vk_esize(porta_dtype dt)
+{
+    return dt == PORTA_F32 ? 4 : 2;
+}
 
 /* Validation messages land here (the messenger's user data), and the next
  * backend call turns a recorded error into PORTA_ERR_DEVICE. */
@@ -106,9 +113,11 @@ typedef struct vk_be {
 /* Parameter block of one node (1 KiB), read by its shader from binding 6.
  * p[0..4]: element offsets of out, in0..in3 inside their bound ranges;
  * p[5]: rows of the step block (pos[rows] then n[rows]), 0 when the op
- * uses no step block; op-specific values from p[VK_P_OP]. */
+ * uses no step block; p[6]: storage type of in j in bits 2j..2j+1 (porta_dtype);
+ * op-specific values from p[VK_P_OP]. */
 #define VK_PARAM_WORDS 256
 #define VK_P_STEP_ROWS 5
+#define VK_P_DTYPES 6
 #define VK_P_OP 8
 
 typedef struct vk_enc {

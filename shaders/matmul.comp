@@ -5,8 +5,8 @@
 // P(0) M, P(1) N, P(2) K, P(3) batches, P(4..6) batch strides of A, B, C,
 // P(7) A row stride, P(8) A k stride, P(9) B k stride, P(10) B n stride,
 // P(11) bias present.
-// Default build: 64x64 tiles through shared memory, 256 threads of 4x4
-// outputs. With GEMV (M <= 8 rows, B contiguous along k, the decode case):
+// Default build: square tiles through shared memory, 256 threads of TM x TM
+// outputs (TM 4: 64 x 64 tiles; TM 8: 128 x 128 for large products). With GEMV (M <= 8 rows, B contiguous along k, the decode case):
 // 64 threads per output column split K and reduce through shared memory.
 #include "common.glsl"
 
@@ -51,12 +51,16 @@ void main()
 }
 
 #else
-#define BM 64u
-#define BN 64u
+// TM x TM outputs per thread, 16 x 16 threads: tiles of 16 TM square.
+#ifndef TM
+#define TM 4u
+#endif
+#define BM (16u * TM)
 #define BK 16u
+#define LOADS (BM * BK / 256u)
 layout(local_size_x = 256) in;
 shared float As[BK][BM + 1u];
-shared float Bs[BK][BN + 1u];
+shared float Bs[BK][BM + 1u];
 
 void main()
 {
@@ -65,37 +69,38 @@ void main()
     bool b_kcontig = P(9) == 1u;
     for (uint z = gl_WorkGroupID.z; z < P(3); z += gl_NumWorkGroups.z) {
         for (uint tm = gl_WorkGroupID.y * BM; tm < M; tm += gl_NumWorkGroups.y * BM) {
-            for (uint tn = gl_WorkGroupID.x * BN; tn < N; tn += gl_NumWorkGroups.x * BN) {
-                float acc[4][4];
-                for (uint i = 0u; i < 4u; i++)
-                    for (uint j = 0u; j < 4u; j++) acc[i][j] = 0.0;
+            for (uint tn = gl_WorkGroupID.x * BM; tn < N; tn += gl_NumWorkGroups.x * BM) {
+                float acc[TM][TM];
+                for (uint i = 0u; i < TM; i++)
+                    for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
                 uint a0 = A_OFF + z * P(4), b0 = B_OFF + z * P(5);
                 for (uint k0 = 0u; k0 < K; k0 += BK) {
-                    for (uint r = 0u; r < 4u; r++) {
+                    // Consecutive threads walk the contiguous dim of each operand.
+                    for (uint r = 0u; r < LOADS; r++) {
                         uint e = tid + 256u * r;
                         uint row = e / BK, kk = e % BK;
                         uint gm = tm + row, gk = k0 + kk;
                         As[kk][row] = gm < M && gk < K ? in0(a0 + gm * P(7) + gk * P(8)) : 0.0;
-                        uint nn = b_kcontig ? e / BK : e % BN;
-                        kk = b_kcontig ? e % BK : e / BN;
+                        uint nn = b_kcontig ? e / BK : e % BM;
+                        kk = b_kcontig ? e % BK : e / BM;
                         uint gn = tn + nn;
                         gk = k0 + kk;
                         Bs[kk][nn] = gn < N && gk < K ? in1(b0 + gk * P(9) + gn * P(10)) : 0.0;
                     }
                     barrier();
                     for (uint kk = 0u; kk < BK; kk++) {
-                        float av[4], bv[4];
-                        for (uint i = 0u; i < 4u; i++) av[i] = As[kk][ty + 16u * i];
-                        for (uint j = 0u; j < 4u; j++) bv[j] = Bs[kk][tx + 16u * j];
-                        for (uint i = 0u; i < 4u; i++)
-                            for (uint j = 0u; j < 4u; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+                        float av[TM], bv[TM];
+                        for (uint i = 0u; i < TM; i++) av[i] = As[kk][ty + 16u * i];
+                        for (uint j = 0u; j < TM; j++) bv[j] = Bs[kk][tx + 16u * j];
+                        for (uint i = 0u; i < TM; i++)
+                            for (uint j = 0u; j < TM; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
                     }
                     barrier();
                 }
-                for (uint i = 0u; i < 4u; i++) {
+                for (uint i = 0u; i < TM; i++) {
                     uint gm = tm + ty + 16u * i;
                     if (gm >= M) continue;
-                    for (uint j = 0u; j < 4u; j++) {
+                    for (uint j = 0u; j < TM; j++) {
                         uint gn = tn + tx + 16u * j;
                         if (gn >= N) continue;
                         float y = acc[i][j];

@@ -4,6 +4,10 @@
 #define GEMV_MAX_ROWS 8
 #define GEMV_COLS 4
 #define TILE 64
+#define TILE_BIG 128
+/* Large tiles only when they still give every multiprocessor of a large GPU
+ * (about 132 on an H100) a couple of workgroups. */
+#define BIG_MIN_TILES 264
 
 static int present(const porta_node *n, int i)
 {
@@ -55,9 +59,11 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
         e->groups[1] = vk_groups(batches, 1);
         e->groups[2] = 1;
     } else {
-        e->pipe = VK_PIPE_MATMUL;
-        e->groups[0] = vk_groups(N, TILE);
-        e->groups[1] = vk_groups(M, TILE);
+        int64_t big_tiles = (M + TILE_BIG - 1) / TILE_BIG * ((N + TILE_BIG - 1) / TILE_BIG) * batches;
+        int64_t tile = big_tiles >= BIG_MIN_TILES ? TILE_BIG : TILE;
+        e->pipe = tile == TILE_BIG ? VK_PIPE_MATMUL_BIG : VK_PIPE_MATMUL;
+        e->groups[0] = vk_groups(N, (uint32_t)tile);
+        e->groups[1] = vk_groups(M, (uint32_t)tile);
         e->groups[2] = vk_groups(batches, 1);
     }
     return PORTA_OK;

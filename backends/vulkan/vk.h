@@ -53,6 +53,7 @@ typedef enum vk_pipe {
     VK_PIPE_KV_UPDATE,
     VK_PIPE_ATTENTION,
     VK_PIPE_MATMUL,
+    VK_PIPE_MATMUL_BIG,
     VK_PIPE_MATMUL_GEMV,
     VK_PIPE_COUNT
 } vk_pipe;

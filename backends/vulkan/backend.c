@@ -49,7 +49,14 @@ static porta_status buf_create(vk_be *be, VkDeviceSize bytes, int kind, vk_buf *
                  VK_BUFFER_USAGE_TRANSFER_DST_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
-    VK_TRY(be, be->f.vkCreateBuffer(be->dev, &bci, NULL, &b->buf), "vkCreateBuffer");
+    if (bytes > be->max_alloc)
+        return be->host->fail(PORTA_ERR_NOMEM, "vulkan: a buffer of %llu bytes exceeds the device's largest allocation (%llu bytes)",
+                              (unsigned long long)bytes, (unsigned long long)be->max_alloc);
+    VkResult cr = be->f.vkCreateBuffer(be->dev, &bci, NULL, &b->buf);
+    if (cr == VK_ERROR_OUT_OF_HOST_MEMORY || cr == VK_ERROR_OUT_OF_DEVICE_MEMORY)
+        return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of memory creating a buffer of %llu bytes",
+                              (unsigned long long)bytes);
+    VK_TRY(be, cr, "vkCreateBuffer");
     VkMemoryRequirements req;
     be->f.vkGetBufferMemoryRequirements(be->dev, b->buf, &req);
     const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;

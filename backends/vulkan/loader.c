@@ -204,6 +204,10 @@ static porta_status pick_device(vk_be *be, const char *spec)
         be->pd = pds[chosen];
         be->f.vkGetPhysicalDeviceProperties(be->pd, &be->props);
         be->f.vkGetPhysicalDeviceMemoryProperties(be->pd, &be->memp);
+        VkPhysicalDeviceMaintenance3Properties m3 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES };
+        VkPhysicalDeviceProperties2 p2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3 };
+        be->f.vkGetPhysicalDeviceProperties2(be->pd, &p2);
+        be->max_alloc = m3.maxMemoryAllocationSize;
         snprintf(be->name, sizeof be->name, "%s (vulkan:%d)", be->props.deviceName, chosen);
     }
     free(pds);

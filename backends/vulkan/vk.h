@@ -15,7 +15,7 @@
 
 #define VK_INSTANCE_FNS(X) \
     X(vkDestroyInstance) X(vkEnumeratePhysicalDevices) X(vkGetPhysicalDeviceProperties) \
-    X(vkGetPhysicalDeviceQueueFamilyProperties) X(vkGetPhysicalDeviceMemoryProperties) \
+    X(vkGetPhysicalDeviceQueueFamilyProperties) X(vkGetPhysicalDeviceMemoryProperties) X(vkGetPhysicalDeviceProperties2) \
     X(vkCreateDevice) X(vkGetDeviceProcAddr)
 
 #define VK_DEVICE_FNS(X) \
@@ -97,6 +97,7 @@ typedef struct vk_be {
     VkPhysicalDevice pd;
     VkPhysicalDeviceProperties props;
     VkPhysicalDeviceMemoryProperties memp;
+    VkDeviceSize max_alloc; /* largest single allocation */
     VkDevice dev;
     uint32_t qfam;
     VkQueue queue;

@@ -272,6 +272,15 @@ static porta_status vkb_buf_copy(void *b, void *dst, int64_t doff, void *src, in
     return xfer_copy_submit(be, sb->buf, (VkDeviceSize)soff * es, d->buf, (VkDeviceSize)doff * es, (VkDeviceSize)n * es);
 }
 
+/* Buffer transfers already wait; this waits for replays in flight (their
+ * outputs still reach the caller at prog_wait). */
+static porta_status vkb_sync(void *b)
+{
+    vk_be *be = b;
+    VK_TRY(be, be->f.vkQueueWaitIdle(be->queue), "vkQueueWaitIdle");
+    return vk_validation_status(be);
+}
+
 static void vkb_close(void *b)
 {
     vk_be *be = b;
@@ -765,6 +774,7 @@ static const porta_backend_vt vk_vt = {
     .buf_write = vkb_buf_write,
     .buf_read = vkb_buf_read,
     .buf_copy = vkb_buf_copy,
+    .sync = vkb_sync,
     .prog_new = vkb_prog_new,
     .prog_run = vkb_prog_run,
     .prog_wait = vkb_prog_wait,

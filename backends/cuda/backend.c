@@ -400,10 +400,13 @@ static const porta_backend_vt pc_vt = {
 
 /* ---- module entry ------------------------------------------------------- */
 
-static porta_status pc_parse_spec(const porta_host *host, const char *spec, int *dev)
+/* "" and "discrete" take device 0 (CUDA devices other than embedded boards are
+ * discrete; those are refused for "discrete" in pc_setup); "N" takes device N. */
+static porta_status pc_parse_spec(const porta_host *host, const char *spec, int *dev, int *discrete)
 {
     *dev = 0;
-    if (!spec || !*spec) return PORTA_OK;
+    *discrete = spec && strcmp(spec, "discrete") == 0;
+    if (!spec || !*spec || *discrete) return PORTA_OK;
     char *end;
     long v = strtol(spec, &end, 10);
     if (*end || v < 0 || v > 1024 || end == spec)
@@ -412,11 +415,14 @@ static porta_status pc_parse_spec(const porta_host *host, const char *spec, int 
     return PORTA_OK;
 }
 
-static porta_status pc_setup(pc_backend *be)
+static porta_status pc_setup(pc_backend *be, int discrete)
 {
     PC_CK(be, cudaSetDevice(be->device));
     struct cudaDeviceProp prop;
     PC_CK(be, cudaGetDeviceProperties(&prop, be->device));
+    if (discrete && prop.integrated)
+        return be->host->fail(PORTA_ERR_UNAVAILABLE, "cuda: device %d (%s) is integrated, not discrete", be->device,
+                              prop.name);
     cudaError_t e = pc_probe_kernels();
     if (e != cudaSuccess)
         return be->host->fail(PORTA_ERR_UNAVAILABLE, "cuda: no kernel in this build runs on device %d (%s, sm_%d%d): %s",
@@ -440,8 +446,8 @@ static porta_status pc_setup(pc_backend *be)
 PC_EXPORT porta_status porta_module_open(const porta_host *host, const char *spec, const porta_backend_vt **vt,
                                          void **out)
 {
-    int dev, count = 0;
-    porta_status st = pc_parse_spec(host, spec, &dev);
+    int dev, discrete, count = 0;
+    porta_status st = pc_parse_spec(host, spec, &dev, &discrete);
     if (st) return st;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess)
@@ -454,7 +460,7 @@ PC_EXPORT porta_status porta_module_open(const porta_host *host, const char *spe
     if (!be) return host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for the backend");
     be->host = host;
     be->device = dev;
-    st = pc_setup(be);
+    st = pc_setup(be, discrete);
     if (st) {
         pc_close(be);
         return st;

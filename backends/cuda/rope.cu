@@ -73,8 +73,7 @@ extern "C" porta_status pc_rope(pc_rec *r, const porta_node *n)
     a.T = (int)x->shape[1];
     a.H = (int)x->shape[2];
     a.D = (int)x->shape[3];
-    /* A program with a cache hands every position-dependent op its step block. */
-    a.step = r->step_rows > 0 ? r->step : NULL;
+    a.step = n->p.rope.cached ? r->step : NULL;
     a.rows = r->step_rows;
     if (a.step && a.B != a.rows)
         return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope batch %d but the step block has %d rows", n->name, a.B,

@@ -83,10 +83,12 @@ static __global__ void __launch_bounds__(PF_WARPS * 32) attn_prefill(attn_args a
         pos = a.step[b];
         cnt = a.step[a.B + b];
     }
+    /* Rows past the step or the chunk are never scored: only live rows load. */
+    int live = min(PF_ROWS, min(a.T, cnt) - t0);
     const float *q = a.q + b * a.qs[0] + h * a.qs[2];
-    for (int e = threadIdx.x; e < PF_ROWS * D; e += blockDim.x) {
-        int rr = e / D, d = e - rr * D, t = t0 + rr;
-        qsh[e] = key_end(a, pos, cnt, t) > 0 ? a.scale * q[t * a.qs[1] + d * a.qs[3]] : 0.0f;
+    for (int e = threadIdx.x; e < live * D; e += blockDim.x) {
+        int rr = e / D, d = e - rr * D;
+        qsh[e] = a.scale * q[(t0 + rr) * a.qs[1] + d * a.qs[3]];
     }
     /* Visible ranges grow with the row, so the block's last row bounds them all. */
     int kend = 0;
@@ -105,11 +107,12 @@ static __global__ void __launch_bounds__(PF_WARPS * 32) attn_prefill(attn_args a
     const float *k = a.k + b * a.ks[0] + h * a.ks[2], *v = a.v + b * a.vs[0] + h * a.vs[2];
     for (int k0 = 0; k0 < kend; k0 += KT) {
         __syncthreads();
-        for (int e = threadIdx.x; e < KT * D; e += blockDim.x) {
+        /* Keys past kend are never scored nor weighted: only visible ones load. */
+        int nk = min(KT, kend - k0);
+        for (int e = threadIdx.x; e < nk * D; e += blockDim.x) {
             int j = e / D, d = e - j * D, key = k0 + j;
-            int in = key < kend;
-            ksh[j * (D + 1) + d] = in ? k[key * a.ks[1] + d * a.ks[3]] : 0.0f;
-            vsh[j * D + d] = in ? v[key * a.vs[1] + d * a.vs[3]] : 0.0f;
+            ksh[j * (D + 1) + d] = k[key * a.ks[1] + d * a.ks[3]];
+            vsh[j * D + d] = v[key * a.vs[1] + d * a.vs[3]];
         }
         __syncthreads();
 #pragma unroll

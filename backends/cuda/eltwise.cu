@@ -86,8 +86,8 @@ extern "C" porta_status pc_eltwise(pc_rec *r, const porta_node *n)
     float *out = pc_ptr(r, &n->out);
     const float *a = pc_ptr(r, ra), *b = rb ? pc_ptr(r, rb) : NULL;
     cudaStream_t st = r->be->stream;
-    if (porta_ref_dense(ra) && (!rb || porta_ref_dense(rb)) && numel % 4 == 0 && nb % 4 == 0 && aligned4(out) &&
-        aligned4(a) && (!b || aligned4(b))) {
+    if (porta_ref_dense(ra) && (!rb || (porta_ref_dense(rb) && nb % 4 == 0 && aligned4(b))) && numel % 4 == 0 &&
+        aligned4(out) && aligned4(a)) {
         ew_dense4<<<pc_blocks(numel / 4, PC_THREADS), PC_THREADS, 0, st>>>(op, (float4 *)out, (const float4 *)a,
                                                                           (const float4 *)b, numel / 4, nb / 4);
     } else {

@@ -162,6 +162,14 @@ static porta_status pc_buf_copy(void *impl, void *dst, int64_t doff, void *src, 
     return PORTA_OK;
 }
 
+static porta_status pc_sync(void *impl)
+{
+    pc_backend *be = impl;
+    PC_CK(be, cudaSetDevice(be->device));
+    PC_CK(be, cudaStreamSynchronize(be->stream));
+    return PORTA_OK;
+}
+
 /* ---- programs ----------------------------------------------------------- */
 
 static porta_status pc_node(pc_rec *r, const porta_node *n)
@@ -392,6 +400,7 @@ static const porta_backend_vt pc_vt = {
     .buf_write = pc_buf_write,
     .buf_read = pc_buf_read,
     .buf_copy = pc_buf_copy,
+    .sync = pc_sync,
     .prog_new = pc_prog_new,
     .prog_run = pc_prog_run,
     .prog_wait = pc_prog_wait,

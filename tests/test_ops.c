@@ -193,10 +193,15 @@ static const opcase cases[] = {
     { "kv_append+attention_cached [3,4,2,16] 30 steps", 1e-5, b_attn_cached, { 3, 4, 2, 16 }, 0.25f, 0, 30, 1 },
     { "kv_append+attention_cached [2,1,4,64] 70 steps", 1e-5, b_attn_cached, { 2, 1, 4, 64 }, 0.125f, 0, 70, 1 },
     { "kv_append+attention_cached [2,8,3,32] 12 steps", 1e-5, b_attn_cached, { 2, 8, 3, 32 }, 0.17f, 0, 12, 1 },
+    /* A long cache: decode kernels that split the key range see many splits. */
+    { "kv_append+attention_cached [2,1,2,64] 600 steps", 1e-5, b_attn_cached, { 2, 1, 2, 64 }, 0.125f, 0, 600, 1 },
+    /* Many new rows of a wide head: prefill kernels tile the rows. */
+    { "kv_append+attention_cached [2,40,2,128] 5 steps", 1e-5, b_attn_cached, { 2, 40, 2, 128 }, 0.09f, 0, 5, 1 },
     { "attention masked [6,5,7,3,8] mask [2,5,7]", 1e-5, b_attn, { 6, 5, 7, 3, 8, 2 }, 0.35f, 0, 0, 1 },
     { "attention causal [2,9,9,2,16]", 1e-5, b_attn, { 2, 9, 9, 2, 16, 0 }, 0.25f, 1, 0, 1 },
     { "attention causal+mask [4,6,6,3,64] mask [4,6,6]", 1e-5, b_attn, { 4, 6, 6, 3, 64, 4 }, 0.125f, 1, 0, 1 },
     { "attention plain [3,1,40,12,64]", 1e-5, b_attn, { 3, 1, 40, 12, 64, 0 }, 0.125f, 0, 0, 1 },
+    { "attention masked [2,37,50,3,128] mask [1,37,50]", 1e-5, b_attn, { 2, 37, 50, 3, 128, 1 }, 0.09f, 0, 0, 1 },
 };
 
 typedef struct runner {

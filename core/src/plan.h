@@ -54,11 +54,12 @@ typedef struct porta_node {
     porta_op op;
     const char *name;      /* node name for traces; never NULL */
     porta_ref out;
-    int n_in;
+    int n_in;              /* the op's arity; an absent optional input has mem NONE */
     porta_ref in[PORTA_PLAN_MAX_IN];
     union {
         float eps;                                   /* norms */
-        struct { float theta, scale_base; int xpos, is_key; } rope;
+        /* cached: positions from the step block; else pos 0, n = T */
+        struct { float theta, scale_base; int xpos, is_key, cached; } rope;
         struct { float scale; int causal; } attn;
     } p;
 } porta_node;
@@ -79,8 +80,14 @@ typedef struct porta_backend_counts {
 } porta_backend_counts;
 
 /* The step block, as the host hands it to a backend before each replay:
- * pos[rows] then n[rows], int32. Backends copy it into device memory in stream
- * order, into a slot that no replay in flight still reads. */
+ * pos[rows] then n[rows], int32 (NULL when plan->step_rows is 0). Backends copy
+ * it into device memory in stream order, into a slot that no replay in flight
+ * still reads.
+ *
+ * Ordering: all work a backend object is given (every program's replays,
+ * buf_write/buf_copy) executes in submission order, as if on one stream or
+ * queue: a prefill program and a decode program share one KV cache, and a
+ * replay must see the cache writes of the replays submitted before it. */
 
 typedef struct porta_backend_vt {
     int abi;
@@ -106,7 +113,8 @@ typedef struct porta_host {
 } porta_host;
 
 /* Entry point a run-time module exports under the name "porta_module_open".
- * spec: the text after "kind:" ("" or "0", "1", ...). Returns
+ * spec: the text after "kind:" ("" = the best device, "0", "1", ... = that
+ * device index; "discrete" = the best discrete GPU only, used by "auto"). Returns
  * PORTA_ERR_UNAVAILABLE with a message when the device is absent. */
 typedef porta_status (*porta_module_open_fn)(const porta_host *host, const char *spec,
                                              const porta_backend_vt **vt, void **be);

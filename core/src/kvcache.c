@@ -1,0 +1,110 @@
+/* KV cache: one device buffer for every layer, lengths on the host. */
+#include <stdlib.h>
+#include "core.h"
+
+porta_status porta_kvcache_new(porta_backend *be, const porta_kvcache_desc *d, porta_kvcache **out)
+{
+    if (!out) return porta_fail(PORTA_ERR_ARG, "porta_kvcache_new: out is NULL");
+    *out = NULL;
+    if (!be || !d) return porta_fail(PORTA_ERR_ARG, "porta_kvcache_new: NULL argument");
+    if (d->layers <= 0 || d->rows <= 0 || d->heads <= 0 || d->max_len <= 0 || d->head_dim <= 0)
+        return porta_fail(PORTA_ERR_ARG,
+                          "porta_kvcache_new: layers %d, rows %d, heads %d, max_len %d, head_dim %d must all be positive",
+                          d->layers, d->rows, d->heads, d->max_len, d->head_dim);
+    if (d->dtype != PORTA_F32)
+        return porta_fail(PORTA_ERR_UNSUPPORTED, "porta_kvcache_new: only float32 caches are supported");
+    int64_t per = (int64_t)d->rows * d->heads * d->max_len * d->head_dim;
+    if (per > ((int64_t)1 << 40) / (2 * (int64_t)d->layers))
+        return porta_fail(PORTA_ERR_ARG, "porta_kvcache_new: cache of %lld elements per layer is too large", (long long)per);
+    porta_kvcache *kv = calloc(1, sizeof *kv);
+    if (!kv) return porta_fail(PORTA_ERR_NOMEM, "porta_kvcache_new: out of memory");
+    kv->len = calloc((size_t)d->rows, sizeof *kv->len);
+    if (!kv->len) {
+        free(kv);
+        return porta_fail(PORTA_ERR_NOMEM, "porta_kvcache_new: out of memory");
+    }
+    porta_status s = porta_buffer_new(be, d->dtype, per * 2 * d->layers, &kv->store);
+    if (s != PORTA_OK) {
+        free(kv->len);
+        free(kv);
+        return s;
+    }
+    kv->be = be;
+    kv->d = *d;
+    *out = kv;
+    return PORTA_OK;
+}
+
+void porta_kvcache_free(porta_kvcache *kv)
+{
+    if (!kv) return;
+    porta_buffer_free(kv->store);
+    free(kv->len);
+    free(kv);
+}
+
+const porta_kvcache_desc *porta_kvcache_info(const porta_kvcache *kv) { return kv ? &kv->d : NULL; }
+
+int64_t porta_kvcache_offset(const porta_kvcache *kv, int layer, int which)
+{
+    int64_t per = (int64_t)kv->d.rows * kv->d.heads * kv->d.max_len * kv->d.head_dim;
+    return per * (2 * (int64_t)layer + which);
+}
+
+static porta_status check_row(const porta_kvcache *kv, int row, int allow_all, const char *fn)
+{
+    if (!kv) return porta_fail(PORTA_ERR_ARG, "%s: cache is NULL", fn);
+    if ((row < 0 && !(allow_all && row == -1)) || row >= kv->d.rows)
+        return porta_fail(PORTA_ERR_ARG, "%s: row %d outside 0..%d", fn, row, kv->d.rows - 1);
+    return PORTA_OK;
+}
+
+porta_status porta_kvcache_length(const porta_kvcache *kv, int row, int *len)
+{
+    porta_status s = check_row(kv, row, 0, "porta_kvcache_length");
+    if (s != PORTA_OK) return s;
+    if (!len) return porta_fail(PORTA_ERR_ARG, "porta_kvcache_length: len is NULL");
+    *len = kv->len[row];
+    return PORTA_OK;
+}
+
+porta_status porta_kvcache_reset(porta_kvcache *kv, int row)
+{
+    porta_status s = check_row(kv, row, 1, "porta_kvcache_reset");
+    if (s != PORTA_OK) return s;
+    for (int r = 0; r < kv->d.rows; r++)
+        if (row == -1 || r == row) kv->len[r] = 0;
+    return PORTA_OK;
+}
+
+porta_status porta_kvcache_truncate(porta_kvcache *kv, int row, int len)
+{
+    porta_status s = check_row(kv, row, 0, "porta_kvcache_truncate");
+    if (s != PORTA_OK) return s;
+    if (len < 0 || len > kv->len[row])
+        return porta_fail(PORTA_ERR_ARG, "porta_kvcache_truncate: length %d outside 0..%d of row %d", len,
+                          kv->len[row], row);
+    kv->len[row] = len;
+    return PORTA_OK;
+}
+
+porta_status porta_kvcache_copy_row(porta_kvcache *kv, int src, int dst)
+{
+    porta_status s = check_row(kv, src, 0, "porta_kvcache_copy_row");
+    if (s == PORTA_OK) s = check_row(kv, dst, 0, "porta_kvcache_copy_row");
+    if (s != PORTA_OK) return s;
+    if (src == dst) return PORTA_OK;
+    /* Only the filled prefix of each head matters, but heads are strided by
+     * max_len: copying whole rows keeps it to one transfer per layer. */
+    int64_t row_elems = (int64_t)kv->d.heads * kv->d.max_len * kv->d.head_dim;
+    const porta_backend_vt *vt = kv->be->vt;
+    for (int l = 0; l < kv->d.layers; l++)
+        for (int w = 0; w < 2; w++) {
+            int64_t base = porta_kvcache_offset(kv, l, w);
+            s = vt->buf_copy(kv->be->impl, kv->store->impl, base + row_elems * dst, kv->store->impl,
+                             base + row_elems * src, row_elems);
+            if (s != PORTA_OK) return s;
+        }
+    kv->len[dst] = kv->len[src];
+    return PORTA_OK;
+}

@@ -28,6 +28,7 @@ struct porta_toto_forecaster {
     float *out[TOTO_HEAD_COUNT];
     double *dist[TOTO_HEAD_COUNT];
     double *probs;      /* [K] */
+    int32_t *row_new;   /* prefill counts per cache row: the first sample's rows only */
 };
 
 void porta_toto_forecaster_free(porta_toto_forecaster *f)
@@ -50,6 +51,7 @@ void porta_toto_forecaster_free(porta_toto_forecaster *f)
         free(f->dist[k]);
     }
     free(f->probs);
+    free(f->row_new);
     free(f);
 }
 
@@ -77,8 +79,10 @@ static porta_status alloc_host(porta_toto_forecaster *f)
     f->in_x = malloc(in_rows * f->V * P * sizeof(float));
     f->in_mask = malloc(in_rows * f->V * f->V * sizeof(float));
     f->probs = malloc(K * sizeof(double));
+    f->row_new = malloc(RV * sizeof(int32_t));
     int ok = f->x && f->w && f->id && f->ploc && f->pscale && f->sloc && f->sscale && f->in_x && f->in_mask &&
-             f->probs;
+             f->probs && f->row_new;
+    for (size_t r = 0; ok && r < RV; r++) f->row_new[r] = r < (size_t)f->B * f->V ? f->Tc : 0;
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) {
         f->out[k] = malloc(RV * P * K * sizeof(float));
         f->dist[k] = malloc(RV * P * K * sizeof(double));
@@ -109,7 +113,6 @@ porta_status porta_toto_forecaster_new(porta_toto_model *m, const porta_toto_for
     f->Lp = f->Tc * f->P;
     f->steps = (d->horizon + f->P - 1) / f->P;
     f->N = f->Lp + f->steps * f->P;
-    toto_rng_seed(&f->rng, d->seed);
     s = alloc_host(f);
     porta_kvcache_desc kd = {
         .layers = m->n_time_layers,
@@ -229,7 +232,7 @@ static porta_status run(porta_toto_forecaster *f, porta_program *p, int rows, in
     scale_inputs(f, rows, T, end);
     const float *inputs[2] = {f->in_x, f->in_mask};
     if (toto_has_spacewise(&f->m->cfg)) space_mask(f, rows, T, end);
-    porta_step st = {.n_new = T, .inputs = inputs, .outputs = f->out};
+    porta_step st = {.n_new = T, .row_new = rows < f->R ? f->row_new : NULL, .inputs = inputs, .outputs = f->out};
     porta_status s = porta_run(p, &st);
     if (s == PORTA_OK) s = porta_program_wait(p);
     if (s == PORTA_OK) to_dist(f, (size_t)rows * f->V * f->P * f->K);
@@ -336,6 +339,8 @@ porta_status porta_toto_forecast(porta_toto_forecaster *f, const porta_toto_inpu
 {
     if (!f || !in || !in->series || !res || !res->mean || (f->d.samples > 0 && !res->samples))
         return toto_fail(PORTA_ERR_ARG, "porta_toto_forecast: null argument");
+    /* Each forecast draws the same paths for the same seed and inputs. */
+    toto_rng_seed(&f->rng, f->d.seed);
     porta_status s = porta_kvcache_reset(f->kv, -1);
     if (s == PORTA_OK) s = load_context(f, in);
     if (s == PORTA_OK) s = run(f, f->prefill, f->B, f->Tc, f->Tc);

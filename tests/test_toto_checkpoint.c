@@ -258,7 +258,7 @@ int main(int argc, char **argv)
         {"not JSON", "{", "{{", "not valid JSON"},
         {"missing key", "\"embed_dim\"", "\"embed_dimension\"", "embed_dim"},
         {"wrong type", "\"num_heads\"", "\"num_heads\": \"x\", \"was_num_heads\"", "num_heads"},
-        {"not divisible", "\"num_heads\"", "\"num_heads\": 5, \"was_num_heads\"", "divisible"},
+        {"not divisible", "\"num_heads\"", "\"num_heads\": 7, \"was_num_heads\"", "divisible"},
         {"out of range", "\"dropout\"", "\"dropout\": 2, \"was_dropout\"", "dropout"},
         {"bad scaler", "CausalPatchStdMeanScaler", "StdMinScaler", "scaler_cls"},
     };

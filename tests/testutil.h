@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include "porta/porta.h"
 
 #define TEST_SKIP 77

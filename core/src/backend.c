@@ -201,3 +201,21 @@ porta_status porta_buffer_read(porta_buffer *buf, int64_t off, int64_t n, float 
     if (s != PORTA_OK || n == 0) return s;
     return buf->be->vt->buf_read(buf->be->impl, buf->impl, off, n, dst);
 }
+
+porta_status porta_buffer_copy(porta_buffer *dst, int64_t doff, porta_buffer *src, int64_t soff, int64_t n)
+{
+    if (!dst || !src) return porta_fail(PORTA_ERR_ARG, "porta_buffer_copy: NULL buffer");
+    if (dst->be != src->be || dst->dtype != src->dtype)
+        return porta_fail(PORTA_ERR_ARG, "porta_buffer_copy: buffers of different backends or dtypes");
+    porta_status s = check_range(dst, doff, n, dst, "porta_buffer_copy");
+    if (s == PORTA_OK) s = check_range(src, soff, n, src, "porta_buffer_copy");
+    if (s != PORTA_OK || n == 0) return s;
+    return dst->be->vt->buf_copy(dst->be->impl, dst->impl, doff, src->impl, soff, n);
+}
+
+porta_status porta_backend_sync(porta_backend *be)
+{
+    if (!be) return porta_fail(PORTA_ERR_ARG, "porta_backend_sync: backend is NULL");
+    /* Reading one element back is ordered after everything submitted. */
+    return be->vt->sync ? be->vt->sync(be->impl) : PORTA_OK;
+}

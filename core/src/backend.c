@@ -20,9 +20,10 @@
 
 static porta_status try_module_dir(const char *dir, const char *kind, void **handle, char *why, size_t whylen)
 {
-    char path[4096];
+    char path[4400];
     if (!dir || !dir[0]) return PORTA_ERR_UNAVAILABLE;
-    snprintf(path, sizeof path, "%s/libporta_%s.so", dir, kind);
+    int len = snprintf(path, sizeof path, "%s/libporta_%s.so", dir, kind);
+    if (len < 0 || (size_t)len >= sizeof path) return PORTA_ERR_UNAVAILABLE;
     void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (h) {
         *handle = h;
@@ -46,14 +47,14 @@ static porta_status open_module(const char *kind, void **handle)
         Dl_info info;
         if (dladdr((void *)&open_module, &info) && info.dli_fname) {
             char dir[4096];
-            snprintf(dir, sizeof dir, "%s", info.dli_fname);
-            char *slash = strrchr(dir, '/');
+            int len = snprintf(dir, sizeof dir, "%s", info.dli_fname);
+            char *slash = (len > 0 && (size_t)len < sizeof dir) ? strrchr(dir, '/') : NULL;
             if (slash) {
                 *slash = '\0';
                 if (try_module_dir(dir, kind, handle, why, sizeof why) == PORTA_OK) return PORTA_OK;
                 char sub[4200];
-                snprintf(sub, sizeof sub, "%s/porta", dir);
-                if (try_module_dir(sub, kind, handle, why, sizeof why) == PORTA_OK) return PORTA_OK;
+                len = snprintf(sub, sizeof sub, "%s/porta", dir);
+                if (len > 0 && (size_t)len < sizeof sub && try_module_dir(sub, kind, handle, why, sizeof why) == PORTA_OK) return PORTA_OK;
             }
         }
         if (try_module_dir(PORTA_MODULE_BUILD_DIR, kind, handle, why, sizeof why) == PORTA_OK) return PORTA_OK;
@@ -199,4 +200,22 @@ porta_status porta_buffer_read(porta_buffer *buf, int64_t off, int64_t n, float 
     porta_status s = check_range(buf, off, n, dst, "porta_buffer_read");
     if (s != PORTA_OK || n == 0) return s;
     return buf->be->vt->buf_read(buf->be->impl, buf->impl, off, n, dst);
+}
+
+porta_status porta_buffer_copy(porta_buffer *dst, int64_t doff, porta_buffer *src, int64_t soff, int64_t n)
+{
+    if (!dst || !src) return porta_fail(PORTA_ERR_ARG, "porta_buffer_copy: NULL buffer");
+    if (dst->be != src->be || dst->dtype != src->dtype)
+        return porta_fail(PORTA_ERR_ARG, "porta_buffer_copy: buffers of different backends or dtypes");
+    porta_status s = check_range(dst, doff, n, dst, "porta_buffer_copy");
+    if (s == PORTA_OK) s = check_range(src, soff, n, src, "porta_buffer_copy");
+    if (s != PORTA_OK || n == 0) return s;
+    return dst->be->vt->buf_copy(dst->be->impl, dst->impl, doff, src->impl, soff, n);
+}
+
+porta_status porta_backend_sync(porta_backend *be)
+{
+    if (!be) return porta_fail(PORTA_ERR_ARG, "porta_backend_sync: backend is NULL");
+    /* Reading one element back is ordered after everything submitted. */
+    return be->vt->sync ? be->vt->sync(be->impl) : PORTA_OK;
 }

@@ -51,10 +51,11 @@ struct porta_tensor {
     /* nodes */
     porta_op op;
     int n_in;
-    porta_tensor *in[PORTA_PLAN_MAX_IN];
+    porta_tensor *in[PORTA_PLAN_MAX_IN]; /* optional inputs keep their slot, NULL when absent */
     porta_node params;              /* only .p is used */
     porta_buffer *ext;              /* node writing into an external buffer (KV) */
     porta_kvcache *kv;              /* op reads the step block of this cache */
+    int kv_layer, kv_which;         /* KV_APPEND: which layer and half */
     /* leaves */
     porta_buffer *buf;              /* params */
     int input_index;

@@ -54,7 +54,7 @@ typedef struct porta_node {
     porta_op op;
     const char *name;      /* node name for traces; never NULL */
     porta_ref out;
-    int n_in;
+    int n_in;              /* the op's arity; an absent optional input has mem NONE */
     porta_ref in[PORTA_PLAN_MAX_IN];
     union {
         float eps;                                   /* norms */
@@ -100,6 +100,8 @@ typedef struct porta_backend_vt {
     porta_status (*buf_read)(void *be, void *buf, int64_t off, int64_t n, float *dst);
     /* Device-side copy of n elements, ordered after work already submitted. */
     porta_status (*buf_copy)(void *be, void *dst, int64_t doff, void *src, int64_t soff, int64_t n);
+    /* Waits for all submitted work (NULL: the backend runs synchronously). */
+    porta_status (*sync)(void *be);
     porta_status (*prog_new)(void *be, const porta_plan *plan, porta_backend_counts *counts, void **prog);
     porta_status (*prog_run)(void *prog, const int32_t *step_block, const float *const *inputs,
                              float *const *outputs);

@@ -32,6 +32,11 @@ void porta_buffer_free(porta_buffer *buf);
 int64_t porta_buffer_size(const porta_buffer *buf);
 porta_status porta_buffer_write(porta_buffer *buf, int64_t offset, int64_t n, const float *src);
 porta_status porta_buffer_read(porta_buffer *buf, int64_t offset, int64_t n, float *dst);
+/* Copies n elements between buffers of one backend and dtype, on the device,
+ * ordered after the work already submitted to that backend. */
+porta_status porta_buffer_copy(porta_buffer *dst, int64_t dst_offset, porta_buffer *src, int64_t src_offset, int64_t n);
+/* Waits until every piece of work submitted to the backend has finished. */
+porta_status porta_backend_sync(porta_backend *be);
 
 #ifdef __cplusplus
 }

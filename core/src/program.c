@@ -1,0 +1,376 @@
+/* compile: dead-node removal, liveness-based memory planning, one hand-over
+ * to the backend (which captures or records once). run: step block, overflow
+ * checks, one replay. */
+#include <stdlib.h>
+#include <string.h>
+#include "core.h"
+
+#define ARENA_ALIGN 64 /* elements: 256 bytes, enough for any vector load */
+
+struct porta_program {
+    porta_backend *be;
+    void *impl;
+    porta_kvcache *kv;
+    int chunk;              /* T: the most rows a step may append */
+    porta_plan plan;
+    porta_node *nodes;
+    porta_ref *io;          /* inputs then outputs */
+    char *names;            /* node names, one block */
+    int32_t *step;          /* pos[rows] then n[rows] */
+    porta_backend_counts counts;
+    porta_program_stats stats;
+};
+
+typedef struct span { int64_t off, len; } span;
+
+/* First-fit allocator over the arena, free list sorted by offset. */
+typedef struct arena {
+    span *free;
+    int n, cap;
+    int64_t top;
+} arena;
+
+static int64_t round_up(int64_t n) { return (n + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN; }
+
+static int64_t arena_alloc(arena *a, int64_t len)
+{
+    len = round_up(len);
+    for (int i = 0; i < a->n; i++) {
+        if (a->free[i].len >= len) {
+            int64_t off = a->free[i].off;
+            a->free[i].off += len;
+            a->free[i].len -= len;
+            if (a->free[i].len == 0) {
+                memmove(&a->free[i], &a->free[i + 1], (size_t)(a->n - i - 1) * sizeof *a->free);
+                a->n--;
+            }
+            return off;
+        }
+    }
+    /* Grow the top, absorbing a free span that ends there. */
+    if (a->n && a->free[a->n - 1].off + a->free[a->n - 1].len == a->top) {
+        int64_t off = a->free[a->n - 1].off;
+        a->n--;
+        a->top = off + len;
+        return off;
+    }
+    int64_t off = a->top;
+    a->top += len;
+    return off;
+}
+
+static int arena_free(arena *a, int64_t off, int64_t len)
+{
+    len = round_up(len);
+    if (a->n == a->cap) {
+        int cap = a->cap ? 2 * a->cap : 16;
+        span *f = realloc(a->free, (size_t)cap * sizeof *f);
+        if (!f) return 0;
+        a->free = f;
+        a->cap = cap;
+    }
+    int i = 0;
+    while (i < a->n && a->free[i].off < off) i++;
+    memmove(&a->free[i + 1], &a->free[i], (size_t)(a->n - i) * sizeof *a->free);
+    a->free[i] = (span){ off, len };
+    a->n++;
+    /* Coalesce with the right, then the left neighbour. */
+    if (i + 1 < a->n && a->free[i].off + a->free[i].len == a->free[i + 1].off) {
+        a->free[i].len += a->free[i + 1].len;
+        memmove(&a->free[i + 1], &a->free[i + 2], (size_t)(a->n - i - 2) * sizeof *a->free);
+        a->n--;
+    }
+    if (i > 0 && a->free[i - 1].off + a->free[i - 1].len == a->free[i].off) {
+        a->free[i - 1].len += a->free[i].len;
+        memmove(&a->free[i], &a->free[i + 1], (size_t)(a->n - i - 1) * sizeof *a->free);
+        a->n--;
+    }
+    return 1;
+}
+
+/* Storage of roots that live in the arena: inputs and nodes without an
+ * external buffer. */
+static int in_arena(const porta_tensor *r) { return r->kind == PORTA_T_INPUT || (r->kind == PORTA_T_NODE && !r->ext); }
+
+static porta_status make_ref(const porta_tensor *t, const int64_t *arena_off, porta_ref *ref)
+{
+    const porta_tensor *r = t->root;
+    memset(ref, 0, sizeof *ref);
+    ref->ndim = t->ndim;
+    memcpy(ref->shape, t->shape, sizeof ref->shape);
+    memcpy(ref->stride, t->stride, sizeof ref->stride);
+    ref->dtype = PORTA_F32;
+    if (in_arena(r)) {
+        ref->mem = PORTA_MEM_ARENA;
+        ref->offset = arena_off[r->id] + t->offset;
+    } else if (r->kind == PORTA_T_PARAM) {
+        ref->mem = PORTA_MEM_BUFFER;
+        ref->buf = r->buf->impl;
+        ref->dtype = r->buf->dtype;
+        ref->offset = t->offset;
+    } else {
+        ref->mem = PORTA_MEM_BUFFER;
+        ref->buf = r->ext->impl;
+        ref->dtype = r->ext->dtype;
+        ref->offset = t->offset;
+    }
+    return PORTA_OK;
+}
+
+/* Marks what the outputs and cache writes need; returns the live node count. */
+static int mark_live(const porta_graph *g, char *live)
+{
+    for (int i = 0; i < g->n_outputs; i++) live[g->outputs[i]->id] = 1;
+    for (int i = 0; i < g->n; i++)
+        if (g->t[i]->kind == PORTA_T_NODE && g->t[i]->op == PORTA_OP_KV_APPEND) live[i] = 1;
+    int nodes = 0;
+    for (int i = g->n - 1; i >= 0; i--) {
+        const porta_tensor *t = g->t[i];
+        if (!live[i]) continue;
+        if (t->kind == PORTA_T_NODE) nodes++;
+        live[t->root->id] = 1;
+        for (int k = 0; k < t->n_in; k++)
+            if (t->in[k]) live[t->in[k]->id] = 1;
+    }
+    return nodes;
+}
+
+static porta_status check_backends(const porta_graph *g, const porta_backend *be, const char *live)
+{
+    for (int i = 0; i < g->n; i++) {
+        const porta_tensor *t = g->t[i];
+        if (!live[i]) continue;
+        if (t->kind == PORTA_T_PARAM && t->buf->be != be)
+            return porta_fail(PORTA_ERR_ARG, "porta_compile: parameter '%s' lives on backend %s, program compiles for %s",
+                              t->name, t->buf->be->vt->kind, be->vt->kind);
+        if (t->kv && t->kv->be != be)
+            return porta_fail(PORTA_ERR_ARG, "porta_compile: node '%s' uses a KV cache of backend %s, program compiles for %s",
+                              t->name, t->kv->be->vt->kind, be->vt->kind);
+    }
+    return PORTA_OK;
+}
+
+/* The chunk capacity T shared by every step-dependent node. */
+static porta_status find_chunk(const porta_graph *g, const char *live, int *chunk)
+{
+    *chunk = 0;
+    for (int i = 0; i < g->n; i++) {
+        const porta_tensor *t = g->t[i];
+        if (!live[i] || t->kind != PORTA_T_NODE || !t->kv) continue;
+        int T = (int)t->in[0]->shape[1];
+        if (*chunk && T != *chunk)
+            return porta_fail(PORTA_ERR_SHAPE, "porta_compile: node '%s' appends %d rows per step, another node %d", t->name,
+                              T, *chunk);
+        *chunk = T;
+    }
+    return PORTA_OK;
+}
+
+static void free_program(porta_program *p)
+{
+    if (!p) return;
+    free(p->nodes);
+    free(p->io);
+    free(p->names);
+    free(p->step);
+    free(p);
+}
+
+static porta_status plan_program(porta_graph *g, porta_program *p, const char *live)
+{
+    int64_t *arena_off = calloc((size_t)g->n, sizeof *arena_off);
+    int *last_use = calloc((size_t)g->n, sizeof *last_use);
+    int n_nodes = (int)p->stats.nodes;
+    p->nodes = calloc((size_t)(n_nodes ? n_nodes : 1), sizeof *p->nodes);
+    p->io = calloc((size_t)(g->n_inputs + g->n_outputs + 1), sizeof *p->io);
+    p->names = calloc((size_t)(n_nodes ? n_nodes : 1), sizeof(((porta_tensor *)0)->name));
+    arena a = { 0 };
+    porta_status s = PORTA_OK;
+    if (!arena_off || !last_use || !p->nodes || !p->io || !p->names) {
+        s = porta_fail(PORTA_ERR_NOMEM, "porta_compile: out of memory");
+        goto done;
+    }
+    /* Last use of every arena root, through any view. Outputs never die. */
+    enum { FOREVER = 0x7fffffff };
+    for (int i = 0; i < g->n; i++) {
+        const porta_tensor *t = g->t[i];
+        if (!live[i] || t->kind != PORTA_T_NODE) continue;
+        for (int k = 0; k < t->n_in; k++)
+            if (t->in[k] && last_use[t->in[k]->root->id] < i) last_use[t->in[k]->root->id] = i;
+    }
+    for (int i = 0; i < g->n_outputs; i++) last_use[g->outputs[i]->root->id] = FOREVER;
+    /* Inputs are rewritten at every run, so they hold their place throughout. */
+    for (int i = 0; i < g->n; i++)
+        if (live[i] && g->t[i]->kind == PORTA_T_INPUT) {
+            arena_off[i] = arena_alloc(&a, porta_tensor_numel(g->t[i]));
+            last_use[i] = FOREVER;
+        }
+    int64_t naive = 0;
+    int k = 0;
+    for (int i = 0; i < g->n; i++) {
+        const porta_tensor *t = g->t[i];
+        if (!live[i] || t->kind != PORTA_T_NODE) continue;
+        if (in_arena(t)) {
+            arena_off[i] = arena_alloc(&a, porta_tensor_numel(t));
+            naive += round_up(porta_tensor_numel(t));
+            if (last_use[i] == 0) last_use[i] = i; /* unused result (a cache write): free at once */
+        }
+        porta_node *n = &p->nodes[k];
+        char *name = p->names + (size_t)k * sizeof t->name;
+        memcpy(name, t->name, sizeof t->name);
+        n->op = t->op;
+        n->name = name;
+        n->p = t->params.p;
+        make_ref(t, arena_off, &n->out);
+        n->n_in = t->n_in;
+        for (int j = 0; j < t->n_in; j++)
+            if (t->in[j]) make_ref(t->in[j], arena_off, &n->in[j]);
+        k++;
+        /* Free every arena root whose last reader is this node (after its own
+         * output was placed, so a node never reads and writes one span). */
+        for (int j = 0; j < t->n_in; j++) {
+            const porta_tensor *r = t->in[j] ? t->in[j]->root : NULL;
+            if (r && in_arena(r) && last_use[r->id] == i) {
+                last_use[r->id] = -1;
+                if (!arena_free(&a, arena_off[r->id], porta_tensor_numel(r))) {
+                    s = porta_fail(PORTA_ERR_NOMEM, "porta_compile: out of memory");
+                    goto done;
+                }
+            }
+        }
+        if (in_arena(t) && last_use[i] == i) {
+            last_use[i] = -1;
+            if (!arena_free(&a, arena_off[i], porta_tensor_numel(t))) {
+                s = porta_fail(PORTA_ERR_NOMEM, "porta_compile: out of memory");
+                goto done;
+            }
+        }
+    }
+    int n_io = 0;
+    for (int i = 0; i < g->n; i++)
+        if (live[i] && g->t[i]->kind == PORTA_T_INPUT) make_ref(g->t[i], arena_off, &p->io[g->t[i]->input_index]);
+    n_io = g->n_inputs;
+    for (int i = 0; i < g->n_outputs; i++) make_ref(g->outputs[i], arena_off, &p->io[n_io + i]);
+    p->plan.n_nodes = k;
+    p->plan.nodes = p->nodes;
+    p->plan.arena_elems = a.top;
+    p->plan.n_inputs = g->n_inputs;
+    p->plan.n_outputs = g->n_outputs;
+    p->plan.inputs = p->io;
+    p->plan.outputs = p->io + n_io;
+    p->plan.step_rows = p->kv ? p->kv->d.rows : 0;
+    p->stats.arena_bytes = (uint64_t)a.top * 4;
+    p->stats.naive_bytes = (uint64_t)naive * 4;
+done:
+    free(a.free);
+    free(arena_off);
+    free(last_use);
+    return s;
+}
+
+porta_status porta_compile(porta_graph *g, porta_backend *be, porta_program **out)
+{
+    if (!out) return porta_fail(PORTA_ERR_ARG, "porta_compile: out is NULL");
+    *out = NULL;
+    if (!g || !be) return porta_fail(PORTA_ERR_ARG, "porta_compile: NULL graph or backend");
+    if (g->err != PORTA_OK) return porta_fail(g->err, "porta_compile: the graph failed to build: %s", g->errmsg);
+    char *live = calloc((size_t)(g->n ? g->n : 1), 1);
+    porta_program *p = calloc(1, sizeof *p);
+    if (!live || !p) {
+        free(live);
+        free(p);
+        return porta_fail(PORTA_ERR_NOMEM, "porta_compile: out of memory");
+    }
+    p->be = be;
+    p->kv = g->kv;
+    p->stats.nodes = (uint64_t)mark_live(g, live);
+    porta_status s = PORTA_OK;
+    if (p->stats.nodes == 0 && g->n_outputs == 0)
+        s = porta_fail(PORTA_ERR_ARG, "porta_compile: the graph has no outputs and writes no cache");
+    for (int i = 0; s == PORTA_OK && i < g->n; i++)
+        if (g->t[i]->kind == PORTA_T_INPUT && !live[i])
+            s = porta_fail(PORTA_ERR_ARG, "porta_compile: input '%s' is not used by any output", g->t[i]->name);
+    if (s == PORTA_OK) s = check_backends(g, be, live);
+    if (s == PORTA_OK) s = find_chunk(g, live, &p->chunk);
+    if (s == PORTA_OK && p->kv) {
+        p->step = calloc((size_t)p->kv->d.rows * 2, sizeof *p->step);
+        if (!p->step) s = porta_fail(PORTA_ERR_NOMEM, "porta_compile: out of memory");
+    }
+    if (s == PORTA_OK) s = plan_program(g, p, live);
+    free(live);
+    if (s == PORTA_OK) s = be->vt->prog_new(be->impl, &p->plan, &p->counts, &p->impl);
+    if (s != PORTA_OK) {
+        free_program(p);
+        return s;
+    }
+    p->stats.compiles = 1;
+    *out = p;
+    return PORTA_OK;
+}
+
+void porta_program_free(porta_program *p)
+{
+    if (!p) return;
+    if (p->impl) p->be->vt->prog_free(p->impl);
+    free_program(p);
+}
+
+porta_status porta_run(porta_program *p, const porta_step *st)
+{
+    if (!p || !st) return porta_fail(PORTA_ERR_ARG, "porta_run: NULL program or step");
+    if (p->plan.n_inputs && !st->inputs)
+        return porta_fail(PORTA_ERR_ARG, "porta_run: the program has %d inputs and step.inputs is NULL", p->plan.n_inputs);
+    for (int i = 0; i < p->plan.n_inputs; i++)
+        if (!st->inputs[i]) return porta_fail(PORTA_ERR_ARG, "porta_run: input %d is NULL", i);
+    porta_kvcache *kv = p->kv;
+    if (kv) {
+        int rows = kv->d.rows;
+        if (!st->row_new && (st->n_new < 1 || st->n_new > p->chunk))
+            return porta_fail(PORTA_ERR_ARG, "porta_run: n_new %d outside 1..%d (the program's chunk)", st->n_new, p->chunk);
+        for (int b = 0; b < rows; b++) {
+            int n = st->row_new ? st->row_new[b] : st->n_new;
+            if (n < 0 || n > p->chunk)
+                return porta_fail(PORTA_ERR_ARG, "porta_run: row %d appends %d rows, outside 0..%d", b, n, p->chunk);
+            if (n > kv->d.max_len - kv->len[b])
+                return porta_fail(PORTA_ERR_OVERFLOW,
+                                  "porta_run: row %d holds %d of %d positions; appending %d would overflow the cache",
+                                  b, kv->len[b], kv->d.max_len, n);
+            p->step[b] = kv->len[b];
+            p->step[rows + b] = n;
+        }
+    }
+    porta_status s = p->be->vt->prog_run(p->impl, p->step, st->inputs, st->outputs);
+    if (s != PORTA_OK) return s;
+    if (kv)
+        for (int b = 0; b < kv->d.rows; b++) kv->len[b] += p->step[kv->d.rows + b];
+    p->stats.replays++;
+    return PORTA_OK;
+}
+
+porta_status porta_program_wait(porta_program *p)
+{
+    if (!p) return porta_fail(PORTA_ERR_ARG, "porta_program_wait: program is NULL");
+    return p->be->vt->prog_wait(p->impl);
+}
+
+porta_status porta_program_stats_get(const porta_program *p, porta_program_stats *st)
+{
+    if (!p || !st) return porta_fail(PORTA_ERR_ARG, "porta_program_stats_get: NULL argument");
+    *st = p->stats;
+    st->captures = p->counts.captures;
+    st->records = p->counts.records;
+    return PORTA_OK;
+}
+
+int porta_program_n_inputs(const porta_program *p) { return p ? p->plan.n_inputs : 0; }
+int porta_program_n_outputs(const porta_program *p) { return p ? p->plan.n_outputs : 0; }
+
+int64_t porta_program_input_numel(const porta_program *p, int i)
+{
+    return (p && i >= 0 && i < p->plan.n_inputs) ? porta_ref_numel(&p->plan.inputs[i]) : 0;
+}
+
+int64_t porta_program_output_numel(const porta_program *p, int i)
+{
+    return (p && i >= 0 && i < p->plan.n_outputs) ? porta_ref_numel(&p->plan.outputs[i]) : 0;
+}

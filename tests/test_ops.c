@@ -1,0 +1,337 @@
+/* Every op on one backend (argv[1]) against the float64 ref backend, on fresh
+ * random inputs (never zeros), outputs poisoned with NaN before each run.
+ *
+ * Tolerances are normwise relative errors against float64:
+ *  - 2e-6 for data movement and elementwise arithmetic (a few float32 roundings);
+ *  - 1e-5 for reductions (matmul, norms, softmax, attention): float32
+ *    accumulation over up to a few thousand terms, and vector exp/sin with
+ *    1-ulp error;
+ *  - 5e-5 for RoPE: the angle p * theta^(-2j/D) is formed in float32, so its
+ *    absolute error grows with the position p.
+ * The same tolerances serve every backend; a backend that needs more fails. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "testutil.h"
+
+#define MAXP 8
+
+typedef struct params {
+    porta_backend *be;
+    rng r;
+    porta_buffer *bufs[MAXP];
+    int n;
+} params;
+
+/* A parameter tensor on be, random from a seed shared by both backends. */
+static porta_tensor *mkparam(porta_graph *g, params *P, int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    float *h = malloc((size_t)n * sizeof *h);
+    fill_random(&P->r, h, n, 0.5f);
+    porta_buffer *b = NULL;
+    CHECK_OK(porta_buffer_new(P->be, PORTA_F32, n, &b));
+    CHECK_OK(porta_buffer_write(b, 0, n, h));
+    free(h);
+    P->bufs[P->n++] = b;
+    return porta_param(g, b, 0, ndim, shape);
+}
+
+typedef struct opcase opcase;
+typedef porta_tensor *(*build_fn)(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c);
+
+struct opcase {
+    const char *name;
+    double tol;
+    build_fn build;
+    int64_t d[6];
+    float f;      /* op-specific: eps, scale */
+    int flag;     /* op-specific: bias, causal, xpos, is_key */
+    int steps;    /* > 0: uses a KV cache and runs this many steps */
+    float in_scale;
+};
+
+#define IN(g, name, ...) porta_input(g, name, sizeof((int64_t[]){ __VA_ARGS__ }) / sizeof(int64_t), (int64_t[]){ __VA_ARGS__ })
+
+static porta_tensor *b_copy(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)P, (void)kv;
+    porta_tensor *x = IN(g, "x", c->d[0], c->d[1], c->d[2], c->d[3]);
+    porta_tensor *v = porta_permute(g, x, (int[]){ 2, 0, 3, 1 });
+    if (c->flag) v = porta_slice(g, v, 1, 1, c->d[0] - 1);
+    return porta_contiguous(g, v);
+}
+
+static porta_tensor *b_linear(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)kv;
+    porta_tensor *x = IN(g, "x", c->d[0], c->d[1]);
+    porta_tensor *w = mkparam(g, P, 2, (int64_t[]){ c->d[2], c->d[1] });
+    porta_tensor *b = c->flag ? mkparam(g, P, 1, (int64_t[]){ c->d[2] }) : NULL;
+    return porta_linear(g, x, w, b);
+}
+
+static porta_tensor *b_matmul(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)P, (void)kv;
+    porta_tensor *a = IN(g, "a", c->d[0], c->d[1], c->d[2]);
+    porta_tensor *b = c->flag ? IN(g, "b", c->d[0], c->d[2], c->d[3]) : IN(g, "b", c->d[2], c->d[3]);
+    return porta_matmul(g, a, b);
+}
+
+static porta_tensor *b_binary(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)P, (void)kv;
+    porta_tensor *a = IN(g, "a", c->d[0], c->d[1], c->d[2]);
+    porta_tensor *b = c->d[3] ? IN(g, "b", c->d[2]) : IN(g, "b", c->d[1], c->d[2]);
+    return c->flag ? porta_mul(g, a, b) : porta_add(g, a, b);
+}
+
+static porta_tensor *b_rmsnorm(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)kv;
+    porta_tensor *x = IN(g, "x", c->d[0], c->d[1]);
+    return porta_rmsnorm(g, x, c->flag ? mkparam(g, P, 1, (int64_t[]){ c->d[1] }) : NULL, c->f);
+}
+
+static porta_tensor *b_layernorm(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)kv;
+    porta_tensor *x = IN(g, "x", c->d[0], c->d[1]);
+    porta_tensor *w = c->flag ? mkparam(g, P, 1, (int64_t[]){ c->d[1] }) : NULL;
+    porta_tensor *b = c->flag ? mkparam(g, P, 1, (int64_t[]){ c->d[1] }) : NULL;
+    return porta_layernorm(g, x, w, b, c->f);
+}
+
+static porta_tensor *b_silu(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)P, (void)kv;
+    return porta_silu(g, IN(g, "x", c->d[0], c->d[1]));
+}
+
+static porta_tensor *b_swiglu(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)P, (void)kv;
+    return porta_swiglu(g, IN(g, "x", c->d[0], c->d[1]));
+}
+
+static porta_tensor *b_softmax(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)P, (void)kv;
+    return porta_softmax(g, IN(g, "x", c->d[0], c->d[1]));
+}
+
+static porta_tensor *b_rope(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)P;
+    /* x [B, T, H, D] viewed through a permute so that its strides are not dense. */
+    porta_tensor *x = IN(g, "x", c->d[0], c->d[2], c->d[1], c->d[3]);
+    porta_tensor *xv = porta_permute(g, x, (int[]){ 0, 2, 1, 3 });
+    porta_rope_desc rd = { 10000.0f, c->flag & 1, 512.0f };
+    return porta_rope(g, xv, &rd, c->steps ? kv : NULL, (c->flag >> 1) & 1);
+}
+
+/* q, k, v as strided views of one [B, T, 3, H, D] input, as a fused QKV
+ * projection produces them. */
+static porta_tensor *qkv_part(porta_graph *g, porta_tensor *qkv, int which)
+{
+    int64_t shp[4] = { porta_tensor_dim(qkv, 0), porta_tensor_dim(qkv, 1), porta_tensor_dim(qkv, 3),
+                       porta_tensor_dim(qkv, 4) };
+    return porta_reshape(g, porta_slice(g, qkv, 2, which, 1), 4, shp);
+}
+
+static porta_tensor *b_attn_cached(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)P;
+    porta_tensor *qkv = IN(g, "qkv", c->d[0], c->d[1], 3, c->d[2], c->d[3]);
+    porta_tensor *kc = porta_kv_append(g, kv, 1, PORTA_KV_K, qkv_part(g, qkv, 1));
+    porta_tensor *vc = porta_kv_append(g, kv, 1, PORTA_KV_V, qkv_part(g, qkv, 2));
+    return porta_attention_cached(g, qkv_part(g, qkv, 0), kc, vc, c->f);
+}
+
+static porta_tensor *b_attn(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)P, (void)kv;
+    int64_t B = c->d[0], Tq = c->d[1], Tk = c->d[2], H = c->d[3], D = c->d[4], Bm = c->d[5];
+    porta_tensor *q = porta_permute(g, IN(g, "q", B, H, Tq, D), (int[]){ 0, 2, 1, 3 });
+    porta_tensor *k = porta_permute(g, IN(g, "k", B, H, Tk, D), (int[]){ 0, 2, 1, 3 });
+    porta_tensor *v = IN(g, "v", B, Tk, H, D);
+    porta_tensor *m = Bm ? IN(g, "mask", Bm, Tq, Tk) : NULL;
+    return porta_attention(g, q, k, v, m, c->f, c->flag);
+}
+
+static const opcase cases[] = {
+    { "copy permute [3,5,7,2]", 2e-6, b_copy, { 3, 5, 7, 2 }, 0, 0, 0, 1 },
+    { "copy permute+slice [4,3,9,5]", 2e-6, b_copy, { 4, 3, 9, 5 }, 0, 1, 0, 1 },
+    { "linear 1x768 -> 768 +bias", 1e-5, b_linear, { 1, 768, 768 }, 0, 1, 0, 1 },
+    { "linear 4x768 -> 3072 +bias", 1e-5, b_linear, { 4, 768, 3072 }, 0, 1, 0, 1 },
+    { "linear 3x3072 -> 768", 1e-5, b_linear, { 3, 3072, 768 }, 0, 0, 0, 1 },
+    { "linear 7x33 -> 17 +bias", 1e-5, b_linear, { 7, 33, 17 }, 0, 1, 0, 1 },
+    { "linear 131x96 -> 200 +bias", 1e-5, b_linear, { 131, 96, 200 }, 0, 1, 0, 1 },
+    { "linear 448x64 -> 192 +bias", 1e-5, b_linear, { 448, 64, 192 }, 0, 1, 0, 1 },
+    { "matmul [6,17,19]@[19,5]", 1e-5, b_matmul, { 6, 17, 19, 5 }, 0, 0, 0, 1 },
+    { "matmul [5,33,70]@[5,70,9] batched", 1e-5, b_matmul, { 5, 33, 70, 9 }, 0, 1, 0, 1 },
+    { "add [4,7,33] + [33]", 2e-6, b_binary, { 4, 7, 33, 1 }, 0, 0, 0, 1 },
+    { "add [2,5,67] + [5,67]", 2e-6, b_binary, { 2, 5, 67, 0 }, 0, 0, 0, 1 },
+    { "mul [3,9,131] * [131]", 2e-6, b_binary, { 3, 9, 131, 1 }, 0, 1, 0, 1 },
+    { "mul [2,4,8] * [4,8]", 2e-6, b_binary, { 2, 4, 8, 0 }, 0, 1, 0, 1 },
+    { "rmsnorm [5,768] scale eps 1e-8", 1e-5, b_rmsnorm, { 5, 768 }, 1e-8f, 1, 0, 1 },
+    { "rmsnorm [9,37] eps 1e-5", 1e-5, b_rmsnorm, { 9, 37 }, 1e-5f, 0, 0, 1 },
+    { "layernorm [7,33] w,b", 1e-5, b_layernorm, { 7, 33 }, 1e-5f, 1, 0, 1 },
+    { "layernorm [3,768]", 1e-5, b_layernorm, { 3, 768 }, 1e-6f, 0, 0, 1 },
+    { "silu [13,77] wide range", 1e-5, b_silu, { 13, 77 }, 0, 0, 0, 12 },
+    { "swiglu [7,258]", 1e-5, b_swiglu, { 7, 258 }, 0, 0, 0, 6 },
+    { "swiglu [3,6144]", 1e-5, b_swiglu, { 3, 6144 }, 0, 0, 0, 3 },
+    { "softmax [9,1031] wide range", 1e-5, b_softmax, { 9, 1031 }, 0, 0, 0, 20 },
+    { "softmax [5,7]", 1e-5, b_softmax, { 5, 7 }, 0, 0, 0, 4 },
+    { "rope plain, no cache [2,5,3,16]", 5e-5, b_rope, { 2, 5, 3, 16 }, 0, 0, 0, 1 },
+    { "rope xpos query, no cache [2,6,3,64]", 5e-5, b_rope, { 2, 6, 3, 64 }, 0, 1, 0, 1 },
+    { "rope plain, cached [3,4,2,16] 40 steps", 5e-5, b_rope, { 3, 4, 2, 16 }, 0, 0, 40, 1 },
+    { "rope xpos query, cached [3,4,2,64] 40 steps", 5e-5, b_rope, { 3, 4, 2, 64 }, 0, 1, 40, 1 },
+    { "rope xpos key, cached [3,4,2,64] 40 steps", 5e-5, b_rope, { 3, 4, 2, 64 }, 0, 3, 40, 1 },
+    { "kv_append+attention_cached [3,4,2,16] 30 steps", 1e-5, b_attn_cached, { 3, 4, 2, 16 }, 0.25f, 0, 30, 1 },
+    { "kv_append+attention_cached [2,1,4,64] 70 steps", 1e-5, b_attn_cached, { 2, 1, 4, 64 }, 0.125f, 0, 70, 1 },
+    { "kv_append+attention_cached [2,8,3,32] 12 steps", 1e-5, b_attn_cached, { 2, 8, 3, 32 }, 0.17f, 0, 12, 1 },
+    { "attention masked [6,5,7,3,8] mask [2,5,7]", 1e-5, b_attn, { 6, 5, 7, 3, 8, 2 }, 0.35f, 0, 0, 1 },
+    { "attention causal [2,9,9,2,16]", 1e-5, b_attn, { 2, 9, 9, 2, 16, 0 }, 0.25f, 1, 0, 1 },
+    { "attention causal+mask [4,6,6,3,64] mask [4,6,6]", 1e-5, b_attn, { 4, 6, 6, 3, 64, 4 }, 0.125f, 1, 0, 1 },
+    { "attention plain [3,1,40,12,64]", 1e-5, b_attn, { 3, 1, 40, 12, 64, 0 }, 0.125f, 0, 0, 1 },
+};
+
+typedef struct runner {
+    params P;
+    porta_kvcache *kv;
+    porta_graph *g;
+    porta_program *p;
+    float **in;
+    int64_t *in_n;
+    int n_in;
+    float *out;
+    int64_t out_n;
+} runner;
+
+static porta_status setup(runner *R, porta_backend *be, const opcase *c)
+{
+    memset(R, 0, sizeof *R);
+    R->P.be = be;
+    R->P.r.s = 1234;
+    if (c->steps) {
+        int64_t B = c->d[0], T = c->d[1], H = c->d[2], D = c->d[3];
+        porta_kvcache_desc kd = { 2, (int)B, (int)H, (int)(c->steps * T), (int)D, PORTA_F32 };
+        CHECK_OK(porta_kvcache_new(be, &kd, &R->kv));
+    }
+    CHECK_OK(porta_graph_new(&R->g));
+    porta_tensor *y = c->build(R->g, &R->P, R->kv, c);
+    if (porta_output(R->g, y) != PORTA_OK) return porta_graph_status(R->g);
+    porta_status s = porta_compile(R->g, be, &R->p);
+    if (s != PORTA_OK) return s;
+    R->n_in = porta_program_n_inputs(R->p);
+    R->in = calloc((size_t)R->n_in, sizeof *R->in);
+    R->in_n = calloc((size_t)R->n_in, sizeof *R->in_n);
+    for (int i = 0; i < R->n_in; i++) {
+        R->in_n[i] = porta_program_input_numel(R->p, i);
+        R->in[i] = malloc((size_t)R->in_n[i] * sizeof(float));
+    }
+    R->out_n = porta_program_output_numel(R->p, 0);
+    R->out = malloc((size_t)R->out_n * sizeof(float));
+    return PORTA_OK;
+}
+
+static void teardown(runner *R)
+{
+    porta_program_free(R->p);
+    porta_graph_free(R->g);
+    porta_kvcache_free(R->kv);
+    for (int i = 0; i < R->P.n; i++) porta_buffer_free(R->P.bufs[i]);
+    for (int i = 0; i < R->n_in; i++) free(R->in[i]);
+    free(R->in);
+    free(R->in_n);
+    free(R->out);
+}
+
+/* Fills inputs for step s: random, and for masks a mix of 0, -inf and finite
+ * values (one fully masked query row in the first batch). */
+static void make_inputs(runner *R, const opcase *c, int s)
+{
+    rng r = { 99u + (uint64_t)s * 7919u };
+    for (int i = 0; i < R->n_in; i++) {
+        fill_random(&r, R->in[i], R->in_n[i], c->in_scale);
+        if (c->build == b_attn && c->d[5] && i == 3) {
+            for (int64_t k = 0; k < R->in_n[i]; k++)
+                if (rng_next(&r) % 4 == 0) R->in[i][k] = -INFINITY;
+            for (int64_t k = 0; k < c->d[2]; k++) R->in[i][k] = -INFINITY;
+        }
+    }
+}
+
+static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const opcase *c)
+{
+    runner X, Rf;
+    porta_status s1 = setup(&X, be, c);
+    porta_status s2 = setup(&Rf, ref, c);
+    if (s1 != PORTA_OK || s2 != PORTA_OK) {
+        printf("FAIL %s: setup: %s\n", c->name, porta_last_error());
+        ck->failed++;
+        teardown(&X);
+        teardown(&Rf);
+        return 0;
+    }
+    int steps = c->steps ? c->steps : 1, ok = 1;
+    int B = (int)c->d[0], T = (int)c->d[1];
+    int32_t *row_new = calloc((size_t)B, sizeof *row_new);
+    double worst = 0;
+    for (int s = 0; s < steps && ok; s++) {
+        make_inputs(&X, c, s);
+        make_inputs(&Rf, c, s);
+        /* Rows advance by different amounts, some not at all, so that rows sit
+         * at different positions and chunks of every size occur. */
+        for (int b = 0; b < B; b++) row_new[b] = (s + 3 * b) % (T + 2) > T ? 0 : 1 + (s + 3 * b) % T;
+        if (s == 0) row_new[0] = T;
+        porta_step st = { .n_new = 1, .row_new = c->steps ? row_new : NULL, .inputs = (const float *const *)X.in,
+                          .outputs = &X.out };
+        fill_nan(X.out, X.out_n);
+        fill_nan(Rf.out, Rf.out_n);
+        CHECK_OK(porta_run(X.p, &st));
+        CHECK_OK(porta_program_wait(X.p));
+        st.inputs = (const float *const *)Rf.in;
+        st.outputs = &Rf.out;
+        CHECK_OK(porta_run(Rf.p, &st));
+        CHECK_OK(porta_program_wait(Rf.p));
+        errstat e = compare(X.out, Rf.out, X.out_n);
+        if (e.rel_l2 > worst) worst = e.rel_l2;
+        if (s == steps - 1 || e.nonfinite || e.rel_l2 > c->tol) {
+            char what[160];
+            snprintf(what, sizeof what, "%s%s", c->name, steps > 1 ? " (worst step)" : "");
+            if (steps > 1 && !(e.nonfinite || e.rel_l2 > c->tol)) {
+                /* Report the worst step's figure on the final line. */
+                printf("ok   %-52s rel_l2 %.2e  worst of %d steps  (tol %.0e)\n", what, worst, steps, c->tol);
+                ck->passed++;
+            } else {
+                ok = check_close(ck, what, X.out, Rf.out, X.out_n, c->tol);
+                if (!ok) printf("     at step %d\n", s);
+            }
+        }
+    }
+    free(row_new);
+    teardown(&X);
+    teardown(&Rf);
+    return ok;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help")) {
+        printf("usage: test_ops BACKEND [FILTER]\n  runs every op on BACKEND against the float64 ref backend;\n"
+               "  FILTER selects cases whose name contains it\n");
+        return argc < 2 ? 2 : 0;
+    }
+    porta_backend *be = open_or_skip(argv[1]);
+    porta_backend *ref = open_or_skip("ref");
+    checker ck = { 0, 0 };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (argc < 3 || strstr(cases[i].name, argv[2])) run_case(&ck, be, ref, &cases[i]);
+    porta_backend_close(ref);
+    porta_backend_close(be);
+    return checker_exit(&ck);
+}

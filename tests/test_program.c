@@ -1,0 +1,317 @@
+/* Program invariants on one backend (argv[1]), with a 2-layer decoder and a KV
+ * cache:
+ *  - 300 steps of one new row per step, rows joining at different steps, equal
+ *    a from-scratch full recompute of every row's sequence (ref backend, no
+ *    cache, causal attention) within 2e-5 (float32 through two layers against
+ *    float64; RoPE angles in float32 lose ~1e-5 at position 300);
+ *  - chunks of 1..8 rows per step, per-row counts, same comparison;
+ *  - xPos RoPE (whose centre depends on the chunking) against the ref backend
+ *    run with the same chunking;
+ *  - exactly one compile (and one capture or recording on GPU backends) for
+ *    hundreds of replays;
+ *  - resetting one row changes no other row's output, bit for bit;
+ *  - 64 replays enqueued without waiting equal 64 synchronised ones, bit for bit;
+ *  - a full cache is refused before the replay, and truncation recovers. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "decoder.h"
+#include "testutil.h"
+
+enum { LAYERS = 2, E = 64, H = 4, F = 96, ROWS = 3 };
+
+typedef struct model {
+    porta_backend *be;
+    dec_weights *w;
+    porta_kvcache *kv;
+    porta_graph *g;
+    porta_program *p;
+    int chunk;
+} model;
+
+static void model_open(model *m, porta_backend *be, int chunk, int max_len, int xpos)
+{
+    memset(m, 0, sizeof *m);
+    m->be = be;
+    m->chunk = chunk;
+    dec_config c = { LAYERS, E, H, F, xpos };
+    CHECK_OK(dec_weights_new(be, &c, 42, &m->w));
+    porta_kvcache_desc kd = { LAYERS, ROWS, H, max_len, E / H, PORTA_F32 };
+    CHECK_OK(porta_kvcache_new(be, &kd, &m->kv));
+    CHECK_OK(porta_graph_new(&m->g));
+    porta_tensor *x = porta_input(m->g, "x", 3, (int64_t[]){ ROWS, chunk, E });
+    CHECK_OK(porta_output(m->g, dec_build(m->g, m->w, m->kv, x)));
+    CHECK_OK(porta_compile(m->g, be, &m->p));
+}
+
+static void model_close(model *m)
+{
+    porta_program_free(m->p);
+    porta_graph_free(m->g);
+    porta_kvcache_free(m->kv);
+    dec_weights_free(m->w);
+}
+
+/* Per-row histories: inputs fed and outputs returned, by position. */
+typedef struct history {
+    int len[ROWS];
+    float *in, *out; /* [ROWS][cap][E] */
+    int cap;
+} history;
+
+static void history_init(history *h, int cap)
+{
+    memset(h, 0, sizeof *h);
+    h->cap = cap;
+    h->in = calloc((size_t)ROWS * cap * E, sizeof(float));
+    h->out = calloc((size_t)ROWS * cap * E, sizeof(float));
+}
+
+static void history_free(history *h)
+{
+    free(h->in);
+    free(h->out);
+}
+
+/* A schedule: how many rows each sequence appends at step s. */
+typedef void (*schedule)(int s, int chunk, int32_t *row_new);
+
+static void one_per_step(int s, int chunk, int32_t *n)
+{
+    (void)chunk;
+    for (int b = 0; b < ROWS; b++) n[b] = s >= 5 * b ? 1 : 0; /* row b joins at step 5b */
+}
+
+static void chunks_1_to_8(int s, int chunk, int32_t *n)
+{
+    for (int b = 0; b < ROWS; b++) n[b] = (s + 3 * b) % (chunk + 1); /* 0..chunk, out of phase */
+}
+
+/* Runs steps on m, recording each row's inputs and outputs by position;
+ * before step reset_at, forgets row reset_row. */
+static void drive_reset(model *m, int steps, schedule sch, uint64_t seed, history *h, int reset_at, int reset_row)
+{
+    rng r = { seed };
+    float *x = malloc((size_t)ROWS * m->chunk * E * sizeof(float));
+    float *y = malloc((size_t)ROWS * m->chunk * E * sizeof(float));
+    int32_t n[ROWS];
+    for (int s = 0; s < steps; s++) {
+        if (s == reset_at) {
+            CHECK_OK(porta_kvcache_reset(m->kv, reset_row));
+            h->len[reset_row] = 0;
+        }
+        sch(s, m->chunk, n);
+        fill_random(&r, x, (int64_t)ROWS * m->chunk * E, 1.0f);
+        fill_nan(y, (int64_t)ROWS * m->chunk * E);
+        porta_step st = { .row_new = n, .inputs = (const float *const[]){ x }, .outputs = (float *const[]){ y } };
+        CHECK_OK(porta_run(m->p, &st));
+        CHECK_OK(porta_program_wait(m->p));
+        for (int b = 0; b < ROWS; b++)
+            for (int i = 0; i < n[b]; i++) {
+                int p = h->len[b]++;
+                memcpy(h->in + ((size_t)b * h->cap + p) * E, x + ((size_t)b * m->chunk + i) * E, E * sizeof(float));
+                memcpy(h->out + ((size_t)b * h->cap + p) * E, y + ((size_t)b * m->chunk + i) * E, E * sizeof(float));
+            }
+    }
+    free(x);
+    free(y);
+}
+
+static void drive(model *m, int steps, schedule sch, uint64_t seed, history *h)
+{
+    drive_reset(m, steps, sch, seed, h, -1, 0);
+}
+
+/* Full recompute of every row's whole sequence on the ref backend: one
+ * program, causal attention, positions 0..len-1, no cache. */
+static void full_recompute(const history *h, float *out)
+{
+    porta_backend *ref = open_or_skip("ref");
+    dec_config c = { LAYERS, E, H, F, 0 };
+    dec_weights *w;
+    CHECK_OK(dec_weights_new(ref, &c, 42, &w));
+    porta_graph *g;
+    CHECK_OK(porta_graph_new(&g));
+    porta_tensor *x = porta_input(g, "x", 3, (int64_t[]){ ROWS, h->cap, E });
+    CHECK_OK(porta_output(g, dec_build(g, w, NULL, x)));
+    porta_program *p;
+    CHECK_OK(porta_compile(g, ref, &p));
+    porta_step st = { .n_new = h->cap, .inputs = (const float *const[]){ h->in }, .outputs = (float *const[]){ out } };
+    CHECK_OK(porta_run(p, &st));
+    CHECK_OK(porta_program_wait(p));
+    porta_program_free(p);
+    porta_graph_free(g);
+    dec_weights_free(w);
+    porta_backend_close(ref);
+}
+
+static void compare_rows(checker *ck, const char *what, const history *h, const float *want, double tol)
+{
+    double worst = 0;
+    int ok = 1;
+    for (int b = 0; b < ROWS; b++) {
+        char name[160];
+        snprintf(name, sizeof name, "%s: row %d, %d positions", what, b, h->len[b]);
+        errstat e = compare(h->out + (size_t)b * h->cap * E, want + (size_t)b * h->cap * E, (int64_t)h->len[b] * E);
+        if (e.rel_l2 > worst) worst = e.rel_l2;
+        ok &= check_close(ck, name, h->out + (size_t)b * h->cap * E, want + (size_t)b * h->cap * E,
+                          (int64_t)h->len[b] * E, tol);
+    }
+    (void)ok;
+}
+
+static void test_against_full(checker *ck, porta_backend *be, int chunk, int steps, schedule sch, const char *what)
+{
+    model m;
+    history h;
+    history_init(&h, 310);
+    model_open(&m, be, chunk, 310, 0);
+    drive(&m, steps, sch, 7, &h);
+    float *want = calloc((size_t)ROWS * h.cap * E, sizeof(float));
+    /* Positions past a row's length are padding; any finite value will do. */
+    for (int b = 0; b < ROWS; b++)
+        for (int64_t i = (int64_t)h.len[b] * E; i < (int64_t)h.cap * E; i++) h.in[(size_t)b * h.cap * E + i] = 0.25f;
+    full_recompute(&h, want);
+    compare_rows(ck, what, &h, want, 2e-5);
+    porta_program_stats st;
+    CHECK_OK(porta_program_stats_get(m.p, &st));
+    char line[200];
+    snprintf(line, sizeof line, "%s: compiles %llu, captures %llu, records %llu, replays %llu", what,
+             (unsigned long long)st.compiles, (unsigned long long)st.captures, (unsigned long long)st.records,
+             (unsigned long long)st.replays);
+    int gpu = !strcmp(porta_backend_kind(be), "cuda") || !strcmp(porta_backend_kind(be), "vulkan");
+    check_true(ck, line,
+               st.compiles == 1 && st.replays == (uint64_t)steps && st.captures + st.records == (gpu ? 1u : 0u));
+    printf("     planned arena %llu bytes (%llu without reuse), %llu kernels\n", (unsigned long long)st.arena_bytes,
+           (unsigned long long)st.naive_bytes, (unsigned long long)st.nodes);
+    free(want);
+    model_close(&m);
+    history_free(&h);
+}
+
+static void test_xpos_same_chunking(checker *ck, porta_backend *be)
+{
+    porta_backend *ref = open_or_skip("ref");
+    model m, r;
+    history hm, hr;
+    history_init(&hm, 500);
+    history_init(&hr, 500);
+    model_open(&m, be, 8, 500, 1);
+    model_open(&r, ref, 8, 500, 1);
+    drive(&m, 60, chunks_1_to_8, 11, &hm);
+    drive(&r, 60, chunks_1_to_8, 11, &hr);
+    compare_rows(ck, "xPos, chunks 0..8, vs ref with the same chunking", &hm, hr.out, 2e-5);
+    model_close(&m);
+    model_close(&r);
+    history_free(&hm);
+    history_free(&hr);
+    porta_backend_close(ref);
+}
+
+/* Two identical runs, the second resetting row 1 half way: rows 0 and 2 must
+ * not notice. */
+static void test_reset_isolation(checker *ck, porta_backend *be)
+{
+    model a, b;
+    history ha, hb;
+    history_init(&ha, 100);
+    history_init(&hb, 100);
+    model_open(&a, be, 1, 100, 1);
+    model_open(&b, be, 1, 100, 1);
+    drive(&a, 40, one_per_step, 5, &ha);
+    drive_reset(&b, 40, one_per_step, 5, &hb, 20, 1);
+    int same = 1;
+    for (int row = 0; row < ROWS; row += 2)
+        same &= ha.len[row] == hb.len[row] &&
+                !memcmp(ha.out + (size_t)row * ha.cap * E, hb.out + (size_t)row * hb.cap * E,
+                        (size_t)ha.len[row] * E * sizeof(float));
+    check_true(ck, "reset of row 1 leaves rows 0 and 2 bit-identical", same);
+    int len1;
+    CHECK_OK(porta_kvcache_length(b.kv, 1, &len1));
+    check_true(ck, "reset row 1 restarted from position 0", len1 == 20 && hb.len[1] == 20);
+    model_close(&a);
+    model_close(&b);
+    history_free(&ha);
+    history_free(&hb);
+}
+
+static void test_async(checker *ck, porta_backend *be)
+{
+    enum { N = 64 };
+    model a, b;
+    model_open(&a, be, 1, 80, 1);
+    model_open(&b, be, 1, 80, 1);
+    rng r = { 3 };
+    float *x = malloc((size_t)N * ROWS * E * sizeof(float));
+    float *ya = malloc((size_t)N * ROWS * E * sizeof(float)), *yb = malloc((size_t)N * ROWS * E * sizeof(float));
+    fill_random(&r, x, (int64_t)N * ROWS * E, 1.0f);
+    fill_nan(ya, (int64_t)N * ROWS * E);
+    fill_nan(yb, (int64_t)N * ROWS * E);
+    for (int s = 0; s < N; s++) {
+        porta_step st = { .n_new = 1, .inputs = (const float *const[]){ x + (size_t)s * ROWS * E },
+                          .outputs = (float *const[]){ ya + (size_t)s * ROWS * E } };
+        CHECK_OK(porta_run(a.p, &st));
+    }
+    CHECK_OK(porta_program_wait(a.p));
+    for (int s = 0; s < N; s++) {
+        porta_step st = { .n_new = 1, .inputs = (const float *const[]){ x + (size_t)s * ROWS * E },
+                          .outputs = (float *const[]){ yb + (size_t)s * ROWS * E } };
+        CHECK_OK(porta_run(b.p, &st));
+        CHECK_OK(porta_program_wait(b.p));
+    }
+    int finite = 1;
+    for (int64_t i = 0; i < (int64_t)N * ROWS * E; i++) finite &= isfinite(ya[i]) != 0;
+    check_true(ck, "64 unsynchronised replays equal 64 synchronised ones, bit for bit",
+               finite && !memcmp(ya, yb, (size_t)N * ROWS * E * sizeof(float)));
+    free(x);
+    free(ya);
+    free(yb);
+    model_close(&a);
+    model_close(&b);
+}
+
+static void test_overflow(checker *ck, porta_backend *be)
+{
+    model m;
+    model_open(&m, be, 4, 10, 0);
+    float x[ROWS * 4 * E];
+    rng r = { 9 };
+    fill_random(&r, x, ROWS * 4 * E, 1.0f);
+    porta_step st = { .n_new = 4, .inputs = (const float *const[]){ x }, .outputs = NULL };
+    CHECK_OK(porta_run(m.p, &st));
+    CHECK_OK(porta_run(m.p, &st));
+    porta_status s = porta_run(m.p, &st); /* 8 + 4 > 10 */
+    int len;
+    CHECK_OK(porta_kvcache_length(m.kv, 0, &len));
+    printf("     overflow message: %s\n", porta_last_error());
+    check_true(ck, "a step past max_len is refused with PORTA_ERR_OVERFLOW and a message, cache untouched",
+               s == PORTA_ERR_OVERFLOW && strstr(porta_last_error(), "overflow") && len == 8);
+    st.n_new = 2;
+    check_true(ck, "a step that fits exactly still runs", porta_run(m.p, &st) == PORTA_OK);
+    CHECK_OK(porta_program_wait(m.p));
+    CHECK_OK(porta_kvcache_truncate(m.kv, 0, 3));
+    st.row_new = (const int32_t[]){ 4, 0, 0 };
+    check_true(ck, "after truncating row 0 to 3 it takes 4 more", porta_run(m.p, &st) == PORTA_OK);
+    CHECK_OK(porta_program_wait(m.p));
+    st.row_new = (const int32_t[]){ 0, 9, 0 };
+    check_true(ck, "a per-row count above the chunk is refused", porta_run(m.p, &st) == PORTA_ERR_ARG);
+    model_close(&m);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help")) {
+        printf("usage: test_program BACKEND\n  program invariants of a 2-layer decoder with a KV cache on BACKEND\n");
+        return argc < 2 ? 2 : 0;
+    }
+    porta_backend *be = open_or_skip(argv[1]);
+    checker ck = { 0, 0 };
+    test_against_full(&ck, be, 1, 300, one_per_step, "300 steps x 1 row vs full recompute");
+    test_against_full(&ck, be, 8, 70, chunks_1_to_8, "chunks 0..8 per row vs full recompute");
+    test_xpos_same_chunking(&ck, be);
+    test_reset_isolation(&ck, be);
+    test_async(&ck, be);
+    test_overflow(&ck, be);
+    porta_backend_close(be);
+    return checker_exit(&ck);
+}

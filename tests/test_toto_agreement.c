@@ -1,6 +1,7 @@
 /* Toto on porta against toto-ts: the fixture's reference.safetensors holds
- * toto-ts's mixture parameters at every step of a mean forecast (prefill, then
- * one decode per patch) and the forecast mean. Every step is compared by
+ * toto-ts's mixture parameters and scaler statistics at every step of a mean
+ * forecast (prefill, then one decode per patch) and the forecast mean
+ * (tests/data/toto-tiny/README.md). Every tensor of every step is compared by
  * relative MAE (MAE / mean |ref|).
  *
  * Tolerance 1e-5: float32 kernels against toto-ts in float32 (PyTorch CPU) on
@@ -48,22 +49,46 @@ static double rel_mae(const double *y, const float *ref, int64_t n)
     return m > 0 ? e / m : e;
 }
 
+static void check_step(ref_ctx *r, int step, const char *name, const double *ours, int64_t n)
+{
+    char full[64], what[128];
+    snprintf(full, sizeof full, "step%d.%s", step, name);
+    float *ref = tensor(r->st, full, n);
+    double e = rel_mae(ours, ref, n);
+    r->worst = e > r->worst ? e : r->worst;
+    snprintf(what, sizeof what, "%s rel MAE %.3g <= %g", full, e, TOL);
+    check_true(r->c, what, e <= TOL);
+    free(ref);
+}
+
+/* The reference stores the mixture weights as toto-ts's Categorical.logits:
+ * log-softmax of the raw head output. */
+static void log_softmax(double *dst, const double *src, int64_t rows, int k)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        const double *x = src + i * k;
+        double mx = x[0], z = 0;
+        for (int j = 1; j < k; j++) mx = x[j] > mx ? x[j] : mx;
+        for (int j = 0; j < k; j++) z += exp(x[j] - mx);
+        for (int j = 0; j < k; j++) dst[i * k + j] = x[j] - mx - log(z);
+    }
+}
+
 static void on_step(void *user, const porta_toto_dist *d)
 {
     ref_ctx *r = user;
-    static const char *const names[4] = {"df", "loc", "scale", "weights_logits"};
-    const double *ours[4] = {d->df, d->loc, d->scale, d->logits};
-    int64_t n = (int64_t)d->rows * d->variates * d->patch * d->k;
-    for (int i = 0; i < 4; i++) {
-        char name[64], what[96];
-        snprintf(name, sizeof name, "step%d.%s", d->step, names[i]);
-        float *ref = tensor(r->st, name, n);
-        double e = rel_mae(ours[i], ref, n);
-        r->worst = e > r->worst ? e : r->worst;
-        snprintf(what, sizeof what, "%s rel MAE %.3g <= %g", name, e, TOL);
-        check_true(r->c, what, e <= TOL);
-        free(ref);
-    }
+    int64_t points = (int64_t)d->rows * d->variates * d->patch, n = points * d->k;
+    double *tmp = malloc((size_t)n * sizeof(double));
+    check_step(r, d->step, "df", d->df, n);
+    check_step(r, d->step, "loc", d->loc, n);
+    check_step(r, d->step, "scale", d->scale, n);
+    log_softmax(tmp, d->logits, points, d->k);
+    check_step(r, d->step, "weights_logits", tmp, n);
+    for (int64_t i = 0; i < points; i++) tmp[i] = d->scaler_loc[i / d->patch];
+    check_step(r, d->step, "scaler_loc", tmp, points);
+    for (int64_t i = 0; i < points; i++) tmp[i] = d->scaler_scale[i / d->patch];
+    check_step(r, d->step, "scaler_scale", tmp, points);
+    free(tmp);
     r->steps_seen++;
 }
 

@@ -1,6 +1,6 @@
-/* Loading Toto checkpoints: variants of the tiny fixture written to a scratch
- * directory. Fused and unfused MLP names must give bit-identical forecasts
- * (same weights, same graph); a bf16 copy must load and stay within bf16's
+/* Loading Toto checkpoints: the tiny fixture, its fused-name twin, and
+ * variants written to a scratch directory. Fused and unfused MLP names must
+ * give bit-identical forecasts (same weights, same graph); a bf16 copy must load and stay within bf16's
  * rounding (rel MAE of the mean <= 2e-2: 8 mantissa bits through a few
  * layers); broken configs and state dicts must fail with PORTA_ERR_FORMAT and
  * a message naming the culprit. */
@@ -196,11 +196,11 @@ static float *tensor(porta_st_file *st, const char *name, int64_t n)
 
 int main(int argc, char **argv)
 {
-    if (argc < 4) {
-        fprintf(stderr, "usage: %s BACKEND FIXTURE_DIR SCRATCH_DIR\n", argv[0]);
+    if (argc < 5) {
+        fprintf(stderr, "usage: %s BACKEND FIXTURE_DIR FUSED_FIXTURE_DIR SCRATCH_DIR\n", argv[0]);
         return 2;
     }
-    fixture fx = {.src = argv[2], .tmp = argv[3], .be = open_or_skip(argv[1])};
+    fixture fx = {.src = argv[2], .tmp = argv[4], .be = open_or_skip(argv[1])};
     char path[1024];
     snprintf(path, sizeof path, "%s/config.json", fx.src);
     fx.config = slurp(path);
@@ -226,11 +226,14 @@ int main(int argc, char **argv)
     checker c = {0};
 
     CHECK_OK(forecast(&fx, fx.src, base));
+    fill_nan(other, (int64_t)nh);
+    CHECK_OK(forecast(&fx, argv[3], other));
+    check_true(&c, "fused-name fixture: identical forecasts", !memcmp(base, other, nh * sizeof(float)));
     put(fx.tmp, "config.json", fx.config);
     write_model(&fx, fx.tmp, &(rewrite){.swap_mlp = 1});
     fill_nan(other, (int64_t)nh);
     CHECK_OK(forecast(&fx, fx.tmp, other));
-    check_true(&c, "fused and unfused MLP names: identical forecasts", !memcmp(base, other, nh * sizeof(float)));
+    check_true(&c, "MLP names swapped: identical forecasts", !memcmp(base, other, nh * sizeof(float)));
 
     write_model(&fx, fx.tmp, &(rewrite){.bf16 = 1});
     fill_nan(other, (int64_t)nh);

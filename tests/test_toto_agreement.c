@@ -78,7 +78,7 @@ static void on_step(void *user, const porta_toto_dist *d)
 {
     ref_ctx *r = user;
     int64_t points = (int64_t)d->rows * d->variates * d->patch, n = points * d->k;
-    double *tmp = malloc((size_t)n * sizeof(double));
+    double *tmp = calloc((size_t)n, sizeof(double));
     check_step(r, d->step, "df", d->df, n);
     check_step(r, d->step, "loc", d->loc, n);
     check_step(r, d->step, "scale", d->scale, n);

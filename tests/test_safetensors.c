@@ -190,6 +190,19 @@ static void check_valid(const porta_st_file *f)
     CHECK(porta_st_at(f, porta_st_count(f)) == NULL && porta_st_at(f, -1) == NULL, "at out of range");
 }
 
+static void test_arguments(void)
+{
+    porta_st_file *f = NULL;
+    float x;
+    CHECK(porta_st_parse(NULL, 8, &f) == PORTA_ERR_ARG && porta_last_error()[0], "parse(NULL)");
+    CHECK(porta_st_parse("", 0, NULL) == PORTA_ERR_ARG, "parse(out NULL)");
+    CHECK(porta_st_open(NULL, &f) == PORTA_ERR_ARG, "open(NULL)");
+    CHECK(porta_st_to_f32(NULL, &x, 1) == PORTA_ERR_ARG, "to_f32(NULL)");
+    CHECK(porta_st_count(NULL) == 0 && porta_st_at(NULL, 0) == NULL && porta_st_find(NULL, "a") == NULL &&
+          porta_st_metadata(NULL, "a") == NULL, "NULL file");
+    porta_st_close(NULL);
+}
+
 static void test_valid(void)
 {
     image im = valid_image();
@@ -402,6 +415,7 @@ static void test_fixtures(const char *datadir)
 
 int main(int argc, char **argv)
 {
+    test_arguments();
     test_valid();
     test_malformed();
     if (argc > 1)

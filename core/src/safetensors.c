@@ -138,8 +138,6 @@ static char *st_decode_key(const char *h, size_t len, size_t *out_len)
  * is refused too: json-c would cut it short and merge it with another. */
 static porta_status st_check_keys(const char *path, const char *h, const size_t *span, int n)
 {
-    if (n < 1)
-        return PORTA_OK;
     st_key *k = calloc((size_t)n, sizeof *k);
     if (!k)
         return porta_fail(PORTA_ERR_NOMEM, "%s: out of memory checking header keys", path);

@@ -1,7 +1,8 @@
 /* Safetensors reader: a valid file written here reads back with the right
  * names, shapes and values; every malformed image in the list is refused with
  * PORTA_ERR_FORMAT and a message; the committed fuzz corpus (directory given
- * as argv[1]) parses or is refused cleanly. Conversions are compared bit for
+ * as argv[1]) parses or is refused cleanly; the Toto fixtures (tests/data,
+ * argv[2]) read with the expected names and shapes. Conversions are compared bit for
  * bit: f16/bf16/f32 widening is exact, and f64 narrowing is the C cast (round
  * to nearest even) except where it overflows. */
 #define _POSIX_C_SOURCE 200809L
@@ -372,12 +373,41 @@ static void test_corpus(const char *dirpath)
     CHECK(n > 0, "empty corpus");
 }
 
+/* Files written by the reference writer (safetensors.torch.save_file): the
+ * committed Toto fixtures. */
+static void test_fixtures(const char *datadir)
+{
+    char path[1024];
+    porta_st_file *f = NULL;
+    snprintf(path, sizeof path, "%s/toto-tiny/model.safetensors", datadir);
+    CHECK(porta_st_open(path, &f) == PORTA_OK, "%s: %s", path, porta_last_error());
+    if (f) {
+        const porta_st_tensor *t = porta_st_find(f, "model.unembed.weight");
+        CHECK(porta_st_count(f) == 42, "toto-tiny: %d tensors", porta_st_count(f));
+        CHECK(t && t->dtype == PORTA_ST_F32 && t->ndim == 2 && t->shape[0] == 256 && t->shape[1] == 32,
+              "toto-tiny: model.unembed.weight");
+        porta_st_close(f);
+    }
+    f = NULL;
+    snprintf(path, sizeof path, "%s/toto-tiny/reference.safetensors", datadir);
+    CHECK(porta_st_open(path, &f) == PORTA_OK, "%s: %s", path, porta_last_error());
+    if (f) {
+        const porta_st_tensor *t = porta_st_find(f, "mean");
+        const char *h = porta_st_metadata(f, "horizon");
+        CHECK(t && t->ndim == 3 && t->shape[0] == 2 && t->shape[1] == 3 && t->shape[2] == 24, "reference: mean");
+        CHECK(h && strcmp(h, "24") == 0, "reference: horizon metadata");
+        porta_st_close(f);
+    }
+}
+
 int main(int argc, char **argv)
 {
     test_valid();
     test_malformed();
     if (argc > 1)
         test_corpus(argv[1]);
+    if (argc > 2)
+        test_fixtures(argv[2]);
     printf("%s: %zu malformed images, %d failures\n", failures ? "FAIL" : "ok", sizeof bads / sizeof bads[0],
            failures);
     return failures ? 1 : 0;

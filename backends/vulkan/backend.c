@@ -669,8 +669,12 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
     if (!s) s = buf_create(be, (VkDeviceSize)(plan->n_nodes + 1) * VK_PARAM_BYTES, MEM_DEVICE, &p->params);
     for (int i = 0; i < plan->n_nodes && !s; i++) s = encode(be, plan, &plan->nodes[i], &enc[i]);
     if (!s) s = build_sets(p, plan, sets, enc);
-    for (int i = 0; i < plan->n_nodes && !s; i++)
-        s = upload(be, &p->params, (VkDeviceSize)i * VK_PARAM_BYTES, enc[i].p, VK_PARAM_BYTES);
+    if (s) return s;
+    uint32_t *params = malloc(((size_t)plan->n_nodes + 1) * VK_PARAM_BYTES);
+    if (!params) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    for (int i = 0; i < plan->n_nodes; i++) memcpy(params + (size_t)i * VK_PARAM_WORDS, enc[i].p, VK_PARAM_BYTES);
+    s = upload(be, &p->params, 0, params, (VkDeviceSize)plan->n_nodes * VK_PARAM_BYTES);
+    free(params);
     if (s) return s;
 
     VkCommandPoolCreateInfo cpi = {

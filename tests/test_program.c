@@ -11,7 +11,10 @@
  *    hundreds of replays;
  *  - resetting one row changes no other row's output, bit for bit;
  *  - 64 replays enqueued without waiting equal 64 synchronised ones, bit for bit;
- *  - a full cache is refused before the replay, and truncation recovers. */
+ *  - a full cache is refused before the replay, and truncation recovers;
+ *  - a prefix prefilled once on row 0 by a one-row program and copied to the
+ *    other rows (porta_kvcache_copy_row) decodes exactly like rows that each
+ *    prefilled it themselves. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +301,59 @@ static void test_overflow(checker *ck, porta_backend *be)
     model_close(&m);
 }
 
+/* A decoder program over the first `batch` rows of a shared cache. */
+static porta_program *program_on(const model *m, int batch, int chunk)
+{
+    porta_graph *g;
+    porta_program *p;
+    CHECK_OK(porta_graph_new(&g));
+    porta_tensor *x = porta_input(g, "x", 3, (int64_t[]){ batch, chunk, E });
+    CHECK_OK(porta_output(g, dec_build(g, m->w, m->kv, x)));
+    CHECK_OK(porta_compile(g, m->be, &p));
+    porta_graph_free(g);
+    return p;
+}
+
+static void test_shared_prefix(checker *ck, porta_backend *be)
+{
+    enum { PRE = 8, DEC = 12 };
+    model a, b; /* a: prefill row 0 and copy; b: every row prefills itself */
+    model_open(&a, be, 1, 64, 1);
+    model_open(&b, be, PRE, 64, 1);
+    porta_program *pre1 = program_on(&a, 1, PRE);
+    rng r = { 77 };
+    float pre[ROWS * PRE * E], x[ROWS * E], ya[ROWS * E], yb[ROWS * E];
+    fill_random(&r, pre, PRE * E, 1.0f);
+    for (int row = 1; row < ROWS; row++) memcpy(pre + (size_t)row * PRE * E, pre, PRE * E * sizeof(float));
+    CHECK_OK(porta_run(pre1, &(porta_step){ .n_new = PRE, .inputs = (const float *const[]){ pre } }));
+    for (int row = 1; row < ROWS; row++) CHECK_OK(porta_kvcache_copy_row(a.kv, 0, row));
+    CHECK_OK(porta_run(b.p, &(porta_step){ .n_new = PRE, .inputs = (const float *const[]){ pre } }));
+    porta_program *decb = program_on(&b, ROWS, 1);
+    int same = 1;
+    for (int s = 0; s < DEC; s++) {
+        fill_random(&r, x, ROWS * E, 1.0f);
+        fill_nan(ya, ROWS * E);
+        fill_nan(yb, ROWS * E);
+        CHECK_OK(porta_run(a.p, &(porta_step){ .n_new = 1, .inputs = (const float *const[]){ x },
+                                                .outputs = (float *const[]){ ya } }));
+        CHECK_OK(porta_run(decb, &(porta_step){ .n_new = 1, .inputs = (const float *const[]){ x },
+                                                 .outputs = (float *const[]){ yb } }));
+        CHECK_OK(porta_program_wait(a.p));
+        CHECK_OK(porta_program_wait(decb));
+        for (int i = 0; i < ROWS * E; i++) same &= isfinite(ya[i]) && fabsf(ya[i] - yb[i]) <= 1e-5f * (1 + fabsf(yb[i]));
+    }
+    int len;
+    CHECK_OK(porta_kvcache_length(a.kv, 2, &len));
+    check_true(ck, "prefix prefilled once on row 0 and copied to rows 1, 2 decodes like rows that prefilled it",
+               same && len == PRE + DEC);
+    porta_step bad = { .row_new = (const int32_t[]){ 1, 1, 0 }, .inputs = (const float *const[]){ pre } };
+    check_true(ck, "a one-row program refuses to append to row 1", porta_run(pre1, &bad) == PORTA_ERR_ARG);
+    porta_program_free(pre1);
+    porta_program_free(decb);
+    model_close(&a);
+    model_close(&b);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
@@ -312,6 +368,7 @@ int main(int argc, char **argv)
     test_reset_isolation(&ck, be);
     test_async(&ck, be);
     test_overflow(&ck, be);
+    test_shared_prefix(&ck, be);
     porta_backend_close(be);
     return checker_exit(&ck);
 }

@@ -12,6 +12,7 @@ struct porta_program {
     void *impl;
     porta_kvcache *kv;
     int chunk;              /* T: the most rows a step may append */
+    int batch;              /* cache rows 0..batch-1 are the program's */
     porta_plan plan;
     porta_node *nodes;
     porta_ref *io;          /* inputs then outputs */
@@ -150,18 +151,21 @@ static porta_status check_backends(const porta_graph *g, const porta_backend *be
     return PORTA_OK;
 }
 
-/* The chunk capacity T shared by every step-dependent node. */
-static porta_status find_chunk(const porta_graph *g, const char *live, int *chunk)
+/* The chunk capacity T and batch B shared by every step-dependent node. */
+static porta_status find_chunk(const porta_graph *g, const char *live, int *chunk, int *batch)
 {
     *chunk = 0;
+    *batch = 0;
     for (int i = 0; i < g->n; i++) {
         const porta_tensor *t = g->t[i];
         if (!live[i] || t->kind != PORTA_T_NODE || !t->kv) continue;
-        int T = (int)t->in[0]->shape[1];
-        if (*chunk && T != *chunk)
-            return porta_fail(PORTA_ERR_SHAPE, "porta_compile: node '%s' appends %d rows per step, another node %d", t->name,
-                              T, *chunk);
+        int T = (int)t->in[0]->shape[1], B = (int)t->in[0]->shape[0];
+        if ((*chunk && T != *chunk) || (*batch && B != *batch))
+            return porta_fail(PORTA_ERR_SHAPE,
+                              "porta_compile: node '%s' appends %d rows to %d sequences, another node %d to %d", t->name,
+                              T, B, *chunk, *batch);
         *chunk = T;
+        *batch = B;
     }
     return PORTA_OK;
 }
@@ -291,7 +295,7 @@ porta_status porta_compile(porta_graph *g, porta_backend *be, porta_program **ou
         if (g->t[i]->kind == PORTA_T_INPUT && !live[i])
             s = porta_fail(PORTA_ERR_ARG, "porta_compile: input '%s' is not used by any output", g->t[i]->name);
     if (s == PORTA_OK) s = check_backends(g, be, live);
-    if (s == PORTA_OK) s = find_chunk(g, live, &p->chunk);
+    if (s == PORTA_OK) s = find_chunk(g, live, &p->chunk, &p->batch);
     if (s == PORTA_OK && p->kv) {
         p->step = calloc((size_t)p->kv->d.rows * 2, sizeof *p->step);
         if (!p->step) s = porta_fail(PORTA_ERR_NOMEM, "porta_compile: out of memory");
@@ -328,7 +332,10 @@ porta_status porta_run(porta_program *p, const porta_step *st)
         if (!st->row_new && (st->n_new < 1 || st->n_new > p->chunk))
             return porta_fail(PORTA_ERR_ARG, "porta_run: n_new %d outside 1..%d (the program's chunk)", st->n_new, p->chunk);
         for (int b = 0; b < rows; b++) {
-            int n = st->row_new ? st->row_new[b] : st->n_new;
+            int n = st->row_new ? st->row_new[b] : (b < p->batch ? st->n_new : 0);
+            if (n && b >= p->batch)
+                return porta_fail(PORTA_ERR_ARG, "porta_run: row %d appends %d rows, but the program covers rows 0..%d",
+                                  b, n, p->batch - 1);
             if (n < 0 || n > p->chunk)
                 return porta_fail(PORTA_ERR_ARG, "porta_run: row %d appends %d rows, outside 0..%d", b, n, p->chunk);
             if (n > kv->d.max_len - kv->len[b])

@@ -36,7 +36,7 @@ function(expect_usage_error needle)
   message(STATUS "exit 2: ${err}")
 endfunction()
 
-if(CASE STREQUAL "cpu" OR CASE STREQUAL "vulkan")
+if(CASE MATCHES "^(cpu|vulkan|cuda)$")
   run_tool(--model ${MODEL} --backends ref,${CASE} --steps 4 --trace)
   if(rc EQUAL 2 AND err MATCHES "UNAVAILABLE")
     message(STATUS "SKIPPED: ${err}")

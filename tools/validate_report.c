@@ -203,6 +203,31 @@ static int output_table(const validation *v, int o, FILE *f)
     return failed;
 }
 
+/* The largest relative MAE of every step, over all outputs: growth with the
+ * cache position at a glance. */
+static void step_table(const validation *v, FILE *f)
+{
+    fprintf(f, "by step: largest relative MAE over the outputs\n");
+    fprintf(f, "  %4s  %-10s %11s  %-8s %s\n", "step", "backend", "rel MAE", "output", "result");
+    for (int s = 0; s < v->steps; s++)
+        for (int r = 0; r < v->n_runs; r++) {
+            if (r == v->ref || v->runs[r].failed) continue;
+            int worst = 0, pass = 1;
+            double rel = -1;
+            for (int o = 0; o < OUT_COUNT; o++) {
+                errstat e = step_error(v, r, o, s);
+                pass &= err_pass(&e, v->tol);
+                if (e.rel > rel) {
+                    rel = e.rel;
+                    worst = o;
+                }
+            }
+            fprintf(f, "  %4d  %-10s %11.3e  %-8s %s\n", s, v->runs[r].name, rel, out_name[worst],
+                    pass ? "PASS" : "FAIL");
+        }
+    fputc('\n', f);
+}
+
 int report_text(const validation *v, FILE *f)
 {
     const backend_run *ref = &v->runs[v->ref];
@@ -221,6 +246,7 @@ int report_text(const validation *v, FILE *f)
         }
     if (ref->failed) return 1;
     for (int o = 0; o < OUT_COUNT; o++) failed |= output_table(v, o, f);
+    step_table(v, f);
     for (int r = 0; v->trace && r < v->n_runs; r++) {
         if (r == v->ref || v->runs[r].failed) continue;
         trace_result t;

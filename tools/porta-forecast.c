@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "porta/toto.h"
 #include "csv.h"
 #include "svg.h"
@@ -112,14 +113,22 @@ static int check_missing(const csv_table *t)
     return 1;
 }
 
+static double now(void)
+{
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 typedef struct progress {
     int steps;
+    double start;
 } progress;
 
 static void on_step(void *user, const porta_toto_dist *d)
 {
     const progress *p = user;
-    fprintf(stderr, "\rporta-forecast: patch %d/%d", d->step + 1, p->steps);
+    fprintf(stderr, "\rporta-forecast: patch %d/%d, %.2f s", d->step + 1, p->steps, now() - p->start);
     if (d->step + 1 == p->steps) fputc('\n', stderr);
 }
 
@@ -177,6 +186,7 @@ static int forecast(const options *o, const csv_table *t)
         rc = fail("opening the backend", s);
         goto out;
     }
+    double t0 = now();
     if ((s = porta_toto_model_load(o->model, be, &m)) != PORTA_OK) {
         rc = fail("loading the model", s);
         goto out;
@@ -187,7 +197,9 @@ static int forecast(const options *o, const csv_table *t)
         rc = fail("preparing the forecast", s);
         goto out;
     }
-    progress pr = {(o->horizon + c->patch_size - 1) / c->patch_size};
+    fprintf(stderr, "porta-forecast: %s on %s: model loaded and programs compiled in %.2f s\n",
+            porta_backend_kind(be), porta_backend_device(be), now() - t0);
+    progress pr = {(o->horizon + c->patch_size - 1) / c->patch_size, now()};
     porta_toto_inputs in = {.series = series, .on_step = on_step, .user = &pr};
     porta_toto_result res = {mean, samples};
     if ((s = porta_toto_forecast(fc, &in, &res)) != PORTA_OK) {

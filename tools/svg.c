@@ -26,6 +26,18 @@ static void range(const float *v, int n, double *lo, double *hi)
     }
 }
 
+/* Variate names come from the CSV header: escape what XML reserves. */
+static void text(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '<') fputs("&lt;", f);
+        else if (*s == '>') fputs("&gt;", f);
+        else if (*s == '&') fputs("&amp;", f);
+        else if (*s == '"') fputs("&quot;", f);
+        else fputc(*s, f);
+    }
+}
+
 static void polyline(FILE *f, const frame *fr, const float *v, int n, int x0, const char *style)
 {
     fprintf(f, "<polyline fill=\"none\" %s points=\"", style);
@@ -50,8 +62,9 @@ static void panel(FILE *f, const svg_plot *p, int v)
         fr.lo -= 1;
         fr.hi += 1;
     }
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-family=\"sans-serif\" font-size=\"13\">%s</text>\n", MARGIN,
-            fr.top + 20, p->names[v]);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-family=\"sans-serif\" font-size=\"13\">", MARGIN, fr.top + 20);
+    text(f, p->names[v]);
+    fprintf(f, "</text>\n");
     fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#bbb\" stroke-dasharray=\"4\"/>\n",
             fx(&fr, shown), fr.top + MARGIN, fx(&fr, shown), fr.top + PANEL_H - MARGIN);
     if (p->lo) {

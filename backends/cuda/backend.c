@@ -409,8 +409,9 @@ static const porta_backend_vt pc_vt = {
 
 /* ---- module entry ------------------------------------------------------- */
 
-/* "" and "discrete" take device 0 (CUDA devices other than embedded boards are
- * discrete; those are refused for "discrete" in pc_setup); "N" takes device N. */
+/* "" and "discrete" take device 0, the fastest under CUDA's default device
+ * order (CUDA devices other than embedded boards are discrete; those are
+ * refused for "discrete" in pc_setup); "N" takes device N. */
 static porta_status pc_parse_spec(const porta_host *host, const char *spec, int *dev, int *discrete)
 {
     *dev = 0;

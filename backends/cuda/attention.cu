@@ -31,6 +31,7 @@ typedef struct attn_args {
     int64_t ms[3];                  /* mask strides: batch, query, key */
     int mask_div;                   /* query batch b reads mask batch b / mask_div */
     int B, T, H, D, Tk;             /* Tk: keys, or the cache's max_len */
+    int rows;                       /* step block rows: n[b] is step[rows + b] */
     float scale;
     int causal;
     int kvec;                       /* K rows are 16-byte aligned, unit stride: float4 loads */
@@ -82,7 +83,7 @@ static __global__ void __launch_bounds__(PF_WARPS * 32) attn_prefill(attn_args a
     int pos = 0, cnt = a.T;
     if (a.step) {
         pos = a.step[b];
-        cnt = a.step[a.B + b];
+        cnt = a.step[a.rows + b];
     }
     /* Rows past the step or the chunk are never scored: only live rows load. */
     int live = min(PF_ROWS, min(a.T, cnt) - t0);
@@ -153,7 +154,7 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
     float *wsh = sh + D;                /* [DC_WARPS][D + 2]: each warp's m, l, acc */
     int s = blockIdx.x % a.splits, b = blockIdx.x / a.splits, h = blockIdx.y;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int pos = a.step[b], cnt = a.step[a.B + b];
+    int pos = a.step[b], cnt = a.step[a.rows + b];
     const float *k = a.k + b * a.ks[0] + h * a.ks[2], *v = a.v + b * a.vs[0] + h * a.vs[2];
     for (int t = 0; t < a.T && t < cnt; t++) {
         int k0 = s * a.chunk, k1 = min(k0 + a.chunk, min(pos + t + 1, a.Tk));
@@ -215,7 +216,7 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_combine(attn_args a
     int t = (int)(idx / a.H % a.T), b = (int)(idx / a.H / a.T);
     const int D = a.D, W = D + 2;
     float *y = a.out + idx * D;
-    int pos = a.step[b], cnt = a.step[a.B + b];
+    int pos = a.step[b], cnt = a.step[a.rows + b];
     if (t >= cnt) {
         for (int d = lane; d < D; d += 32) y[d] = 0.0f;
         return;
@@ -323,8 +324,8 @@ extern "C" porta_status pc_attention(pc_rec *r, const porta_node *n)
                        n->name, a.D, PC_MAX_HEAD_DIM, a.H);
     if (!porta_ref_dense(o))
         return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: attention into a strided output", n->name);
-    if (cached && a.B != r->step_rows)
-        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: attention batch %d but the step block has %d rows", n->name,
+    if (cached && a.B > r->step_rows)
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: attention batch %d exceeds the step block's %d rows", n->name,
                        a.B, r->step_rows);
     if (pc_has(n, 3)) {
         const porta_ref *mk = &n->in[3];
@@ -345,6 +346,7 @@ extern "C" porta_status pc_attention(pc_rec *r, const porta_node *n)
     a.scale = n->p.attn.scale;
     a.causal = !cached && n->p.attn.causal;
     a.step = cached ? r->step : NULL;
+    a.rows = r->step_rows;
     a.q = pc_ptr(r, q);
     a.k = pc_ptr(r, k);
     a.kvec = a.ks[3] == 1 && a.D % 4 == 0 && a.ks[0] % 4 == 0 && a.ks[1] % 4 == 0 && a.ks[2] % 4 == 0 &&

@@ -75,7 +75,7 @@ extern "C" porta_status pc_rope(pc_rec *r, const porta_node *n)
     a.D = (int)x->shape[3];
     a.step = n->p.rope.cached ? r->step : NULL;
     a.rows = r->step_rows;
-    if (a.step && a.B != a.rows)
+    if (a.step && a.B > a.rows)
         return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope batch %d but the step block has %d rows", n->name, a.B,
                        a.rows);
     int64_t total = (int64_t)a.B * a.T * a.H * (a.D / 2);

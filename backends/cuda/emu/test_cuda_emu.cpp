@@ -350,26 +350,29 @@ static void t_rope()
             }
 }
 
-/* kv_append of K and V from a fused projection, then cached attention. */
+/* kv_append of K and V from a fused projection, then cached attention. A
+ * program may cover the first B of more cache rows: rows beyond pos.size()
+ * sit in the step block only. */
 static void t_cached(int B, int T, int H, int D, int L, std::vector<int32_t> pos, std::vector<int32_t> cnt)
 {
-    std::vector<int32_t> step(2 * B);
-    for (int b = 0; b < B; b++) {
+    int rows = (int)pos.size();
+    std::vector<int32_t> step(2 * rows);
+    for (int b = 0; b < rows; b++) {
         step[b] = pos[b];
-        step[B + b] = cnt[b];
+        step[rows + b] = cnt[b];
     }
     porta_ref qkv = A.alloc({ B, T, 3, H, D });
     /* Even batches get a 16-byte aligned cache (float4 key loads), odd ones not. */
     A.pad((int)((B % 2 ? 5 : 4) - A.f.size() % 4) % 4);
     porta_ref kc = A.alloc({ B, H, L, D }), vc = A.alloc({ B, H, L, D });
-    const char *shape = label("[%d,%d,%d,%d] L %d, pos %d..%d, n %d..%d", B, T, H, D, L, pos[0], pos[B - 1], cnt[0],
-                              cnt[B - 1]);
-    run(node(PORTA_OP_KV_APPEND, label("kv_append K %s", shape), kc, { qkv_part(qkv, 1) }), step.data(), B, 0, 0);
-    run(node(PORTA_OP_KV_APPEND, label("kv_append V %s", shape), vc, { qkv_part(qkv, 2) }), step.data(), B, 0, 0);
+    const char *shape = label("[%d,%d,%d,%d] L %d, rows %d, pos %d..%d, n %d..%d", B, T, H, D, L, rows, pos[0],
+                              pos[B - 1], cnt[0], cnt[B - 1]);
+    run(node(PORTA_OP_KV_APPEND, label("kv_append K %s", shape), kc, { qkv_part(qkv, 1) }), step.data(), rows, 0, 0);
+    run(node(PORTA_OP_KV_APPEND, label("kv_append V %s", shape), vc, { qkv_part(qkv, 2) }), step.data(), rows, 0, 0);
     porta_node n = node(PORTA_OP_ATTN_CACHED, label("attention_cached %s", shape), A.alloc({ B, T, H, D }),
                         { qkv_part(qkv, 0), kc, vc });
     n.p.attn.scale = 1.0f / std::sqrt((float)D);
-    run(n, step.data(), B, 2e-6);
+    run(n, step.data(), rows, 2e-6);
 }
 
 /* Masks hold -inf at random and on the whole first query row of batch 0. */
@@ -414,11 +417,13 @@ int main()
     t_cached(3, 4, 2, 16, 120, { 10, 0, 116 }, { 4, 2, 3 });
     t_cached(2, 2, 3, 32, 512, { 127, 254 }, { 2, 2 });
     t_cached(2, 3, 1, 256, 4500, { 4000, 1 }, { 2, 3 });
+    t_cached(2, 1, 2, 32, 300, { 140, 7, 250 }, { 1, 1, 1 });
     /* Prefill (T > 4): several row tiles, wide heads (opt-in shared memory). */
     t_cached(2, 20, 2, 64, 200, { 5, 100 }, { 20, 7 });
     t_cached(2, 40, 2, 128, 200, { 0, 150 }, { 33, 0 });
     t_cached(1, 24, 1, 256, 64, { 3 }, { 24 });
     t_cached(1, 17, 2, 16, 40, { 23 }, { 17 });
+    t_cached(2, 9, 2, 32, 40, { 3, 11, 30, 0 }, { 9, 5, 2, 9 });
     t_attention(6, 5, 7, 3, 8, 2, 0);
     t_attention(2, 9, 9, 2, 16, 0, 1);
     t_attention(4, 6, 6, 3, 64, 4, 1);

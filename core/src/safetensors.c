@@ -483,7 +483,7 @@ porta_status porta_st_parse(const void *data, size_t size, porta_st_file **out)
     if (!out || (!data && size))
         return porta_fail(PORTA_ERR_ARG, "porta_st_parse: null argument");
     *out = NULL;
-    porta_st_file *f;
+    porta_st_file *f = NULL;
     porta_status st = st_new("<memory>", &f);
     if (st != PORTA_OK)
         return st;
@@ -516,7 +516,7 @@ porta_status porta_st_open(const char *path, porta_st_file **out)
         close(fd);
         return porta_fail(PORTA_ERR_IO, "%s: not a regular file", path);
     }
-    porta_st_file *f;
+    porta_st_file *f = NULL;
     porta_status st = st_new(path, &f);
     if (st != PORTA_OK) {
         close(fd);

@@ -44,14 +44,7 @@ run porta_validate "$build/bin/porta-validate" --model tests/data/toto-tiny --st
 grep -E "^trace|^(PASS|FAIL)$" "$out/porta_validate.log"
 
 q=; [ "$mode" = quick ] && q=--quick
-for be in cuda vulkan cpu; do
-  run "bench_decoder_$be" "$build/bin/bench_decoder" --backend "$be" $q
-done
-for f in "$build"/bin/bench_*; do
-  case "$f" in *bench_decoder) continue ;; esac
-  [ -x "$f" ] && run "$(basename "$f")" "$f" $q
-done
-
+run bench_decoder "$build/bin/bench_decoder" --backends cuda,vulkan,cpu $q
 echo; echo "== benchmarks =="
 for f in "$out"/bench_*.log; do echo "-- $(basename "$f" .log)"; cat "$f"; done
 echo; echo "== summary =="

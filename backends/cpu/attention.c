@@ -70,6 +70,15 @@ static void attend(const float *q, int64_t D, const kv_src *s, const float *mask
             for (int t = cnt; t < KB; t++) kp[t] = kp[0];
         if (s->vd != 1)
             for (int t = cnt; t < KB; t++) vp[t] = vp[0];
+        /* Decode is bound by how fast keys and values arrive: ask for the
+         * block after next while this one is computed (prefetches past the
+         * end are dropped, never fault). */
+        if (j0 + 2 * KB < nkeys)
+            for (int t = 0; t < KB; t++)
+                for (int64_t d = 0; d < D; d += 16) {
+                    _mm_prefetch((const char *)(s->k + (j0 + 2 * KB + t) * s->ks + d * s->kd), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(s->v + (j0 + 2 * KB + t) * s->vs + d * s->vd), _MM_HINT_T0);
+                }
 
         __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
 #define DOT_STEP(LOAD)                                  \

@@ -426,13 +426,9 @@ static void cpu_model(char *dst, size_t cap)
     fclose(f);
 }
 
-porta_status porta_cpu_open(const porta_host *host, const char *spec, const porta_backend_vt **vt, void **out)
+static porta_status __attribute__((noinline))
+open_checked(const porta_host *host, const char *spec, const porta_backend_vt **vt, void **out)
 {
-    *out = NULL;
-    *vt = NULL;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
-        return host->fail(PORTA_ERR_UNAVAILABLE, "cpu: this processor lacks AVX2 or FMA");
     int threads;
     if (spec && *spec) {
         threads = parse_threads(spec);
@@ -462,4 +458,18 @@ porta_status porta_cpu_open(const porta_host *host, const char *spec, const port
     *vt = &cpu_vt;
     *out = be;
     return PORTA_OK;
+}
+
+/* Everything in this backend is compiled for AVX2 and FMA, so the entry point
+ * alone is built for the baseline x86-64 and checks the processor before any
+ * other code of the backend runs. */
+__attribute__((target("arch=x86-64"))) porta_status porta_cpu_open(const porta_host *host, const char *spec,
+                                                                   const porta_backend_vt **vt, void **out)
+{
+    *out = NULL;
+    *vt = NULL;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return host->fail(PORTA_ERR_UNAVAILABLE, "cpu: this processor lacks AVX2 or FMA");
+    return open_checked(host, spec, vt, out);
 }

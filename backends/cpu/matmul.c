@@ -11,10 +11,10 @@
  * weights once per pair of rows, so it wins while the product is bound by
  * reading them (decode steps); past 16 rows OpenBLAS's packed, cache-blocked
  * sgemm wins at every size measured, 17x32x32 included, so no M*N*K floor is
- * needed. The NN kernel re-reads its right operand per row and only wins for
- * a few rows. */
+ * needed. The NN kernel re-reads its right operand per row and wins for one
+ * or two rows only. */
 #define NT_MAX_M 16
-#define NN_MAX_M 4
+#define NN_MAX_M 2
 
 /* OpenBLAS runs sgemm on one thread up to M*N*K = 65536 * 4 (its
  * GEMM_MULTITHREAD_THRESHOLD); above that its threads need the cores that

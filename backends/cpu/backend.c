@@ -215,14 +215,14 @@ static porta_status check_node(cpu_backend *be, const porta_node *n)
         ok = x->ndim == 4 && x->shape[3] % 2 == 0 && on == xn;
         break;
     case PORTA_OP_KV_APPEND:
-        ok = x->ndim == 4 && o->ndim == 4 && o->shape[0] == x->shape[0] && o->shape[1] == x->shape[2] &&
+        ok = x->ndim == 4 && o->ndim == 4 && o->shape[0] >= x->shape[0] && o->shape[1] == x->shape[2] &&
              o->shape[3] == x->shape[3];
         break;
     case PORTA_OP_ATTN_CACHED: {
         const porta_ref *K = &n->in[1], *V = &n->in[2];
         ok = x->ndim == 4 && has_in(n, 1) && has_in(n, 2) && K->ndim == 4 && V->ndim == 4 && on == xn;
         for (int i = 0; i < 4 && ok; i++) ok = K->shape[i] == V->shape[i];
-        ok = ok && K->shape[0] == x->shape[0] && K->shape[1] == x->shape[2] && K->shape[3] == x->shape[3];
+        ok = ok && K->shape[0] >= x->shape[0] && K->shape[1] == x->shape[2] && K->shape[3] == x->shape[3];
         break;
     }
     case PORTA_OP_ATTN: {

@@ -15,7 +15,7 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
     if (q->shape[3] > ATTN_MAX_D)
         return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: head dim %lld above %d", n->name,
                               (long long)q->shape[3], ATTN_MAX_D);
-    if (cached && step_rows != q->shape[0])
+    if (cached && step_rows < q->shape[0])
         return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: %lld query rows but a step block of %d", n->name,
                               (long long)q->shape[0], step_rows);
     e->pipe = VK_PIPE_ATTENTION;

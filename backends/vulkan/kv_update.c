@@ -4,11 +4,11 @@
 porta_status vk_enc_kv_update(vk_be *be, const porta_node *n, int step_rows, vk_enc *e)
 {
     const porta_ref *x = &n->in[0], *c = &n->out;
-    if (x->ndim != 4 || c->ndim != 4 || x->shape[0] != c->shape[0] || x->shape[2] != c->shape[1] ||
+    if (x->ndim != 4 || c->ndim != 4 || x->shape[0] > c->shape[0] || x->shape[2] != c->shape[1] ||
         x->shape[3] != c->shape[3])
         return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: kv_append needs x [B, T, H, D], cache [B, H, L, D]",
                               n->name);
-    if (step_rows != x->shape[0])
+    if (step_rows < x->shape[0])
         return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: %lld cache rows but a step block of %d", n->name,
                               (long long)x->shape[0], step_rows);
     e->pipe = VK_PIPE_KV_UPDATE;

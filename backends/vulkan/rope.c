@@ -17,7 +17,7 @@ porta_status vk_enc_rope(vk_be *be, const porta_node *n, int step_rows, vk_enc *
     if (half > ROPE_MAX_PAIRS)
         return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: rope head dim %lld above %d", n->name,
                               (long long)x->shape[3], 2 * ROPE_MAX_PAIRS);
-    if (n->p.rope.cached && step_rows != x->shape[0])
+    if (n->p.rope.cached && step_rows < x->shape[0])
         return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: %lld rows but a step block of %d", n->name,
                               (long long)x->shape[0], step_rows);
     e->pipe = VK_PIPE_ROPE;

@@ -10,8 +10,8 @@
 /* Rows up to which the AVX2 kernels beat sgemm. The NT kernel streams the
  * weights once per pair of rows, so it wins while the product is bound by
  * reading them (decode steps); past 16 rows OpenBLAS's packed, cache-blocked
- * sgemm wins at every size measured, 17x32x32 included, so no M*N*K floor is
- * needed. The NN kernel re-reads its right operand per row and wins for one
+ * sgemm wins or ties at every size measured (17x32x32 to 448x3072x768, one
+ * core), so no M*N*K floor is needed. The NN kernel re-reads its right operand per row and wins for one
  * or two rows only. */
 #define NT_MAX_M 16
 #define NN_MAX_M 2

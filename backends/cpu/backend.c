@@ -454,7 +454,7 @@ open_checked(const porta_host *host, const char *spec, const porta_backend_vt **
     }
     char model[128];
     cpu_model(model, sizeof model);
-    snprintf(be->device, sizeof be->device, "%s, %d threads", model, threads);
+    snprintf(be->device, sizeof be->device, "%s, %d thread%s", model, threads, threads == 1 ? "" : "s");
     *vt = &cpu_vt;
     *out = be;
     return PORTA_OK;

@@ -2,6 +2,7 @@
  * plan's nodes with resolved addresses, an arena and a step block, replayed
  * synchronously on the backend's thread pool. */
 #define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ static const cpu_kernel kernels[PORTA_OP_COUNT] = {
 
 static void *alloc_floats(int64_t n)
 {
+    if ((uint64_t)n > SIZE_MAX / (2 * sizeof(float))) return NULL;
     size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) / 64 * 64;
     return aligned_alloc(64, bytes);
 }

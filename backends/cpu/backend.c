@@ -315,6 +315,11 @@ static porta_status prog_new(void *bep, const porta_plan *plan, porta_backend_co
             break;
         }
         s = check_node(be, n);
+        const int stepped = n->op == PORTA_OP_KV_APPEND || n->op == PORTA_OP_ATTN_CACHED ||
+                            (n->op == PORTA_OP_ROPE && n->p.rope.cached);
+        if (!s && stepped && n->in[0].shape[0] > plan->step_rows)
+            s = be->host.fail(PORTA_ERR_ARG, "cpu: node %s reads %lld cache rows of a step block of %d", n->name,
+                              (long long)n->in[0].shape[0], plan->step_rows);
         if (!s) s = resolve(be, &n->out, p->arena, plan->arena_elems, n->name, &c->out);
         for (int k = 0; k < n->n_in && !s; k++) {
             float *a = NULL;

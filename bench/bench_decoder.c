@@ -111,11 +111,6 @@ static double device_copy_gbs(porta_backend *be)
 
 /* ---- the decoder -------------------------------------------------------- */
 
-typedef struct bench_model {
-    const char *name;
-    dec_config c;
-} bench_model;
-
 typedef struct setup {
     porta_backend *be;
     dec_weights *w;
@@ -123,59 +118,86 @@ typedef struct setup {
     int rows, chunk;
 } setup;
 
-static porta_program *compile_step(const setup *S)
+static porta_program *compile_for(const setup *S, int rows, int chunk)
 {
     porta_graph *g;
     porta_program *p;
     OK(porta_graph_new(&g));
-    porta_tensor *x = porta_input(g, "x", 3, (int64_t[]){ S->rows, S->chunk, S->w->c.embed });
+    porta_tensor *x = porta_input(g, "x", 3, (int64_t[]){ rows, chunk, S->w->c.embed });
     OK(porta_output(g, dec_build(g, S->w, S->kv, x)));
     OK(porta_compile(g, S->be, &p));
     porta_graph_free(g);
     return p;
 }
 
-/* Median seconds per step of `steps` replays of one program (after warm-up),
- * each followed by a wait, and of the same steps rebuilt and compiled. */
-static void time_decode(const setup *S, int context, int steps, double *replay, double *rebuild)
+/* Fills every row of the cache to `context` positions with a 64-row chunk
+ * program (real data), then leaves the lengths there. */
+static void fill_cache(const setup *S, int context)
 {
-    int E = S->w->c.embed;
-    float *x = malloc((size_t)S->rows * S->chunk * E * sizeof *x), *y = malloc((size_t)S->rows * S->chunk * E * sizeof *y);
-    for (int i = 0; i < S->rows * S->chunk * E; i++) x[i] = sinf(0.37f * (float)i);
-    porta_step st = { .n_new = S->chunk, .inputs = (const float *const[]){ x }, .outputs = (float *const[]){ y } };
-    double *t = malloc((size_t)steps * sizeof *t);
-    porta_program *p = compile_step(S);
-    /* Fill the cache to the context length, then time decode steps there. */
+    int chunk = context < 64 ? context : 64;
+    porta_program *f = compile_for(S, S->rows, chunk);
+    size_t n = (size_t)S->rows * chunk * S->w->c.embed;
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++) x[i] = sinf(0.37f * (float)(i % 1000));
     OK(porta_kvcache_reset(S->kv, -1));
-    for (int i = 0; i < context; i += S->chunk) OK(porta_run(p, &st));
-    OK(porta_program_wait(p));
-    for (int i = 0; i < steps; i++) {
-        OK(porta_kvcache_truncate(S->kv, 0, context));
-        for (int r = 1; r < S->rows; r++) OK(porta_kvcache_truncate(S->kv, r, context));
+    for (int done = 0; done < context; done += chunk) {
+        int k = context - done < chunk ? context - done : chunk;
+        OK(porta_run(f, &(porta_step){ .n_new = k, .inputs = (const float *const[]){ x } }));
+    }
+    OK(porta_program_wait(f));
+    porta_program_free(f);
+    free(x);
+}
+
+typedef struct decode_times { double replay, rebuild; uint64_t captures; } decode_times;
+
+/* Median seconds of one decode step at `context` (each step truncated back),
+ * replaying one program; and, when rebuild_steps > 0, building and compiling
+ * the graph for every step. */
+static decode_times time_decode(const setup *S, int context, int steps, int rebuild_steps)
+{
+    decode_times r = { 0, 0, 0 };
+    size_t n = (size_t)S->rows * S->w->c.embed;
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    for (size_t i = 0; i < n; i++) x[i] = sinf(0.11f * (float)(i % 977));
+    porta_step st = { .n_new = 1, .inputs = (const float *const[]){ x }, .outputs = (float *const[]){ y } };
+    double *t = malloc((size_t)(steps > rebuild_steps ? steps : rebuild_steps) * sizeof *t);
+    fill_cache(S, context);
+    porta_program *p = compile_for(S, S->rows, 1);
+    for (int i = -2; i < steps; i++) { /* two warm-up steps */
+        for (int b = 0; b < S->rows; b++) OK(porta_kvcache_truncate(S->kv, b, context));
         double t0 = now();
         OK(porta_run(p, &st));
         OK(porta_program_wait(p));
-        t[i] = now() - t0;
+        if (i >= 0) t[i] = now() - t0;
     }
-    *replay = median(t, steps);
-    for (int i = 0; i < steps; i++) {
-        for (int r = 0; r < S->rows; r++) OK(porta_kvcache_truncate(S->kv, r, context));
+    r.replay = median(t, steps);
+    porta_program_stats ps;
+    OK(porta_program_stats_get(p, &ps));
+    r.captures = ps.captures + ps.records;
+    porta_program_free(p);
+    for (int i = 0; i < rebuild_steps; i++) {
+        for (int b = 0; b < S->rows; b++) OK(porta_kvcache_truncate(S->kv, b, context));
         double t0 = now();
-        porta_program *q = compile_step(S);
+        porta_program *q = compile_for(S, S->rows, 1);
         OK(porta_run(q, &st));
         OK(porta_program_wait(q));
         t[i] = now() - t0;
         porta_program_free(q);
     }
-    *rebuild = median(t, steps);
-    porta_program_free(p);
+    if (rebuild_steps) r.rebuild = median(t, rebuild_steps);
     free(t);
     free(x);
     free(y);
+    return r;
 }
 
-/* Bytes of weights a decode step reads (all float32). */
-static double weight_bytes(const dec_config *c) { return (double)dec_param_count(c) * 4; }
+/* Bytes a decode step must read: every weight once, and each row's cached K
+ * and V up to the context. */
+static double decode_bytes(const dec_config *c, int rows, int context)
+{
+    return (double)dec_param_count(c) * 4 + 2.0 * c->layers * rows * (double)(context + 1) * c->embed * 4;
+}
 
 /* Matmul FLOPs of a step of `rows` positions (2 per multiply-add). */
 static double matmul_flops(const dec_config *c, double rows)
@@ -212,63 +234,69 @@ static double sgemm_gflops(const dec_config *c, int M)
 }
 #endif
 
-/* Host cost of one replay: a one-node program (add of 64 floats). */
-static double replay_overhead_us(porta_backend *be)
-{
-    porta_graph *g;
-    porta_program *p;
-    OK(porta_graph_new(&g));
-    porta_tensor *a = porta_input(g, "a", 1, (int64_t[]){ 64 });
-    OK(porta_output(g, porta_add(g, a, a)));
-    OK(porta_compile(g, be, &p));
-    float x[64] = { 1 }, y[64];
-    porta_step st = { .n_new = 1, .inputs = (const float *const[]){ x }, .outputs = (float *const[]){ y } };
-    for (int i = 0; i < 100; i++) OK(porta_run(p, &st));
-    OK(porta_program_wait(p));
-    int n = 2000;
-    double t0 = now();
-    for (int i = 0; i < n; i++) OK(porta_run(p, &st));
-    double host = (now() - t0) / n;
-    OK(porta_program_wait(p));
-    porta_program_free(p);
-    porta_graph_free(g);
-    return host * 1e6;
-}
-
-/* One [1, 768] x [768, 768] matmul of the stack, as a program. */
-static double one_matmul_us(porta_backend *be, int E)
+/* One porta linear [M, K] x [N, K]^T as a program: median seconds. */
+static double linear_seconds(porta_backend *be, int M, int K, int N, int reps)
 {
     porta_graph *g;
     porta_program *p;
     porta_buffer *w;
-    OK(porta_buffer_new(be, PORTA_F32, (int64_t)E * E, &w));
-    float *h = malloc((size_t)E * E * 4);
-    for (int i = 0; i < E * E; i++) h[i] = 0.001f * (float)(i % 101);
-    OK(porta_buffer_write(w, 0, (int64_t)E * E, h));
+    OK(porta_buffer_new(be, PORTA_F32, (int64_t)N * K, &w));
+    float *h = malloc((size_t)N * K * 4);
+    for (int64_t i = 0; i < (int64_t)N * K; i++) h[i] = 0.001f * (float)(i % 101);
+    OK(porta_buffer_write(w, 0, (int64_t)N * K, h));
     free(h);
     OK(porta_graph_new(&g));
-    porta_tensor *x = porta_input(g, "x", 2, (int64_t[]){ 1, E });
-    OK(porta_output(g, porta_linear(g, x, porta_param(g, w, 0, 2, (int64_t[]){ E, E }), NULL)));
+    porta_tensor *x = porta_input(g, "x", 2, (int64_t[]){ M, K });
+    porta_tensor *y = porta_linear(g, x, porta_param(g, w, 0, 2, (int64_t[]){ N, K }), NULL);
+    /* Read back one element's row only: the output copy must not dominate. */
+    OK(porta_output(g, porta_slice(g, y, 0, 0, 1)));
     OK(porta_compile(g, be, &p));
-    float *xin = calloc((size_t)E, 4), *y = malloc((size_t)E * 4);
-    xin[0] = 1;
-    porta_step st = { .n_new = 1, .inputs = (const float *const[]){ xin }, .outputs = (float *const[]){ y } };
-    double t[50];
-    for (int i = 0; i < 50; i++) {
+    float *xin = malloc((size_t)M * K * 4), *yo = malloc((size_t)N * 4);
+    for (int64_t i = 0; i < (int64_t)M * K; i++) xin[i] = 0.001f * (float)(i % 103);
+    porta_step st = { .n_new = 1, .inputs = (const float *const[]){ xin }, .outputs = (float *const[]){ yo } };
+    double t[64];
+    if (reps > 64) reps = 64;
+    for (int i = -1; i < reps; i++) {
         double t0 = now();
         OK(porta_run(p, &st));
         OK(porta_program_wait(p));
-        t[i] = now() - t0;
+        if (i >= 0) t[i] = now() - t0;
     }
     porta_program_free(p);
     porta_graph_free(g);
     porta_buffer_free(w);
     free(xin);
+    free(yo);
+    return median(t, reps);
+}
+
+/* Host time of porta_run alone (no wait), batches of 4 replays. */
+static double host_replay_us(const setup *S)
+{
+    porta_program *p = compile_for(S, S->rows, 1);
+    size_t n = (size_t)S->rows * S->w->c.embed;
+    float *x = calloc(n, sizeof *x), *y = malloc(n * sizeof *y);
+    x[0] = 1;
+    porta_step st = { .n_new = 1, .inputs = (const float *const[]){ x }, .outputs = (float *const[]){ y } };
+    double t[50];
+    for (int i = 0; i < 50; i++) {
+        OK(porta_kvcache_reset(S->kv, -1));
+        double host = 0;
+        for (int k = 0; k < 4; k++) {
+            double t0 = now();
+            OK(porta_run(p, &st));
+            host += now() - t0;
+        }
+        OK(porta_program_wait(p));
+        t[i] = host / 4;
+    }
+    porta_program_free(p);
+    free(x);
     free(y);
     return median(t, 50) * 1e6;
 }
 
-/* Cached attention alone at one context length: GB/s of K and V read. */
+/* Cached attention alone: GB/s of K and V read at one context length. */
 static double attention_gbs(porta_backend *be, int context, int heads, int hd, double *ms)
 {
     porta_kvcache *kv;
@@ -285,10 +313,9 @@ static double attention_gbs(porta_backend *be, int context, int heads, int hd, d
     float *x = malloc((size_t)heads * hd * 4), *y = malloc((size_t)heads * hd * 4);
     for (int i = 0; i < heads * hd; i++) x[i] = sinf((float)i);
     porta_step st = { .n_new = 1, .inputs = (const float *const[]){ x }, .outputs = (float *const[]){ y } };
-    /* Grow to the context with real runs, then time steps there. */
-    double t[30];
     for (int i = 0; i < context; i++) OK(porta_run(p, &st));
     OK(porta_program_wait(p));
+    double t[30];
     for (int i = 0; i < 30; i++) {
         OK(porta_kvcache_truncate(kv, 0, context));
         double t0 = now();
@@ -306,91 +333,115 @@ static double attention_gbs(porta_backend *be, int context, int heads, int hd, d
     return 2.0 * (context + 1) * heads * hd * 4 / s / 1e9;
 }
 
-int main(int argc, char **argv)
+typedef struct shape_case { int rows, context; } shape_case;
+
+#define MAX_BACKENDS 4
+#define MAX_CASES 4
+static const dec_config big = { 12, 768, 12, 3072, 1 };
+static const dec_config small = { 2, 64, 4, 96, 0 };
+
+/* Runs everything on one backend; fills step_ms[case] for the 12-layer stack. */
+static void bench_backend(const char *name, int quick, const shape_case *cases, int n_cases, double *step_ms)
 {
-    const char *backend = "cpu";
-    int quick = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: bench_decoder [--backend NAME] [--quick]\n"
-                   "  Times decoder stacks on one backend: a program compiled once and replayed\n"
-                   "  per step against rebuilding and compiling the graph at every step, a\n"
-                   "  448-row prefill, cached attention, and the host cost of a replay, next to\n"
-                   "  memory bandwidth (and sgemm on the CPU) measured in the same run.\n"
-                   "  --quick: fewer repetitions and a shorter context.\n");
-            return 0;
-        } else if (!strcmp(argv[i], "--backend") && i + 1 < argc) {
-            backend = argv[++i];
-        } else if (!strcmp(argv[i], "--quick")) {
-            quick = 1;
-        } else {
-            fprintf(stderr, "bench_decoder: unknown argument '%s' (see --help)\n", argv[i]);
-            return 2;
-        }
-    }
     porta_backend *be;
-    OK(porta_backend_open(backend, &be));
-    int cpu = !strcmp(porta_backend_kind(be), "cpu");
+    porta_status s = porta_backend_open(name, &be);
+    if (s != PORTA_OK) {
+        printf("== %s: unavailable (%s)\n\n", name, porta_last_error());
+        for (int i = 0; i < n_cases; i++) step_ms[i] = 0;
+        return;
+    }
+    const char *kind = porta_backend_kind(be);
+    int cpu = !strcmp(kind, "cpu"), cuda = !strcmp(kind, "cuda");
     int threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    printf("porta bench_decoder: backend %s (%s)\n", porta_backend_kind(be), porta_backend_device(be));
-    double bw = cpu ? host_copy_gbs(threads, 4.0 * dec_param_count(&(dec_config){ 12, 768, 12, 3072, 1 }))
-                    : device_copy_gbs(be);
-    printf("memory bandwidth, measured now: %.1f GB/s (%s copy of a weights-sized buffer, read + write)\n\n", bw,
+    double bw = cpu ? host_copy_gbs(threads, 4.0 * (double)dec_param_count(&big)) : device_copy_gbs(be);
+    printf("== %s: %s\n", kind, porta_backend_device(be));
+    printf("memory bandwidth now: %.1f GB/s (%s copy of a weights-sized buffer, bytes read + written)\n\n", bw,
            cpu ? "host" : "device-to-device");
 
-    const bench_model models[] = {
-        { "2 layers, 64 wide, 4 heads", { 2, 64, 4, 96, 0 } },
-        { "12 layers, 768 wide, 12 heads", { 12, 768, 12, 3072, 1 } },
-    };
-    int context = quick ? 64 : 256, steps = quick ? 5 : 15;
-    printf("%-30s %-22s %11s %11s %8s %10s %8s\n", "model", "step", "replay ms", "rebuild ms", "ratio", "weights GB/s",
-           "of bw");
-    for (size_t m = 0; m < sizeof models / sizeof models[0]; m++) {
-        setup S = { be, NULL, NULL, 1, 1 };
-        OK(dec_weights_new(be, &models[m].c, 7, &S.w));
-        porta_kvcache_desc kd = { models[m].c.layers, 1, models[m].c.heads, context + 8,
-                                  models[m].c.embed / models[m].c.heads, PORTA_F32 };
-        OK(porta_kvcache_new(be, &kd, &S.kv));
-        double rp, rb;
-        time_decode(&S, context, steps, &rp, &rb);
-        double gbs = weight_bytes(&models[m].c) / rp / 1e9;
-        char step[40];
-        snprintf(step, sizeof step, "decode b=1 ctx %d", context);
-        printf("%-30s %-22s %11.3f %11.3f %7.1fx %10.1f %7.0f%%\n", models[m].name, step, rp * 1e3, rb * 1e3, rb / rp,
-               gbs, 100 * gbs / bw);
+    /* A second instance of the CUDA backend that launches the same kernels one
+     * by one, without the graph. */
+    porta_backend *eager = NULL;
+    if (cuda) {
+        setenv("PORTA_CUDA_EAGER", "1", 1);
+        if (porta_backend_open(name, &eager) != PORTA_OK) eager = NULL;
+        unsetenv("PORTA_CUDA_EAGER");
+    }
+    printf("%-9s %5s %6s %10s %11s %8s %10s %8s %9s %6s\n", "model", "batch", "ctx", "replay ms", "rebuild ms",
+           "rebuild/", "eager ms", "eager/", "read GB/s", "of bw");
+    printf("%-9s %5s %6s %10s %11s %8s %10s %8s %9s %6s\n", "", "", "", "", "", "replay", "", "replay", "", "");
+    for (int m = 0; m < 1 + n_cases; m++) {
+        const dec_config *c = m == 0 ? &small : &big;
+        shape_case sc = m == 0 ? (shape_case){ 1, 64 } : cases[m - 1];
+        setup S = { be, NULL, NULL, sc.rows, 1 };
+        OK(dec_weights_new(be, c, 7, &S.w));
+        porta_kvcache_desc kd = { c->layers, sc.rows, c->heads, sc.context + 8, c->embed / c->heads, PORTA_F32 };
+        s = porta_kvcache_new(be, &kd, &S.kv);
+        if (s != PORTA_OK) {
+            printf("%-9s %5d %6d  skipped: %s\n", m ? "12x768" : "2x64", sc.rows, sc.context, porta_last_error());
+            dec_weights_free(S.w);
+            if (m) step_ms[m - 1] = 0;
+            continue;
+        }
+        int heavy = sc.rows * sc.context > 20000 && cpu;
+        int steps = quick || heavy ? 3 : 15;
+        decode_times d = time_decode(&S, sc.context, steps, heavy ? 1 : steps);
+        double em = 0;
+        if (eager) {
+            setup E = S;
+            E.be = eager;
+            /* Same weights and cache live on the first instance: the eager
+             * instance gets its own copies. */
+            OK(dec_weights_new(eager, c, 7, &E.w));
+            OK(porta_kvcache_new(eager, &kd, &E.kv));
+            decode_times de = time_decode(&E, sc.context, steps, 0);
+            em = de.captures == 0 ? de.replay : -1;
+            porta_kvcache_free(E.kv);
+            dec_weights_free(E.w);
+        }
+        double gbs = decode_bytes(c, sc.rows, sc.context) / d.replay / 1e9;
+        char eb[24] = "-", er[24] = "-";
+        if (em > 0) snprintf(eb, sizeof eb, "%.3f", em * 1e3), snprintf(er, sizeof er, "%.1fx", em / d.replay);
+        else if (em < 0) snprintf(eb, sizeof eb, "(captured)");
+        printf("%-9s %5d %6d %10.3f %11.3f %7.1fx %10s %8s %9.1f %5.0f%%\n", m ? "12x768" : "2x64", sc.rows,
+               sc.context, d.replay * 1e3, d.rebuild * 1e3, d.rebuild / d.replay, eb, er, gbs, 100 * gbs / bw);
+        if (m) step_ms[m - 1] = d.replay * 1e3;
         porta_kvcache_free(S.kv);
         dec_weights_free(S.w);
     }
 
-    /* Prefill of 448 rows on the 12-layer stack. */
+    /* Prefill of 448 rows, against the vendor GEMM on the same shapes (CPU:
+     * sgemm) or a large GEMM through the same backend (GPU: cuBLAS / the
+     * Vulkan matmul at 4096^3). */
     {
-        const dec_config *c = &models[1].c;
         setup S = { be, NULL, NULL, 1, 448 };
-        OK(dec_weights_new(be, c, 7, &S.w));
-        porta_kvcache_desc kd = { c->layers, 1, c->heads, 448, c->embed / c->heads, PORTA_F32 };
+        OK(dec_weights_new(be, &big, 7, &S.w));
+        porta_kvcache_desc kd = { big.layers, 1, big.heads, 448, big.embed / big.heads, PORTA_F32 };
         OK(porta_kvcache_new(be, &kd, &S.kv));
-        porta_program *p = compile_step(&S);
-        float *x = malloc((size_t)448 * c->embed * 4), *y = malloc((size_t)448 * c->embed * 4);
-        for (int i = 0; i < 448 * c->embed; i++) x[i] = sinf(0.01f * (float)i);
+        porta_program *p = compile_for(&S, 1, 448);
+        float *x = malloc((size_t)448 * big.embed * 4), *y = malloc((size_t)448 * big.embed * 4);
+        for (int i = 0; i < 448 * big.embed; i++) x[i] = sinf(0.01f * (float)i);
         porta_step st = { .n_new = 448, .inputs = (const float *const[]){ x }, .outputs = (float *const[]){ y } };
-        double t[5];
-        int reps = quick ? 2 : 5;
-        for (int i = 0; i < reps; i++) {
+        double t[8];
+        int reps = quick ? 2 : 6;
+        for (int i = -1; i < reps; i++) {
             OK(porta_kvcache_reset(S.kv, -1));
             double t0 = now();
             OK(porta_run(p, &st));
             OK(porta_program_wait(p));
-            t[i] = now() - t0;
+            if (i >= 0) t[i] = now() - t0;
         }
-        double s = median(t, reps), gf = matmul_flops(c, 448) / s / 1e9;
-        printf("\n%-30s %-22s %11.1f ms  %8.1f GFLOP/s (matmuls)", models[1].name, "prefill 448 rows", s * 1e3, gf);
+        double sec = median(t, reps), gf = matmul_flops(&big, 448) / sec / 1e9, peak = 0;
+        const char *what = "";
 #ifdef PORTA_BENCH_CBLAS
-        if (cpu) {
-            double peak = sgemm_gflops(c, 448);
-            printf("  sgemm same shapes %.1f GFLOP/s: %.0f%%", peak, 100 * gf / peak);
-        }
+        if (cpu) peak = sgemm_gflops(&big, 448), what = "OpenBLAS sgemm, same shapes";
 #endif
-        printf("\n");
+        if (!cpu) {
+            int n = 4096;
+            peak = 2.0 * n * n * (double)n / linear_seconds(be, n, n, n, quick ? 3 : 10) / 1e9;
+            what = "porta linear 4096^3 on this backend";
+        }
+        printf("\nprefill 448 rows, 12x768: %.2f ms, %.1f GFLOP/s in matmuls; peak %.1f GFLOP/s (%s): %.0f%%\n",
+               sec * 1e3, gf, peak, what, peak > 0 ? 100 * gf / peak : 0);
         porta_program_free(p);
         free(x);
         free(y);
@@ -401,13 +452,79 @@ int main(int argc, char **argv)
     double ams;
     int actx = quick ? 1024 : 4096;
     double ag = attention_gbs(be, actx, 12, 64, &ams);
-    printf("%-30s %-22s %11.3f ms  %8.1f GB/s of K,V: %.0f%% of bandwidth\n", "attention 12 heads x 64", "decode, ctx",
+    printf("cached attention, 12 heads x 64, context %d: %.3f ms, %.1f GB/s of K and V: %.0f%% of bandwidth\n", actx,
            ams, ag, 100 * ag / bw);
-    printf("  (context %d)\n", actx);
 
-    double ov = replay_overhead_us(be), mm = one_matmul_us(be, 768);
-    printf("%-30s %11.2f us host time per replay; one 1x768x768 matmul program %.2f us: ratio %.2f\n",
-           "replay overhead", ov, mm, ov / mm);
+    /* Host cost of a replay: should not grow with the layer count. */
+    double hs[2];
+    for (int k = 0; k < 2; k++) {
+        const dec_config *c = k ? &big : &small;
+        setup S = { be, NULL, NULL, 1, 1 };
+        OK(dec_weights_new(be, c, 7, &S.w));
+        porta_kvcache_desc kd = { c->layers, 1, c->heads, 16, c->embed / c->heads, PORTA_F32 };
+        OK(porta_kvcache_new(be, &kd, &S.kv));
+        hs[k] = host_replay_us(&S);
+        porta_kvcache_free(S.kv);
+        dec_weights_free(S.w);
+    }
+    double mm = linear_seconds(be, 1, 768, 768, 30) * 1e6;
+    printf("host time per porta_run: %.2f us (2 layers), %.2f us (12 layers); one 1x768x768 matmul program: %.2f us\n\n",
+           hs[0], hs[1], mm);
+    porta_backend_close(eager);
     porta_backend_close(be);
+}
+
+int main(int argc, char **argv)
+{
+    const char *list = "cpu";
+    int quick = 0;
+    setvbuf(stdout, NULL, _IOLBF, 0); /* tables appear as they are measured */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: bench_decoder [--backends LIST] [--quick]\n"
+                   "  Times decoder stacks (2 layers x 64 wide; 12 layers x 768 wide, 12 heads, MLP 3072)\n"
+                   "  on each backend of LIST (comma-separated, default cpu): a program compiled once\n"
+                   "  and replayed per step, against rebuilding and compiling the graph per step and\n"
+                   "  (CUDA) launching the same kernels without a graph; a 448-row prefill against\n"
+                   "  the vendor GEMM; cached attention; the host time of a replay. Bandwidth and\n"
+                   "  GEMM peaks are measured in the same run. Ends with per-step times of every\n"
+                   "  backend side by side. --quick: fewer repetitions and shapes.\n");
+            return 0;
+        } else if ((!strcmp(argv[i], "--backends") || !strcmp(argv[i], "--backend")) && i + 1 < argc) {
+            list = argv[++i];
+        } else if (!strcmp(argv[i], "--quick")) {
+            quick = 1;
+        } else {
+            fprintf(stderr, "bench_decoder: unknown argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    shape_case cases[MAX_CASES] = { { 1, 64 }, { 1, 1024 }, { 256, 64 }, { 256, 1024 } };
+    int n_cases = quick ? 2 : 4;
+    if (quick) cases[1] = (shape_case){ 256, 64 };
+    char names[MAX_BACKENDS][32];
+    double ms[MAX_BACKENDS][MAX_CASES];
+    int nb = 0;
+    for (const char *p = list; *p && nb < MAX_BACKENDS;) {
+        size_t len = strcspn(p, ",");
+        snprintf(names[nb], sizeof names[nb], "%.*s", (int)len, p);
+        bench_backend(names[nb], quick, cases, n_cases, ms[nb]);
+        nb++;
+        p += len + (p[len] == ',');
+    }
+    if (nb < 2) return 0;
+    printf("== 12 layers x 768: decode step, ms (ratio: the first backend's time over each one's)\n%-14s", "batch x ctx");
+    for (int b = 0; b < nb; b++) printf(" %12s", names[b]);
+    printf("\n");
+    for (int c = 0; c < n_cases; c++) {
+        char lab[32];
+        snprintf(lab, sizeof lab, "%d x %d", cases[c].rows, cases[c].context);
+        printf("%-14s", lab);
+        for (int b = 0; b < nb; b++) {
+            if (ms[b][c] > 0 && ms[0][c] > 0) printf(" %7.3f %4.2fx", ms[b][c], ms[0][c] / ms[b][c]);
+            else printf(" %12s", "-");
+        }
+        printf("\n");
+    }
     return 0;
 }

@@ -33,10 +33,12 @@ void main()
         int pi = pos + int(t);
         float pf = float(pi);
         float f_hi = uintBitsToFloat(P(16 + 2 * j)), f_lo = uintBitsToFloat(P(17 + 2 * j));
-        float hi = pf * f_hi;
-        float lo = fma(pf, f_hi, -hi) + pf * f_lo;
+        // precise: fma must stay fused and nothing may be reassociated, or
+        // the low-order parts vanish.
+        precise float hi = pf * f_hi;
+        precise float lo = fma(pf, f_hi, -hi) + pf * f_lo;
         float k = round(hi * 0.159154943091895336);
-        float ang = fma(-k, TWO_PI_LO, fma(-k, TWO_PI_HI, hi)) + lo;
+        precise float ang = fma(-k, TWO_PI_LO, fma(-k, TWO_PI_HI, hi)) + lo;
         float cs = cos(ang), sn = sin(ang);
         uint x = A_OFF + bi * P(4) + t * P(5) + h * P(6) + 2u * j * P(7);
         float x0 = in0(x), x1 = in0(x + P(7));

@@ -34,6 +34,7 @@ typedef struct attn_args {
     int rows;                       /* step block rows: n[b] is step[rows + b] */
     float scale;
     int causal;
+    int kvec;                       /* K rows are 16-byte aligned, unit stride: float4 loads */
     const int32_t *step;            /* cached: pos[B], n[B]; NULL otherwise */
     int chunk, splits;              /* decode: keys per split, splits */
     float *part;                    /* decode: [B,T,H,splits][D+2] = m, l, acc */
@@ -171,7 +172,15 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
             if (key < k1) {
                 const float *kr = k + key * a.ks[1];
                 float dot = 0.0f;
-                for (int d = 0; d < D; d++) dot += qsh[d] * kr[d * a.ks[3]];
+                if (a.kvec) {
+                    const float4 *k4 = (const float4 *)kr, *q4 = (const float4 *)qsh;
+                    for (int d = 0; d < D / 4; d++) {
+                        float4 x = k4[d], y = q4[d];
+                        dot += y.x * x.x + y.y * x.y + y.z * x.z + y.w * x.w;
+                    }
+                } else {
+                    for (int d = 0; d < D; d++) dot += qsh[d] * kr[d * a.ks[3]];
+                }
                 sc = dot;
             }
             ONLINE_UPDATE(sc, min(KT, k1 - base), m, l, acc, v + (base + jj) * a.vs[1], a.vs[3]);
@@ -340,6 +349,8 @@ extern "C" porta_status pc_attention(pc_rec *r, const porta_node *n)
     a.rows = r->step_rows;
     a.q = pc_ptr(r, q);
     a.k = pc_ptr(r, k);
+    a.kvec = a.ks[3] == 1 && a.D % 4 == 0 && a.ks[0] % 4 == 0 && a.ks[1] % 4 == 0 && a.ks[2] % 4 == 0 &&
+             ((uintptr_t)a.k & 15) == 0;
     a.v = pc_ptr(r, v);
     a.out = pc_ptr(r, o);
     if (!r->dry && (int64_t)a.B * a.T * a.H == 0) return PORTA_OK;

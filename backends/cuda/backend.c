@@ -6,7 +6,11 @@
  * always reads the step block of its own replay; outputs come back into the
  * same slot and reach the caller's pointers at prog_wait (or when the slot is
  * reused). Slot k is rewritten only after the event recorded behind its last
- * replay has fired. */
+ * replay has fired.
+ *
+ * PORTA_CUDA_EAGER=1 at open gives a backend whose replays launch the same
+ * kernels one by one instead of the graph (nothing is captured): the figure a
+ * benchmark compares graph replays with. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +39,9 @@ typedef struct pc_prog {
     size_t step_bytes;
     cudaGraph_t graph;
     cudaGraphExec_t exec;
+    pc_rec rec;           /* eager backends: what each replay launches with */
+    porta_node *nodes;    /* eager backends: the plan's nodes */
+    int n_nodes;
     int n_in, n_out;
     float **in_dev, **out_dev;
     int64_t *in_n, *out_n;
@@ -221,6 +228,7 @@ static void pc_prog_free(void *prog)
     if (p->arena) pc_quiet(be, cudaFree(p->arena), "cudaFree");
     if (p->scratch) pc_quiet(be, cudaFree(p->scratch), "cudaFree");
     if (p->step) pc_quiet(be, cudaFree(p->step), "cudaFree");
+    free(p->nodes);
     free(p->in_dev);
     free(p->out_dev);
     free(p->in_n);
@@ -313,7 +321,13 @@ static porta_status pc_prog_build(pc_prog *p, const porta_plan *plan)
     r.dry = 0;
     porta_status st = pc_prog_io(p, plan, &r);
     if (st) return st;
-    return pc_capture(p, plan, &r);
+    if (!be->eager) return pc_capture(p, plan, &r);
+    p->rec = r;
+    p->n_nodes = plan->n_nodes;
+    p->nodes = malloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1) * sizeof *p->nodes);
+    if (!p->nodes) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
+    memcpy(p->nodes, plan->nodes, (size_t)plan->n_nodes * sizeof *p->nodes);
+    return PORTA_OK;
 }
 
 static porta_status pc_prog_new(void *impl, const porta_plan *plan, porta_backend_counts *counts, void **out)
@@ -328,7 +342,7 @@ static porta_status pc_prog_new(void *impl, const porta_plan *plan, porta_backen
         pc_prog_free(p);
         return st;
     }
-    counts->captures++;
+    if (!be->eager) counts->captures++;
     *out = p;
     return PORTA_OK;
 }
@@ -363,7 +377,14 @@ static porta_status pc_prog_run(void *prog, const int32_t *step_block, const flo
         memcpy(s->host + p->in_off[i], inputs[i], bytes);
         PC_CK(be, cudaMemcpyAsync(p->in_dev[i], s->host + p->in_off[i], bytes, cudaMemcpyHostToDevice, st));
     }
-    PC_CK(be, cudaGraphLaunch(p->exec, st));
+    if (be->eager) {
+        for (int i = 0; i < p->n_nodes; i++) {
+            porta_status e = pc_node(&p->rec, &p->nodes[i]);
+            if (e) return e;
+        }
+    } else {
+        PC_CK(be, cudaGraphLaunch(p->exec, st));
+    }
     for (int i = 0; i < p->n_out; i++) {
         s->dst[i] = outputs ? outputs[i] : NULL;
         if (!s->dst[i]) continue;
@@ -409,8 +430,9 @@ static const porta_backend_vt pc_vt = {
 
 /* ---- module entry ------------------------------------------------------- */
 
-/* "" and "discrete" take device 0 (CUDA devices other than embedded boards are
- * discrete; those are refused for "discrete" in pc_setup); "N" takes device N. */
+/* "" and "discrete" take device 0, the fastest under CUDA's default device
+ * order (CUDA devices other than embedded boards are discrete; those are
+ * refused for "discrete" in pc_setup); "N" takes device N. */
 static porta_status pc_parse_spec(const porta_host *host, const char *spec, int *dev, int *discrete)
 {
     *dev = 0;
@@ -446,6 +468,8 @@ static porta_status pc_setup(pc_backend *be, int discrete)
     be->blas_ws_bytes = PC_BLAS_WORKSPACE;
     PC_CK(be, cudaMalloc(&be->blas_ws, be->blas_ws_bytes));
     PC_BLAS(be, cublasSetWorkspace(be->blas, be->blas_ws, be->blas_ws_bytes));
+    const char *eager = getenv("PORTA_CUDA_EAGER");
+    be->eager = eager && strcmp(eager, "1") == 0;
     const char *tf32 = getenv("PORTA_CUDA_TF32");
     int use_tf32 = tf32 && strcmp(tf32, "1") == 0;
     PC_BLAS(be, cublasSetMathMode(be->blas, use_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));

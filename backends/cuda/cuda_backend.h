@@ -24,6 +24,7 @@ typedef struct pc_backend {
     const porta_host *host;
     int device;
     int smem_optin;           /* bytes of shared memory a block may opt into */
+    int eager;                /* replays launch kernels one by one (PORTA_CUDA_EAGER=1) */
     /* One stream for every program and buffer operation of this backend, so
      * that buffer copies, cache row copies and replays of different programs
      * sharing a KV cache are ordered by submission with no cross-stream events. */

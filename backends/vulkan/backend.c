@@ -346,10 +346,32 @@ static porta_status create_pipelines(vk_be *be)
     return PORTA_OK;
 }
 
+/* What the shaders need beyond Vulkan's guaranteed minimums: 7 storage
+ * buffers per set, 256-thread workgroups, and 16.5 KiB of shared memory for
+ * the 128x128 matmul tiles. */
+#define VK_NEED_BUFFERS 7u
+#define VK_NEED_THREADS 256u
+#define VK_NEED_SHARED (2u * 16u * 129u * 4u)
+
+static porta_status check_limits(vk_be *be)
+{
+    const VkPhysicalDeviceLimits *l = &be->props.limits;
+    if (l->maxPerStageDescriptorStorageBuffers < VK_NEED_BUFFERS || l->maxComputeWorkGroupInvocations < VK_NEED_THREADS ||
+        l->maxComputeWorkGroupSize[0] < VK_NEED_THREADS || l->maxComputeSharedMemorySize < VK_NEED_SHARED)
+        return be->host->fail(PORTA_ERR_UNSUPPORTED,
+                              "vulkan: %s offers %u storage buffers per stage, %u threads per workgroup and %u bytes "
+                              "of shared memory; porta needs %u, %u and %u",
+                              be->props.deviceName, l->maxPerStageDescriptorStorageBuffers,
+                              l->maxComputeWorkGroupInvocations, l->maxComputeSharedMemorySize, VK_NEED_BUFFERS,
+                              VK_NEED_THREADS, VK_NEED_SHARED);
+    return PORTA_OK;
+}
+
 static porta_status backend_init(vk_be *be, const char *spec)
 {
     porta_status s = vk_instance_open(be);
     if (!s) s = vk_device_open(be, spec);
+    if (!s) s = check_limits(be);
     if (s) return s;
     VkCommandPoolCreateInfo cpi = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
@@ -669,8 +691,12 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
     if (!s) s = buf_create(be, (VkDeviceSize)(plan->n_nodes + 1) * VK_PARAM_BYTES, MEM_DEVICE, &p->params);
     for (int i = 0; i < plan->n_nodes && !s; i++) s = encode(be, plan, &plan->nodes[i], &enc[i]);
     if (!s) s = build_sets(p, plan, sets, enc);
-    for (int i = 0; i < plan->n_nodes && !s; i++)
-        s = upload(be, &p->params, (VkDeviceSize)i * VK_PARAM_BYTES, enc[i].p, VK_PARAM_BYTES);
+    if (s) return s;
+    uint32_t *params = malloc(((size_t)plan->n_nodes + 1) * VK_PARAM_BYTES);
+    if (!params) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    for (int i = 0; i < plan->n_nodes; i++) memcpy(params + (size_t)i * VK_PARAM_WORDS, enc[i].p, VK_PARAM_BYTES);
+    s = upload(be, &p->params, 0, params, (VkDeviceSize)plan->n_nodes * VK_PARAM_BYTES);
+    free(params);
     if (s) return s;
 
     VkCommandPoolCreateInfo cpi = {

@@ -207,12 +207,15 @@ static const opcase cases[] = {
     /* Many new rows of a wide head: prefill kernels tile the rows. */
     { "kv_append+attention_cached [2,40,2,128] 5 steps", 1e-5, b_attn_cached, { 2, 40, 2, 128 }, 0.09f, 0, 5, 1 },
     { "kv_append+attention_cached [2,3,2,13] 20 steps", 1e-5, b_attn_cached, { 2, 3, 2, 13 }, 0.28f, 0, 20, 1 },
+    { "kv_append+attention_cached [2,21,2,64] 14 steps", 1e-5, b_attn_cached, { 2, 21, 2, 64 }, 0.125f, 0, 14, 1 },
     { "attention masked [6,5,7,3,8] mask [2,5,7]", 1e-5, b_attn, { 6, 5, 7, 3, 8, 2 }, 0.35f, 0, 0, 1 },
     { "attention causal [2,9,9,2,16]", 1e-5, b_attn, { 2, 9, 9, 2, 16, 0 }, 0.25f, 1, 0, 1 },
     { "attention causal+mask [4,6,6,3,64] mask [4,6,6]", 1e-5, b_attn, { 4, 6, 6, 3, 64, 4 }, 0.125f, 1, 0, 1 },
     { "attention plain [3,1,40,12,64]", 1e-5, b_attn, { 3, 1, 40, 12, 64, 0 }, 0.125f, 0, 0, 1 },
     { "attention masked [2,37,50,3,128] mask [1,37,50]", 1e-5, b_attn, { 2, 37, 50, 3, 128, 1 }, 0.09f, 0, 0, 1 },
     { "attention masked [2,3,21,2,13] mask [1,3,21]", 1e-5, b_attn, { 2, 3, 21, 2, 13, 1 }, 0.28f, 0, 0, 1 },
+    { "attention causal [1,300,300,2,32]", 1e-5, b_attn, { 1, 300, 300, 2, 32, 0 }, 0.18f, 1, 0, 1 },
+    { "attention masked [2,19,290,3,16] mask [2,19,290]", 1e-5, b_attn, { 2, 19, 290, 3, 16, 2 }, 0.25f, 0, 0, 1 },
 };
 
 typedef struct runner {

@@ -2,6 +2,7 @@
  * plan's nodes with resolved addresses, an arena and a step block, replayed
  * synchronously on the backend's thread pool. */
 #define _POSIX_C_SOURCE 200809L
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ static const cpu_kernel kernels[PORTA_OP_COUNT] = {
 
 static void *alloc_floats(int64_t n)
 {
+    if ((uint64_t)n > SIZE_MAX / (2 * sizeof(float))) return NULL;
     size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) / 64 * 64;
     return aligned_alloc(64, bytes);
 }
@@ -313,6 +315,11 @@ static porta_status prog_new(void *bep, const porta_plan *plan, porta_backend_co
             break;
         }
         s = check_node(be, n);
+        const int stepped = n->op == PORTA_OP_KV_APPEND || n->op == PORTA_OP_ATTN_CACHED ||
+                            (n->op == PORTA_OP_ROPE && n->p.rope.cached);
+        if (!s && stepped && n->in[0].shape[0] > plan->step_rows)
+            s = be->host.fail(PORTA_ERR_ARG, "cpu: node %s reads %lld cache rows of a step block of %d", n->name,
+                              (long long)n->in[0].shape[0], plan->step_rows);
         if (!s) s = resolve(be, &n->out, p->arena, plan->arena_elems, n->name, &c->out);
         for (int k = 0; k < n->n_in && !s; k++) {
             float *a = NULL;
@@ -441,13 +448,9 @@ static void cpu_model(char *dst, size_t cap)
     fclose(f);
 }
 
-porta_status porta_cpu_open(const porta_host *host, const char *spec, const porta_backend_vt **vt, void **out)
+static porta_status __attribute__((noinline))
+open_checked(const porta_host *host, const char *spec, const porta_backend_vt **vt, void **out)
 {
-    *out = NULL;
-    *vt = NULL;
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
-        return host->fail(PORTA_ERR_UNAVAILABLE, "cpu: this processor lacks AVX2 or FMA");
     int threads;
     if (spec && *spec) {
         threads = parse_threads(spec);
@@ -473,8 +476,22 @@ porta_status porta_cpu_open(const porta_host *host, const char *spec, const port
     }
     char model[128];
     cpu_model(model, sizeof model);
-    snprintf(be->device, sizeof be->device, "%s, %d threads", model, threads);
+    snprintf(be->device, sizeof be->device, "%s, %d thread%s", model, threads, threads == 1 ? "" : "s");
     *vt = &cpu_vt;
     *out = be;
     return PORTA_OK;
+}
+
+/* Everything in this backend is compiled for AVX2 and FMA, so the entry point
+ * alone is built for the baseline x86-64 and checks the processor before any
+ * other code of the backend runs. */
+__attribute__((target("arch=x86-64"))) porta_status porta_cpu_open(const porta_host *host, const char *spec,
+                                                                   const porta_backend_vt **vt, void **out)
+{
+    *out = NULL;
+    *vt = NULL;
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+        return host->fail(PORTA_ERR_UNAVAILABLE, "cpu: this processor lacks AVX2 or FMA");
+    return open_checked(host, spec, vt, out);
 }

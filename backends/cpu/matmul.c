@@ -7,20 +7,26 @@
 #include "cpu.h"
 #include "simd.h"
 
-/* Products with M * N * K above this go to sgemm; below it, and always for
- * M <= GEMV_MAX_M, the AVX2 kernels run. Measured on a 2-core Xeon (AVX-512
- * capable, AVX2 used) with OpenBLAS 0.3.21: see the backend's notes in the
- * commit adding this constant. */
-#define BLAS_MIN_MNK (64 * 768 * 768)
-#define GEMV_MAX_M 16
+/* Rows up to which the AVX2 kernels beat sgemm. The NT kernel streams the
+ * weights once per pair of rows, so it wins while the product is bound by
+ * reading them (decode steps); past 16 rows OpenBLAS's packed, cache-blocked
+ * sgemm wins or ties at every size measured (17x32x32 to 448x3072x768, one
+ * core), so no M*N*K floor is needed. The NN kernel re-reads its right operand per row and wins for one
+ * or two rows only. */
+#define NT_MAX_M 16
+#define NN_MAX_M 2
+
+/* OpenBLAS runs sgemm on one thread up to M*N*K = 65536 * 4 (its
+ * GEMM_MULTITHREAD_THRESHOLD); above that its threads need the cores that
+ * the pool's workers would be spinning on. */
+#define BLAS_THREADED_MNK (65536 * 4)
 
 /* Output columns (weight rows) per task of the NT kernel. */
 #define NT_ROWS 8
 
-static int want_blas(int64_t M, int64_t N, int64_t K, int use_blas)
+static void blas_prepare(const cpu_exec *ex, int64_t M, int64_t N, int64_t K)
 {
-    if (use_blas >= 0) return use_blas;
-    return M > GEMV_MAX_M && M * N * K >= BLAS_MIN_MNK;
+    if (M * N * K > BLAS_THREADED_MNK) cpu_pool_park(ex->pool);
 }
 
 /* ---- c = a w^T (+ bias), w [N, K] ---------------------------------------- */
@@ -135,10 +141,11 @@ static void nt_task(void *ctx, int64_t begin, int64_t end, int tid)
 void cpu_gemm_nt(const cpu_exec *ex, int64_t M, int64_t N, int64_t K, const float *a,
                  const float *w, const float *bias, float *c, int use_blas)
 {
-    if (want_blas(M, N, K, use_blas)) {
+    if (use_blas > 0 || (use_blas < 0 && M > NT_MAX_M)) {
         if (bias) {
             for (int64_t m = 0; m < M; m++) memcpy(c + m * N, bias, (size_t)N * sizeof *c);
         }
+        blas_prepare(ex, M, N, K);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, a, (int)K,
                     w, (int)K, bias ? 1.0f : 0.0f, c, (int)N);
         return;
@@ -201,7 +208,8 @@ static void nn_task(void *ctx, int64_t begin, int64_t end, int tid)
 void cpu_gemm_nn(const cpu_exec *ex, int64_t M, int64_t N, int64_t K, const float *a,
                  const float *b, float *c, int use_blas)
 {
-    if (want_blas(M, N, K, use_blas)) {
+    if (use_blas > 0 || (use_blas < 0 && M > NN_MAX_M)) {
+        blas_prepare(ex, M, N, K);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)M, (int)N, (int)K, 1.0f, a, (int)K,
                     b, (int)N, 0.0f, c, (int)N);
         return;

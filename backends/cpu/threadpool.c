@@ -29,6 +29,7 @@ struct cpu_pool {
     atomic_uint_fast64_t gen;
     atomic_int pending;
     atomic_int stop;
+    atomic_int park;
     atomic_int_fast64_t next;
     /* The current job: written before gen is bumped (release), read after. */
     int64_t n, chunk;
@@ -53,7 +54,7 @@ static void *worker_main(void *arg)
     uint_fast64_t seen = 0;
     for (;;) {
         uint_fast64_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        for (int i = 0; g == seen && i < SPIN_PAUSES; i++) {
+        for (int i = 0; g == seen && i < SPIN_PAUSES && !atomic_load_explicit(&p->park, memory_order_relaxed); i++) {
             _mm_pause();
             g = atomic_load_explicit(&p->gen, memory_order_acquire);
         }
@@ -106,6 +107,7 @@ int cpu_pool_new(int threads, cpu_pool **out)
     atomic_init(&p->gen, 0);
     atomic_init(&p->pending, 0);
     atomic_init(&p->stop, 0);
+    atomic_init(&p->park, 0);
     atomic_init(&p->next, 0);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
@@ -156,6 +158,7 @@ void cpu_pool_run(cpu_pool *p, int64_t n, int64_t grain, cpu_task_fn fn, void *c
     p->fn = fn;
     p->ctx = ctx;
     atomic_store_explicit(&p->next, 0, memory_order_relaxed);
+    atomic_store_explicit(&p->park, 0, memory_order_relaxed);
     atomic_store_explicit(&p->pending, p->threads - 1, memory_order_relaxed);
     bump(p);
     do_chunks(p, 0);
@@ -167,3 +170,5 @@ void cpu_pool_run(cpu_pool *p, int64_t n, int64_t grain, cpu_task_fn fn, void *c
     }
     pthread_mutex_unlock(&p->run_mu);
 }
+
+void cpu_pool_park(cpu_pool *p) { atomic_store_explicit(&p->park, 1, memory_order_relaxed); }

@@ -23,4 +23,9 @@ int cpu_pool_threads(const cpu_pool *p);
  * threads are serialised. */
 void cpu_pool_run(cpu_pool *p, int64_t n, int64_t grain, cpu_task_fn fn, void *ctx);
 
+/* Sends spinning workers to sleep until the next job: called before handing
+ * the cores to another library's threads (OpenBLAS), which would otherwise
+ * compete with them for the processor. */
+void cpu_pool_park(cpu_pool *p);
+
 #endif

@@ -45,6 +45,69 @@ static __global__ void fill_bias(float *out, int64_t ldo, const float *bias, int
     }
 }
 
+/* Decode-sized products (a few rows) are bound by reading the weights once:
+ * one warp per weight row streams it with 16-byte loads and keeps one
+ * accumulator per input row; cuBLAS's GEMM kernels leave most of the memory
+ * bandwidth unused at these shapes. */
+#define GEMV_MAX_ROWS 8
+#define GEMV_WARPS 4
+
+template <int MM>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32)
+    gemv_rows(const float *__restrict__ x, int64_t xrs, const float *__restrict__ w, int64_t wrs,
+              const float *__restrict__ bias, int64_t bs, float *__restrict__ out, int64_t ors, int M, int N, int K4)
+{
+    int row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= N) return; /* whole warps leave together */
+    const float4 *wr = reinterpret_cast<const float4 *>(w + (int64_t)row * wrs);
+    float acc[MM];
+#pragma unroll
+    for (int m = 0; m < MM; m++) acc[m] = 0.0f;
+#pragma unroll 4
+    for (int k = lane; k < K4; k += 32) {
+        float4 wv = __ldcs(wr + k); /* read once: keep it out of the caches */
+#pragma unroll
+        for (int m = 0; m < MM; m++) {
+            if (m < M) {
+                float4 xv = __ldg(reinterpret_cast<const float4 *>(x + m * xrs) + k);
+                acc[m] = fmaf(wv.x, xv.x, fmaf(wv.y, xv.y, fmaf(wv.z, xv.z, fmaf(wv.w, xv.w, acc[m]))));
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < MM; m++) acc[m] = pc_warp_sum(acc[m]);
+    if (lane == 0) {
+        float b = bias ? bias[(int64_t)row * bs] : 0.0f;
+#pragma unroll
+        for (int m = 0; m < MM; m++)
+            if (m < M) out[m * ors + row] = acc[m] + b;
+    }
+}
+
+static int aligned16(const void *p, int64_t stride) { return ((uintptr_t)p & 15u) == 0 && stride % 4 == 0; }
+
+/* Launches the GEMV path when the shapes and alignment allow; 0 when not. */
+static int try_gemv(pc_rec *r, const porta_node *n, int64_t M, int64_t N, int64_t K, int64_t xrs, int64_t xcs,
+                    int64_t wrs, int64_t wcs, int64_t ors, int64_t ocs)
+{
+    const float *x = pc_ptr(r, &n->in[0]), *w = pc_ptr(r, &n->in[1]);
+    if (M > GEMV_MAX_ROWS || xcs != 1 || wcs != 1 || ocs != 1 || K % 4 || n->in[1].dtype != PORTA_F32 ||
+        !aligned16(x, M > 1 ? xrs : 0) || !aligned16(w, wrs))
+        return 0;
+    const float *bias = pc_has(n, 2) ? pc_ptr(r, &n->in[2]) : NULL;
+    int64_t bs = pc_has(n, 2) ? n->in[2].stride[n->in[2].ndim - 1] : 0;
+    unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
+    float *out = pc_ptr(r, &n->out);
+    cudaStream_t st = r->be->stream;
+#define GEMV(MM) gemv_rows<MM><<<grid, GEMV_WARPS * 32, 0, st>>>(x, xrs, w, wrs, bias, bs, out, ors, (int)M, (int)N, (int)(K / 4))
+    if (M == 1) GEMV(1);
+    else if (M == 2) GEMV(2);
+    else if (M <= 4) GEMV(4);
+    else GEMV(8);
+#undef GEMV
+    return 1;
+}
+
 /* out[M,N] = x[M,K] w[N,K]^T (+ bias): out^T = w x^T, i.e. A = w, B = x. */
 static porta_status linear(pc_rec *r, const porta_node *n)
 {
@@ -64,6 +127,10 @@ static porta_status linear(pc_rec *r, const porta_node *n)
         return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: bias has %lld elements, want %lld", n->name,
                        (long long)porta_ref_numel(&n->in[2]), (long long)N);
     if (r->dry) return PORTA_OK;
+    if (try_gemv(r, n, M, N, K, xrs, xcs, wrs, wcs, ors, ocs)) {
+        PC_CK(r->be, cudaGetLastError());
+        return PORTA_OK;
+    }
 
     float *out = pc_ptr(r, &n->out);
     if (bias) {

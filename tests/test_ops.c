@@ -170,8 +170,15 @@ static const opcase cases[] = {
     { "linear 7x33 -> 17 +bias", 1e-5, b_linear, { 7, 33, 17 }, 0, 1, 0, 1 },
     { "linear 131x96 -> 200 +bias", 1e-5, b_linear, { 131, 96, 200 }, 0, 1, 0, 1 },
     { "linear 448x64 -> 192 +bias", 1e-5, b_linear, { 448, 64, 192 }, 0, 1, 0, 1 },
+    { "linear 1x1001 -> 77 (odd K and N)", 1e-5, b_linear, { 1, 1001, 77 }, 0, 1, 0, 1 },
+    { "linear 2x200 -> 3000 +bias", 1e-5, b_linear, { 2, 200, 3000 }, 0, 1, 0, 1 },
+    { "linear 8x3072 -> 768 +bias", 1e-5, b_linear, { 8, 3072, 768 }, 0, 1, 0, 1 },
+    { "linear 17x768 -> 768", 1e-5, b_linear, { 17, 768, 768 }, 0, 0, 0, 1 },
+    { "linear 64x768 -> 3072 +bias", 1e-5, b_linear, { 64, 768, 3072 }, 0, 1, 0, 1 },
     { "matmul [6,17,19]@[19,5]", 1e-5, b_matmul, { 6, 17, 19, 5 }, 0, 0, 0, 1 },
     { "matmul [5,33,70]@[5,70,9] batched", 1e-5, b_matmul, { 5, 33, 70, 9 }, 0, 1, 0, 1 },
+    { "matmul [1,1,100]@[100,37]", 1e-5, b_matmul, { 1, 1, 100, 37 }, 0, 0, 0, 1 },
+    { "matmul [2,64,256]@[2,256,96] batched", 1e-5, b_matmul, { 2, 64, 256, 96 }, 0, 1, 0, 1 },
     { "add [4,7,33] + [33]", 2e-6, b_binary, { 4, 7, 33, 1 }, 0, 0, 0, 1 },
     { "add [2,5,67] + [5,67]", 2e-6, b_binary, { 2, 5, 67, 0 }, 0, 0, 0, 1 },
     { "mul [3,9,131] * [131]", 2e-6, b_binary, { 3, 9, 131, 1 }, 0, 1, 0, 1 },
@@ -190,13 +197,22 @@ static const opcase cases[] = {
     { "rope plain, cached [3,4,2,16] 40 steps", 5e-5, b_rope, { 3, 4, 2, 16 }, 0, 0, 40, 1 },
     { "rope xpos query, cached [3,4,2,64] 40 steps", 5e-5, b_rope, { 3, 4, 2, 64 }, 0, 1, 40, 1 },
     { "rope xpos key, cached [3,4,2,64] 40 steps", 5e-5, b_rope, { 3, 4, 2, 64 }, 0, 3, 40, 1 },
+    { "rope xpos query, cached [2,3,3,10] 25 steps", 5e-5, b_rope, { 2, 3, 3, 10 }, 0, 1, 25, 1 },
     { "kv_append+attention_cached [3,4,2,16] 30 steps", 1e-5, b_attn_cached, { 3, 4, 2, 16 }, 0.25f, 0, 30, 1 },
     { "kv_append+attention_cached [2,1,4,64] 70 steps", 1e-5, b_attn_cached, { 2, 1, 4, 64 }, 0.125f, 0, 70, 1 },
     { "kv_append+attention_cached [2,8,3,32] 12 steps", 1e-5, b_attn_cached, { 2, 8, 3, 32 }, 0.17f, 0, 12, 1 },
+    { "kv_append+attention_cached [2,3,2,16] of a 4-row cache", 1e-5, b_attn_cached, { 2, 3, 2, 16 }, 0.2f, 1, 15, 1 },
+    /* A long cache: decode kernels that split the key range see many splits. */
+    { "kv_append+attention_cached [2,1,2,64] 600 steps", 1e-5, b_attn_cached, { 2, 1, 2, 64 }, 0.125f, 0, 600, 1 },
+    /* Many new rows of a wide head: prefill kernels tile the rows. */
+    { "kv_append+attention_cached [2,40,2,128] 5 steps", 1e-5, b_attn_cached, { 2, 40, 2, 128 }, 0.09f, 0, 5, 1 },
+    { "kv_append+attention_cached [2,3,2,13] 20 steps", 1e-5, b_attn_cached, { 2, 3, 2, 13 }, 0.28f, 0, 20, 1 },
     { "attention masked [6,5,7,3,8] mask [2,5,7]", 1e-5, b_attn, { 6, 5, 7, 3, 8, 2 }, 0.35f, 0, 0, 1 },
     { "attention causal [2,9,9,2,16]", 1e-5, b_attn, { 2, 9, 9, 2, 16, 0 }, 0.25f, 1, 0, 1 },
     { "attention causal+mask [4,6,6,3,64] mask [4,6,6]", 1e-5, b_attn, { 4, 6, 6, 3, 64, 4 }, 0.125f, 1, 0, 1 },
     { "attention plain [3,1,40,12,64]", 1e-5, b_attn, { 3, 1, 40, 12, 64, 0 }, 0.125f, 0, 0, 1 },
+    { "attention masked [2,37,50,3,128] mask [1,37,50]", 1e-5, b_attn, { 2, 37, 50, 3, 128, 1 }, 0.09f, 0, 0, 1 },
+    { "attention masked [2,3,21,2,13] mask [1,3,21]", 1e-5, b_attn, { 2, 3, 21, 2, 13, 1 }, 0.28f, 0, 0, 1 },
 };
 
 typedef struct runner {
@@ -218,7 +234,10 @@ static porta_status setup(runner *R, porta_backend *be, const opcase *c)
     R->P.r.s = 1234;
     if (c->steps) {
         int64_t B = c->d[0], T = c->d[1], H = c->d[2], D = c->d[3];
-        porta_kvcache_desc kd = { 2, (int)B, (int)H, (int)(c->steps * T), (int)D, PORTA_F32 };
+        /* flag on a cached attention case: the cache has more rows than the
+         * program covers. */
+        int extra = c->build == b_attn_cached && c->flag ? 2 : 0;
+        porta_kvcache_desc kd = { 2, (int)B + extra, (int)H, (int)(c->steps * T), (int)D, PORTA_F32 };
         CHECK_OK(porta_kvcache_new(be, &kd, &R->kv));
     }
     CHECK_OK(porta_graph_new(&R->g));
@@ -279,7 +298,7 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
     }
     int steps = c->steps ? c->steps : 1, ok = 1;
     int B = (int)c->d[0], T = (int)c->d[1];
-    int32_t *row_new = calloc((size_t)B, sizeof *row_new);
+    int32_t *row_new = calloc((size_t)B + 2, sizeof *row_new); /* rows past B stay 0 */
     double worst = 0;
     for (int s = 0; s < steps && ok; s++) {
         make_inputs(&X, c, s);

@@ -11,7 +11,10 @@
  *    hundreds of replays;
  *  - resetting one row changes no other row's output, bit for bit;
  *  - 64 replays enqueued without waiting equal 64 synchronised ones, bit for bit;
- *  - a full cache is refused before the replay, and truncation recovers. */
+ *  - a full cache is refused before the replay, and truncation recovers;
+ *  - a prefix prefilled once on row 0 by a one-row program and copied to the
+ *    other rows (porta_kvcache_copy_row) decodes exactly like rows that each
+ *    prefilled it themselves. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -298,6 +301,114 @@ static void test_overflow(checker *ck, porta_backend *be)
     model_close(&m);
 }
 
+/* A decoder program over the first `batch` rows of a shared cache. */
+static porta_program *program_on(const model *m, int batch, int chunk)
+{
+    porta_graph *g;
+    porta_program *p;
+    CHECK_OK(porta_graph_new(&g));
+    porta_tensor *x = porta_input(g, "x", 3, (int64_t[]){ batch, chunk, E });
+    CHECK_OK(porta_output(g, dec_build(g, m->w, m->kv, x)));
+    CHECK_OK(porta_compile(g, m->be, &p));
+    porta_graph_free(g);
+    return p;
+}
+
+static void test_shared_prefix(checker *ck, porta_backend *be)
+{
+    enum { PRE = 8, DEC = 12 };
+    model a, b; /* a: prefill row 0 and copy; b: every row prefills itself */
+    model_open(&a, be, 1, 64, 1);
+    model_open(&b, be, PRE, 64, 1);
+    porta_program *pre1 = program_on(&a, 1, PRE);
+    rng r = { 77 };
+    float pre[ROWS * PRE * E], x[ROWS * E], ya[ROWS * E], yb[ROWS * E];
+    fill_random(&r, pre, PRE * E, 1.0f);
+    for (int row = 1; row < ROWS; row++) memcpy(pre + (size_t)row * PRE * E, pre, PRE * E * sizeof(float));
+    CHECK_OK(porta_run(pre1, &(porta_step){ .n_new = PRE, .inputs = (const float *const[]){ pre } }));
+    for (int row = 1; row < ROWS; row++) CHECK_OK(porta_kvcache_copy_row(a.kv, 0, row));
+    CHECK_OK(porta_run(b.p, &(porta_step){ .n_new = PRE, .inputs = (const float *const[]){ pre } }));
+    porta_program *decb = program_on(&b, ROWS, 1);
+    int same = 1;
+    for (int s = 0; s < DEC; s++) {
+        fill_random(&r, x, ROWS * E, 1.0f);
+        fill_nan(ya, ROWS * E);
+        fill_nan(yb, ROWS * E);
+        CHECK_OK(porta_run(a.p, &(porta_step){ .n_new = 1, .inputs = (const float *const[]){ x },
+                                                .outputs = (float *const[]){ ya } }));
+        CHECK_OK(porta_run(decb, &(porta_step){ .n_new = 1, .inputs = (const float *const[]){ x },
+                                                 .outputs = (float *const[]){ yb } }));
+        CHECK_OK(porta_program_wait(a.p));
+        CHECK_OK(porta_program_wait(decb));
+        for (int i = 0; i < ROWS * E; i++) same &= isfinite(ya[i]) && fabsf(ya[i] - yb[i]) <= 1e-5f * (1 + fabsf(yb[i]));
+    }
+    int len;
+    CHECK_OK(porta_kvcache_length(a.kv, 2, &len));
+    check_true(ck, "prefix prefilled once on row 0 and copied to rows 1, 2 decodes like rows that prefilled it",
+               same && len == PRE + DEC);
+    porta_step bad = { .row_new = (const int32_t[]){ 1, 1, 0 }, .inputs = (const float *const[]){ pre } };
+    check_true(ck, "a one-row program refuses to append to row 1", porta_run(pre1, &bad) == PORTA_ERR_ARG);
+    porta_program_free(pre1);
+    porta_program_free(decb);
+    model_close(&a);
+    model_close(&b);
+}
+
+/* A traced twin of the decoder program reads back every node; each agrees
+ * with the ref backend's, and inputs point at their producers. */
+static void test_trace(checker *ck, porta_backend *be)
+{
+    porta_backend *ref = open_or_skip("ref");
+    model m[2];
+    porta_program *tp[2];
+    porta_backend *bes[2] = { be, ref };
+    float *out[2][128];
+    int n = 0;
+    rng r = { 5 };
+    float x[ROWS * 4 * E];
+    fill_random(&r, x, ROWS * 4 * E, 1.0f);
+    for (int k = 0; k < 2; k++) {
+        model_open(&m[k], bes[k], 4, 16, 1);
+        CHECK_OK(porta_compile_traced(m[k].g, bes[k], &tp[k]));
+        n = porta_program_n_traced(tp[k]);
+        int no = porta_program_n_outputs(tp[k]);
+        for (int i = 0; i < no && i < 128; i++) {
+            out[k][i] = malloc((size_t)porta_program_output_numel(tp[k], i) * sizeof(float));
+            fill_nan(out[k][i], porta_program_output_numel(tp[k], i));
+        }
+        CHECK_OK(porta_run(tp[k], &(porta_step){ .n_new = 3, .inputs = (const float *const[]){ x },
+                                                  .outputs = (float *const *)out[k] }));
+        CHECK_OK(porta_program_wait(tp[k]));
+    }
+    porta_program_stats st;
+    CHECK_OK(porta_program_stats_get(m[0].p, &st));
+    int ok = n > 0 && n <= 128, links = 1;
+    double worst = 0;
+    for (int i = 0; ok && i < n; i++) {
+        porta_node_info ni;
+        CHECK_OK(porta_program_node_info(tp[0], i, &ni));
+        for (int j = 0; j < ni.n_inputs; j++) links &= ni.inputs[j] < i;
+        int64_t len = porta_program_output_numel(tp[0], ni.output);
+        errstat e = compare(out[0][ni.output], out[1][ni.output], len);
+        if (e.rel_l2 > worst) worst = e.rel_l2;
+        ok &= e.nonfinite == 0 && e.rel_l2 <= 2e-5;
+        if (!(e.nonfinite == 0 && e.rel_l2 <= 2e-5)) printf("     node %d %s (%s): rel_l2 %.2e\n", i, ni.name, ni.op, e.rel_l2);
+    }
+    char line[160];
+    snprintf(line, sizeof line, "traced program: %d nodes read back, each within 2e-5 of ref (worst %.2e)", n, worst);
+    check_true(ck, line, ok && (uint64_t)n == st.nodes - 2 * LAYERS); /* every node but the cache writes */
+    check_true(ck, "traced inputs point at earlier nodes", links);
+    CHECK_OK(porta_program_stats_get(m[0].p, &st));
+    check_true(ck, "the normal program is untouched by its traced twin", porta_program_n_traced(m[0].p) == 0 &&
+                                                                           porta_program_n_outputs(m[0].p) == 1);
+    for (int k = 0; k < 2; k++) {
+        for (int i = 0; i < porta_program_n_outputs(tp[k]) && i < 128; i++) free(out[k][i]);
+        porta_program_free(tp[k]);
+        model_close(&m[k]);
+    }
+    porta_backend_close(ref);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
@@ -312,6 +423,8 @@ int main(int argc, char **argv)
     test_reset_isolation(&ck, be);
     test_async(&ck, be);
     test_overflow(&ck, be);
+    test_shared_prefix(&ck, be);
+    test_trace(&ck, be);
     porta_backend_close(be);
     return checker_exit(&ck);
 }

@@ -132,7 +132,7 @@ static void cached_task(void *ctx, int64_t begin, int64_t end, int tid)
         const int64_t b = t / (H * T), h = (t / T) % H, i = t % T;
         float *o = j->nd->out + ((b * T + i) * H + h) * D;
         int64_t pos, nb;
-        cpu_step_row(j->ex, b, T, &pos, &nb);
+        cpu_step_row(j->ex, 1, b, T, &pos, &nb);
         if (i >= nb) {
             memset(o, 0, (size_t)D * sizeof *o);
             continue;

@@ -25,11 +25,11 @@ typedef struct cpu_exec {
 } cpu_exec;
 
 /* Position and new-row count of cache row b for a position-dependent node
- * whose chunk holds T rows. A program without a step block has no cache:
- * positions start at 0 and every row is live. */
-static inline void cpu_step_row(const cpu_exec *ex, int64_t b, int64_t T, int64_t *pos, int64_t *n)
+ * whose chunk holds T rows. An uncached node (or a program without a step
+ * block) starts at position 0 with every row live. */
+static inline void cpu_step_row(const cpu_exec *ex, int cached, int64_t b, int64_t T, int64_t *pos, int64_t *n)
 {
-    if (ex->step_rows == 0) {
+    if (!cached || ex->step_rows == 0 || b >= ex->step_rows) {
         *pos = 0;
         *n = T;
         return;

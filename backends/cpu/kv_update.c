@@ -19,7 +19,7 @@ static void kv_task(void *ctx, int64_t begin, int64_t end, int tid)
     for (int64_t r = begin; r < end; r++) {
         const int64_t b = r / T, i = r % T;
         int64_t pos, nb;
-        cpu_step_row(j->ex, b, T, &pos, &nb);
+        cpu_step_row(j->ex, 1, b, T, &pos, &nb);
         /* Core refuses a step that would overflow; the bound check keeps a
          * stray step block from writing outside the layer. */
         if (i >= nb || pos + i < 0 || pos + i >= L) continue;

@@ -62,7 +62,7 @@ static void rope_task(void *ctx, int64_t begin, int64_t end, int tid)
         const int64_t b = r / T, i = r % T;
         float *o = j->out + r * H * D;
         int64_t pos, nb;
-        cpu_step_row(j->ex, b, T, &pos, &nb);
+        cpu_step_row(j->ex, j->n->p.rope.cached, b, T, &pos, &nb);
         if (i >= nb) {
             memset(o, 0, (size_t)(H * D) * sizeof *o);
             continue;

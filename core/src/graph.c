@@ -500,8 +500,8 @@ porta_tensor *porta_rope(porta_graph *g, porta_tensor *x, const porta_rope_desc 
         return gfail(g, PORTA_ERR_ARG, "porta_rope: theta must be > 1 and scale_base > 0");
     if (kv) {
         if (!use_cache(g, kv, "porta_rope")) return NULL;
-        if (x->shape[0] != kv->d.rows)
-            return gfail(g, PORTA_ERR_SHAPE, "porta_rope: batch %lld differs from the cache's %d rows",
+        if (x->shape[0] > kv->d.rows)
+            return gfail(g, PORTA_ERR_SHAPE, "porta_rope: batch %lld exceeds the cache's %d rows",
                          (long long)x->shape[0], kv->d.rows);
     }
     porta_tensor *t = new_node(g, PORTA_OP_ROPE, 4, x->shape, 1, &x);
@@ -523,7 +523,7 @@ porta_tensor *porta_kv_append(porta_graph *g, porta_kvcache *kv, int layer, port
     if (layer < 0 || layer >= kv->d.layers)
         return gfail(g, PORTA_ERR_ARG, "porta_kv_append: layer %d outside 0..%d", layer, kv->d.layers - 1);
     if (which != PORTA_KV_K && which != PORTA_KV_V) return gfail(g, PORTA_ERR_ARG, "porta_kv_append: bad K/V selector");
-    if (x->shape[0] != kv->d.rows || x->shape[2] != kv->d.heads || x->shape[3] != kv->d.head_dim ||
+    if (x->shape[0] > kv->d.rows || x->shape[2] != kv->d.heads || x->shape[3] != kv->d.head_dim ||
         x->shape[1] > kv->d.max_len) {
         DECL_SHAPE(x);
         return gfail(g, PORTA_ERR_SHAPE, "porta_kv_append: x %s does not fit a cache of %d rows, %d heads, head dim %d, "
@@ -550,7 +550,7 @@ porta_tensor *porta_attention_cached(porta_graph *g, porta_tensor *q, porta_tens
         kc->kv_layer != vc->kv_layer)
         return gfail(g, PORTA_ERR_ARG, "porta_attention_cached: kc and vc must be the K and V of one layer from porta_kv_append");
     porta_kvcache *kv = kc->kv;
-    if (q->shape[0] != kv->d.rows || q->shape[2] != kv->d.heads || q->shape[3] != kv->d.head_dim ||
+    if (q->shape[0] != kc->in[0]->shape[0] || q->shape[2] != kv->d.heads || q->shape[3] != kv->d.head_dim ||
         q->shape[1] != kc->in[0]->shape[1]) {
         DECL_SHAPE(q);
         return gfail(g, PORTA_ERR_SHAPE, "porta_attention_cached: q %s does not match the cache or the appended rows", SHAPE(q));

@@ -12,6 +12,7 @@ struct porta_program {
     void *impl;
     porta_kvcache *kv;
     int chunk;              /* T: the most rows a step may append */
+    int batch;              /* cache rows 0..batch-1 are the program's */
     porta_plan plan;
     porta_node *nodes;
     porta_ref *io;          /* inputs then outputs */
@@ -19,6 +20,9 @@ struct porta_program {
     int32_t *step;          /* pos[rows] then n[rows] */
     porta_backend_counts counts;
     porta_program_stats stats;
+    int n_traced;
+    porta_node_info *traced;
+    char *traced_names;
 };
 
 typedef struct span { int64_t off, len; } span;
@@ -150,18 +154,21 @@ static porta_status check_backends(const porta_graph *g, const porta_backend *be
     return PORTA_OK;
 }
 
-/* The chunk capacity T shared by every step-dependent node. */
-static porta_status find_chunk(const porta_graph *g, const char *live, int *chunk)
+/* The chunk capacity T and batch B shared by every step-dependent node. */
+static porta_status find_chunk(const porta_graph *g, const char *live, int *chunk, int *batch)
 {
     *chunk = 0;
+    *batch = 0;
     for (int i = 0; i < g->n; i++) {
         const porta_tensor *t = g->t[i];
         if (!live[i] || t->kind != PORTA_T_NODE || !t->kv) continue;
-        int T = (int)t->in[0]->shape[1];
-        if (*chunk && T != *chunk)
-            return porta_fail(PORTA_ERR_SHAPE, "porta_compile: node '%s' appends %d rows per step, another node %d", t->name,
-                              T, *chunk);
+        int T = (int)t->in[0]->shape[1], B = (int)t->in[0]->shape[0];
+        if ((*chunk && T != *chunk) || (*batch && B != *batch))
+            return porta_fail(PORTA_ERR_SHAPE,
+                              "porta_compile: node '%s' appends %d rows to %d sequences, another node %d to %d", t->name,
+                              T, B, *chunk, *batch);
         *chunk = T;
+        *batch = B;
     }
     return PORTA_OK;
 }
@@ -169,6 +176,8 @@ static porta_status find_chunk(const porta_graph *g, const char *live, int *chun
 static void free_program(porta_program *p)
 {
     if (!p) return;
+    free(p->traced);
+    free(p->traced_names);
     free(p->nodes);
     free(p->io);
     free(p->names);
@@ -268,7 +277,69 @@ done:
     return s;
 }
 
+/* Results a trace reads back: nodes in the arena (a cache write's result is
+ * the whole cache). */
+static int traceable(const porta_tensor *t) { return t->kind == PORTA_T_NODE && !t->ext; }
+
+/* The producing node of a tensor, through views and cache writes. */
+static const porta_tensor *producer(const porta_tensor *t)
+{
+    t = t->root;
+    while (t->kind == PORTA_T_NODE && t->ext && t->n_in) t = t->in[0]->root;
+    return t;
+}
+
+/* Adds every live node as an output and records what each trace slot is. */
+static porta_status add_trace_outputs(porta_graph *g, porta_program *p, const char *live)
+{
+    int n = 0;
+    for (int i = 0; i < g->n; i++) n += live[i] && traceable(g->t[i]);
+    int *slot = malloc((size_t)g->n * sizeof *slot);
+    p->traced = calloc((size_t)(n ? n : 1), sizeof *p->traced);
+    p->traced_names = calloc((size_t)(n ? n : 1), sizeof(((porta_tensor *)0)->name));
+    if (!slot || !p->traced || !p->traced_names) {
+        free(slot);
+        return porta_fail(PORTA_ERR_NOMEM, "porta_compile_traced: out of memory");
+    }
+    int k = 0;
+    for (int i = 0; i < g->n; i++) {
+        slot[i] = -1;
+        const porta_tensor *t = g->t[i];
+        if (!live[i] || !traceable(t)) continue;
+        porta_node_info *ni = &p->traced[k];
+        char *name = p->traced_names + (size_t)k * sizeof t->name;
+        memcpy(name, t->name, sizeof t->name);
+        ni->name = name;
+        ni->op = porta_op_name(t->op);
+        ni->output = g->n_outputs;
+        ni->ndim = t->ndim;
+        memcpy(ni->shape, t->shape, sizeof ni->shape);
+        ni->n_inputs = t->n_in;
+        for (int j = 0; j < t->n_in; j++) ni->inputs[j] = t->in[j] ? slot[producer(t->in[j])->id] : -1;
+        slot[i] = k++;
+        if (porta_output(g, g->t[i]) != PORTA_OK) {
+            free(slot);
+            return g->err;
+        }
+    }
+    p->n_traced = k;
+    free(slot);
+    return PORTA_OK;
+}
+
+static porta_status compile(porta_graph *g, porta_backend *be, int trace, porta_program **out);
+
 porta_status porta_compile(porta_graph *g, porta_backend *be, porta_program **out)
+{
+    return compile(g, be, 0, out);
+}
+
+porta_status porta_compile_traced(porta_graph *g, porta_backend *be, porta_program **out)
+{
+    return compile(g, be, 1, out);
+}
+
+static porta_status compile(porta_graph *g, porta_backend *be, int trace, porta_program **out)
 {
     if (!out) return porta_fail(PORTA_ERR_ARG, "porta_compile: out is NULL");
     *out = NULL;
@@ -284,6 +355,16 @@ porta_status porta_compile(porta_graph *g, porta_backend *be, porta_program **ou
     p->be = be;
     p->kv = g->kv;
     p->stats.nodes = (uint64_t)mark_live(g, live);
+    int user_outputs = g->n_outputs;
+    if (trace) {
+        porta_status ts = add_trace_outputs(g, p, live);
+        if (ts != PORTA_OK) {
+            g->n_outputs = user_outputs;
+            free(live);
+            free_program(p);
+            return ts;
+        }
+    }
     porta_status s = PORTA_OK;
     if (p->stats.nodes == 0 && g->n_outputs == 0)
         s = porta_fail(PORTA_ERR_ARG, "porta_compile: the graph has no outputs and writes no cache");
@@ -291,12 +372,13 @@ porta_status porta_compile(porta_graph *g, porta_backend *be, porta_program **ou
         if (g->t[i]->kind == PORTA_T_INPUT && !live[i])
             s = porta_fail(PORTA_ERR_ARG, "porta_compile: input '%s' is not used by any output", g->t[i]->name);
     if (s == PORTA_OK) s = check_backends(g, be, live);
-    if (s == PORTA_OK) s = find_chunk(g, live, &p->chunk);
+    if (s == PORTA_OK) s = find_chunk(g, live, &p->chunk, &p->batch);
     if (s == PORTA_OK && p->kv) {
         p->step = calloc((size_t)p->kv->d.rows * 2, sizeof *p->step);
         if (!p->step) s = porta_fail(PORTA_ERR_NOMEM, "porta_compile: out of memory");
     }
     if (s == PORTA_OK) s = plan_program(g, p, live);
+    g->n_outputs = user_outputs; /* the graph stays as the caller built it */
     free(live);
     if (s == PORTA_OK) s = be->vt->prog_new(be->impl, &p->plan, &p->counts, &p->impl);
     if (s != PORTA_OK) {
@@ -328,7 +410,10 @@ porta_status porta_run(porta_program *p, const porta_step *st)
         if (!st->row_new && (st->n_new < 1 || st->n_new > p->chunk))
             return porta_fail(PORTA_ERR_ARG, "porta_run: n_new %d outside 1..%d (the program's chunk)", st->n_new, p->chunk);
         for (int b = 0; b < rows; b++) {
-            int n = st->row_new ? st->row_new[b] : st->n_new;
+            int n = st->row_new ? st->row_new[b] : (b < p->batch ? st->n_new : 0);
+            if (n && b >= p->batch)
+                return porta_fail(PORTA_ERR_ARG, "porta_run: row %d appends %d rows, but the program covers rows 0..%d",
+                                  b, n, p->batch - 1);
             if (n < 0 || n > p->chunk)
                 return porta_fail(PORTA_ERR_ARG, "porta_run: row %d appends %d rows, outside 0..%d", b, n, p->chunk);
             if (n > kv->d.max_len - kv->len[b])
@@ -373,4 +458,16 @@ int64_t porta_program_input_numel(const porta_program *p, int i)
 int64_t porta_program_output_numel(const porta_program *p, int i)
 {
     return (p && i >= 0 && i < p->plan.n_outputs) ? porta_ref_numel(&p->plan.outputs[i]) : 0;
+}
+
+int porta_program_n_traced(const porta_program *p) { return p ? p->n_traced : 0; }
+
+porta_status porta_program_node_info(const porta_program *p, int i, porta_node_info *info)
+{
+    if (!p || !info) return porta_fail(PORTA_ERR_ARG, "porta_program_node_info: NULL argument");
+    if (i < 0 || i >= p->n_traced)
+        return porta_fail(PORTA_ERR_ARG, "porta_program_node_info: node %d outside 0..%d (compile with porta_compile_traced)",
+                          i, p->n_traced - 1);
+    *info = p->traced[i];
+    return PORTA_OK;
 }

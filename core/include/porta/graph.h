@@ -12,7 +12,12 @@
  * number of rows appended this step (0..T, T the chunk capacity: the second
  * dimension of their inputs). Row i < n[b] of sequence b sits at position
  * pos[b] + i. Rows i >= n[b] of their outputs are written as zeros. Without a
- * cache, rope uses pos = 0 and n = T. */
+ * cache, rope uses pos = 0 and n = T.
+ *
+ * A program's batch B may be smaller than the cache's rows: it then covers
+ * rows 0..B-1 (a prefill of a few sequences whose cache rows are later copied
+ * to many with porta_kvcache_copy_row), and every step-dependent node of one
+ * program has the same B. */
 #ifndef PORTA_GRAPH_H
 #define PORTA_GRAPH_H
 
@@ -103,7 +108,7 @@ typedef struct porta_rope_desc {
 porta_tensor *porta_rope(porta_graph *g, porta_tensor *x, const porta_rope_desc *rd, porta_kvcache *kv, int is_key);
 
 typedef enum porta_kv_which { PORTA_KV_K = 0, PORTA_KV_V = 1 } porta_kv_which;
-/* Writes x [B, T, H, D] (any strides; B = rows, H, D the cache's) rows i < n[b]
+/* Writes x [B, T, H, D] (any strides; B <= rows, H, D the cache's) rows i < n[b]
  * into the cache at positions pos[b] + i of layer `layer`, and returns the
  * layer's K or V as a [B, H, max_len, D] tensor for attention_cached. */
 porta_tensor *porta_kv_append(porta_graph *g, porta_kvcache *kv, int layer, porta_kv_which which, porta_tensor *x);

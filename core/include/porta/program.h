@@ -51,6 +51,24 @@ typedef struct porta_program_stats {
 } porta_program_stats;
 porta_status porta_program_stats_get(const porta_program *p, porta_program_stats *st);
 
+/* A debug twin of porta_compile for cross-backend tracing: every node's result
+ * is also read back, as extra outputs after the graph's own (the normal
+ * program is unchanged; this one keeps every intermediate alive). */
+porta_status porta_compile_traced(porta_graph *g, porta_backend *be, porta_program **out);
+
+typedef struct porta_node_info {
+    const char *name;  /* the node's name (porta_name, or "op.id") */
+    const char *op;    /* op name, as in every backend's file stems */
+    int output;        /* its output slot */
+    int ndim;
+    int64_t shape[PORTA_MAX_DIMS];
+    int n_inputs;
+    int inputs[4];     /* trace index of each input's producer, -1 for a leaf */
+} porta_node_info;
+/* Nodes a traced program reads back, in execution order. */
+int porta_program_n_traced(const porta_program *p);
+porta_status porta_program_node_info(const porta_program *p, int i, porta_node_info *info);
+
 int porta_program_n_inputs(const porta_program *p);
 int porta_program_n_outputs(const porta_program *p);
 /* Element count of input / output i. */

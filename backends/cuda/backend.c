@@ -1,0 +1,504 @@
+/* The CUDA backend: module entry, vtable, buffers and programs.
+ *
+ * A program is one CUDA graph captured once. Each replay goes through a ring of
+ * pinned host slots: the step block and inputs are copied into slot k, then
+ * copied to the device in stream order ahead of the graph launch, so the graph
+ * always reads the step block of its own replay; outputs come back into the
+ * same slot and reach the caller's pointers at prog_wait (or when the slot is
+ * reused). Slot k is rewritten only after the event recorded behind its last
+ * replay has fired.
+ *
+ * PORTA_CUDA_EAGER=1 at open gives a backend whose replays launch the same
+ * kernels one by one instead of the graph (nothing is captured): the figure a
+ * benchmark compares graph replays with. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cuda_backend.h"
+
+#define PC_RING 8
+#define PC_BLAS_WORKSPACE (32u << 20) /* cuBLAS' recommended size on Hopper */
+
+#if defined(__GNUC__)
+#define PC_EXPORT __attribute__((visibility("default")))
+#else
+#define PC_EXPORT
+#endif
+
+typedef struct pc_slot {
+    unsigned char *host;  /* pinned: step block, inputs, outputs */
+    cudaEvent_t done;     /* recorded behind the slot's last replay */
+    int pending;          /* outputs not yet handed to the caller */
+    float **dst;          /* the caller's output pointers of that replay */
+} pc_slot;
+
+typedef struct pc_prog {
+    pc_backend *be;
+    float *arena, *scratch;
+    int32_t *step;        /* device step block */
+    size_t step_bytes;
+    cudaGraph_t graph;
+    cudaGraphExec_t exec;
+    pc_rec rec;           /* eager backends: what each replay launches with */
+    porta_node *nodes;    /* eager backends: the plan's nodes */
+    int n_nodes;
+    int n_in, n_out;
+    float **in_dev, **out_dev;
+    int64_t *in_n, *out_n;
+    size_t *in_off, *out_off; /* byte offsets inside a slot */
+    pc_slot slot[PC_RING];
+    int next;             /* slot of the next replay; the oldest one in use */
+} pc_prog;
+
+porta_status pc_cuda_fail(const pc_backend *be, cudaError_t e, const char *what)
+{
+    porta_status st = e == cudaErrorMemoryAllocation ? PORTA_ERR_NOMEM : PORTA_ERR_DEVICE;
+    return be->host->fail(st, "cuda: %s failed: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+}
+
+porta_status pc_blas_fail(const pc_backend *be, cublasStatus_t s, const char *what)
+{
+    porta_status st = s == CUBLAS_STATUS_ALLOC_FAILED ? PORTA_ERR_NOMEM : PORTA_ERR_DEVICE;
+    return be->host->fail(st, "cuda: %s failed: %s", what, cublasGetStatusString(s));
+}
+
+/* Teardown cannot return a status; a failure still leaves its message. */
+static void pc_quiet(const pc_backend *be, cudaError_t e, const char *what)
+{
+    if (e != cudaSuccess) pc_cuda_fail(be, e, what);
+}
+
+/* ---- backend ------------------------------------------------------------ */
+
+static void pc_close(void *impl)
+{
+    pc_backend *be = impl;
+    if (!be) return;
+    pc_quiet(be, cudaSetDevice(be->device), "cudaSetDevice");
+    if (be->stream) pc_quiet(be, cudaStreamSynchronize(be->stream), "cudaStreamSynchronize");
+    if (be->blas) {
+        cublasStatus_t s = cublasDestroy(be->blas);
+        if (s != CUBLAS_STATUS_SUCCESS) pc_blas_fail(be, s, "cublasDestroy");
+    }
+    if (be->blas_ws) pc_quiet(be, cudaFree(be->blas_ws), "cudaFree");
+    if (be->stream) pc_quiet(be, cudaStreamDestroy(be->stream), "cudaStreamDestroy");
+    free(be);
+}
+
+static const char *pc_device_name(void *impl)
+{
+    return ((pc_backend *)impl)->name;
+}
+
+/* ---- buffers ------------------------------------------------------------ */
+
+static porta_status pc_buf_new(void *impl, porta_dtype dt, int64_t n, void **out)
+{
+    pc_backend *be = impl;
+    if (dt != PORTA_F32) return be->host->fail(PORTA_ERR_UNSUPPORTED, "cuda: buffers hold f32 only (dtype %d)", dt);
+    if (n < 0) return be->host->fail(PORTA_ERR_ARG, "cuda: buffer of %lld elements", (long long)n);
+    PC_CK(be, cudaSetDevice(be->device));
+    pc_buf *b = calloc(1, sizeof *b);
+    if (!b) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a buffer");
+    cudaError_t e = cudaMalloc((void **)&b->ptr, (size_t)(n > 0 ? n : 1) * sizeof(float));
+    if (e != cudaSuccess) {
+        free(b);
+        return pc_cuda_fail(be, e, "cudaMalloc (buffer)");
+    }
+    b->n = n;
+    *out = b;
+    return PORTA_OK;
+}
+
+static void pc_buf_free(void *impl, void *buf)
+{
+    pc_backend *be = impl;
+    pc_buf *b = buf;
+    if (!b) return;
+    pc_quiet(be, cudaSetDevice(be->device), "cudaSetDevice");
+    /* Replays in flight may still read it. */
+    pc_quiet(be, cudaStreamSynchronize(be->stream), "cudaStreamSynchronize");
+    pc_quiet(be, cudaFree(b->ptr), "cudaFree");
+    free(b);
+}
+
+static porta_status pc_range(const pc_backend *be, const pc_buf *b, int64_t off, int64_t n)
+{
+    if (off < 0 || n < 0 || off > b->n || n > b->n - off)
+        return be->host->fail(PORTA_ERR_ARG, "cuda: elements [%lld, %lld) outside a buffer of %lld", (long long)off,
+                              (long long)(off + n), (long long)b->n);
+    return PORTA_OK;
+}
+
+/* Host transfers are stream ordered (after replays already submitted) and
+ * synchronous for the caller: the host pointer is free on return. */
+static porta_status pc_buf_write(void *impl, void *buf, int64_t off, int64_t n, const float *src)
+{
+    pc_backend *be = impl;
+    pc_buf *b = buf;
+    porta_status st = pc_range(be, b, off, n);
+    if (st || n == 0) return st;
+    PC_CK(be, cudaSetDevice(be->device));
+    PC_CK(be, cudaMemcpyAsync(b->ptr + off, src, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, be->stream));
+    PC_CK(be, cudaStreamSynchronize(be->stream));
+    return PORTA_OK;
+}
+
+static porta_status pc_buf_read(void *impl, void *buf, int64_t off, int64_t n, float *dst)
+{
+    pc_backend *be = impl;
+    pc_buf *b = buf;
+    porta_status st = pc_range(be, b, off, n);
+    if (st || n == 0) return st;
+    PC_CK(be, cudaSetDevice(be->device));
+    PC_CK(be, cudaMemcpyAsync(dst, b->ptr + off, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost, be->stream));
+    PC_CK(be, cudaStreamSynchronize(be->stream));
+    return PORTA_OK;
+}
+
+static porta_status pc_buf_copy(void *impl, void *dst, int64_t doff, void *src, int64_t soff, int64_t n)
+{
+    pc_backend *be = impl;
+    pc_buf *d = dst, *s = src;
+    porta_status st = pc_range(be, d, doff, n);
+    if (!st) st = pc_range(be, s, soff, n);
+    if (st || n == 0) return st;
+    PC_CK(be, cudaSetDevice(be->device));
+    PC_CK(be, cudaMemcpyAsync(d->ptr + doff, s->ptr + soff, (size_t)n * sizeof(float), cudaMemcpyDeviceToDevice,
+                              be->stream));
+    return PORTA_OK;
+}
+
+static porta_status pc_sync(void *impl)
+{
+    pc_backend *be = impl;
+    PC_CK(be, cudaSetDevice(be->device));
+    PC_CK(be, cudaStreamSynchronize(be->stream));
+    return PORTA_OK;
+}
+
+/* ---- programs ----------------------------------------------------------- */
+
+static porta_status pc_node(pc_rec *r, const porta_node *n)
+{
+    switch (n->op) {
+    case PORTA_OP_COPY: return pc_copy(r, n);
+    case PORTA_OP_LINEAR:
+    case PORTA_OP_MATMUL: return pc_matmul(r, n);
+    case PORTA_OP_ADD:
+    case PORTA_OP_MUL:
+    case PORTA_OP_SILU:
+    case PORTA_OP_SWIGLU: return pc_eltwise(r, n);
+    case PORTA_OP_RMSNORM:
+    case PORTA_OP_LAYERNORM: return pc_norm(r, n);
+    case PORTA_OP_SOFTMAX: return pc_softmax(r, n);
+    case PORTA_OP_ROPE: return pc_rope(r, n);
+    case PORTA_OP_KV_APPEND: return pc_kv_update(r, n);
+    case PORTA_OP_ATTN_CACHED:
+    case PORTA_OP_ATTN: return pc_attention(r, n);
+    default: return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: unknown op %d", n->name, (int)n->op);
+    }
+}
+
+static porta_status pc_check_refs(const pc_backend *be, const porta_node *n)
+{
+    int bad = n->out.mem != PORTA_MEM_NONE && n->out.dtype != PORTA_F32;
+    for (int i = 0; i < n->n_in; i++)
+        bad |= n->in[i].mem != PORTA_MEM_NONE && n->in[i].dtype != PORTA_F32;
+    if (bad) return be->host->fail(PORTA_ERR_UNSUPPORTED, "cuda %s: kernels take f32 tensors only", n->name);
+    if (n->out.mem == PORTA_MEM_NONE || (n->n_in > 0 && n->in[0].mem == PORTA_MEM_NONE))
+        return be->host->fail(PORTA_ERR_ARG, "cuda %s: node without output or first input", n->name);
+    return PORTA_OK;
+}
+
+static void pc_prog_free(void *prog)
+{
+    pc_prog *p = prog;
+    if (!p) return;
+    pc_backend *be = p->be;
+    pc_quiet(be, cudaSetDevice(be->device), "cudaSetDevice");
+    pc_quiet(be, cudaStreamSynchronize(be->stream), "cudaStreamSynchronize");
+    if (p->exec) pc_quiet(be, cudaGraphExecDestroy(p->exec), "cudaGraphExecDestroy");
+    if (p->graph) pc_quiet(be, cudaGraphDestroy(p->graph), "cudaGraphDestroy");
+    for (int k = 0; k < PC_RING; k++) {
+        if (p->slot[k].host) pc_quiet(be, cudaFreeHost(p->slot[k].host), "cudaFreeHost");
+        if (p->slot[k].done) pc_quiet(be, cudaEventDestroy(p->slot[k].done), "cudaEventDestroy");
+        free(p->slot[k].dst);
+    }
+    if (p->arena) pc_quiet(be, cudaFree(p->arena), "cudaFree");
+    if (p->scratch) pc_quiet(be, cudaFree(p->scratch), "cudaFree");
+    if (p->step) pc_quiet(be, cudaFree(p->step), "cudaFree");
+    free(p->nodes);
+    free(p->in_dev);
+    free(p->out_dev);
+    free(p->in_n);
+    free(p->out_n);
+    free(p->in_off);
+    free(p->out_off);
+    free(p);
+}
+
+static size_t pc_align16(size_t x)
+{
+    return (x + 15) & ~(size_t)15;
+}
+
+/* Host-side tables and the pinned slots. */
+static porta_status pc_prog_io(pc_prog *p, const porta_plan *plan, const pc_rec *r)
+{
+    pc_backend *be = p->be;
+    p->n_in = plan->n_inputs;
+    p->n_out = plan->n_outputs;
+    int ni = p->n_in > 0 ? p->n_in : 1, no = p->n_out > 0 ? p->n_out : 1;
+    p->in_dev = calloc((size_t)ni, sizeof *p->in_dev);
+    p->out_dev = calloc((size_t)no, sizeof *p->out_dev);
+    p->in_n = calloc((size_t)ni, sizeof *p->in_n);
+    p->out_n = calloc((size_t)no, sizeof *p->out_n);
+    p->in_off = calloc((size_t)ni, sizeof *p->in_off);
+    p->out_off = calloc((size_t)no, sizeof *p->out_off);
+    if (!p->in_dev || !p->out_dev || !p->in_n || !p->out_n || !p->in_off || !p->out_off)
+        return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
+    size_t at = pc_align16(p->step_bytes);
+    for (int i = 0; i < p->n_in; i++) {
+        const porta_ref *ref = &plan->inputs[i];
+        if (ref->mem != PORTA_MEM_ARENA || !porta_ref_dense(ref))
+            return be->host->fail(PORTA_ERR_ARG, "cuda: input %d is not a dense arena region", i);
+        p->in_dev[i] = pc_ptr(r, ref);
+        p->in_n[i] = porta_ref_numel(ref);
+        p->in_off[i] = at;
+        at = pc_align16(at + (size_t)p->in_n[i] * sizeof(float));
+    }
+    for (int i = 0; i < p->n_out; i++) {
+        const porta_ref *ref = &plan->outputs[i];
+        if (ref->mem == PORTA_MEM_NONE || !porta_ref_dense(ref))
+            return be->host->fail(PORTA_ERR_ARG, "cuda: output %d is not a dense region", i);
+        p->out_dev[i] = pc_ptr(r, ref);
+        p->out_n[i] = porta_ref_numel(ref);
+        p->out_off[i] = at;
+        at = pc_align16(at + (size_t)p->out_n[i] * sizeof(float));
+    }
+    for (int k = 0; k < PC_RING; k++) {
+        p->slot[k].dst = calloc((size_t)no, sizeof *p->slot[k].dst);
+        if (!p->slot[k].dst) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
+        PC_CK(be, cudaHostAlloc((void **)&p->slot[k].host, at > 0 ? at : 16, cudaHostAllocDefault));
+        PC_CK(be, cudaEventCreateWithFlags(&p->slot[k].done, cudaEventDisableTiming));
+    }
+    return PORTA_OK;
+}
+
+static porta_status pc_capture(pc_prog *p, const porta_plan *plan, pc_rec *r)
+{
+    pc_backend *be = p->be;
+    PC_CK(be, cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
+    porta_status st = PORTA_OK;
+    for (int i = 0; i < plan->n_nodes && !st; i++) st = pc_node(r, &plan->nodes[i]);
+    cudaError_t e = cudaStreamEndCapture(be->stream, &p->graph);
+    if (st) return st;
+    if (e != cudaSuccess) return pc_cuda_fail(be, e, "cudaStreamEndCapture");
+    PC_CK(be, cudaGraphInstantiate(&p->exec, p->graph, 0));
+    PC_CK(be, cudaGraphUpload(p->exec, be->stream));
+    return PORTA_OK;
+}
+
+static porta_status pc_prog_build(pc_prog *p, const porta_plan *plan)
+{
+    pc_backend *be = p->be;
+    for (int i = 0; i < plan->n_nodes; i++) {
+        porta_status st = pc_check_refs(be, &plan->nodes[i]);
+        if (st) return st;
+    }
+    if (plan->step_rows < 0) return be->host->fail(PORTA_ERR_ARG, "cuda: step block of %d rows", plan->step_rows);
+    p->step_bytes = (size_t)plan->step_rows * 2 * sizeof(int32_t);
+    PC_CK(be, cudaMalloc((void **)&p->arena, (size_t)(plan->arena_elems > 0 ? plan->arena_elems : 1) * sizeof(float)));
+    PC_CK(be, cudaMalloc((void **)&p->step, p->step_bytes > 0 ? p->step_bytes : sizeof(int32_t)));
+    pc_rec r = {.be = be, .dry = 1, .arena = p->arena, .step = p->step, .step_rows = plan->step_rows};
+    for (int i = 0; i < plan->n_nodes; i++) {
+        porta_status st = pc_node(&r, &plan->nodes[i]);
+        if (st) return st;
+    }
+    if (r.scratch_elems > 0) PC_CK(be, cudaMalloc((void **)&p->scratch, (size_t)r.scratch_elems * sizeof(float)));
+    r.scratch = p->scratch;
+    r.dry = 0;
+    porta_status st = pc_prog_io(p, plan, &r);
+    if (st) return st;
+    if (!be->eager) return pc_capture(p, plan, &r);
+    p->rec = r;
+    p->n_nodes = plan->n_nodes;
+    p->nodes = malloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1) * sizeof *p->nodes);
+    if (!p->nodes) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
+    memcpy(p->nodes, plan->nodes, (size_t)plan->n_nodes * sizeof *p->nodes);
+    return PORTA_OK;
+}
+
+static porta_status pc_prog_new(void *impl, const porta_plan *plan, porta_backend_counts *counts, void **out)
+{
+    pc_backend *be = impl;
+    PC_CK(be, cudaSetDevice(be->device));
+    pc_prog *p = calloc(1, sizeof *p);
+    if (!p) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
+    p->be = be;
+    porta_status st = pc_prog_build(p, plan);
+    if (st) {
+        pc_prog_free(p);
+        return st;
+    }
+    if (!be->eager) counts->captures++;
+    *out = p;
+    return PORTA_OK;
+}
+
+static void pc_deliver(pc_prog *p, pc_slot *s)
+{
+    for (int i = 0; i < p->n_out; i++)
+        if (s->dst[i]) memcpy(s->dst[i], s->host + p->out_off[i], (size_t)p->out_n[i] * sizeof(float));
+    s->pending = 0;
+}
+
+static porta_status pc_prog_run(void *prog, const int32_t *step_block, const float *const *inputs,
+                                float *const *outputs)
+{
+    pc_prog *p = prog;
+    pc_backend *be = p->be;
+    cudaStream_t st = be->stream;
+    if (p->step_bytes > 0 && !step_block) return be->host->fail(PORTA_ERR_ARG, "cuda: replay without a step block");
+    for (int i = 0; i < p->n_in; i++)
+        if (!inputs || !inputs[i]) return be->host->fail(PORTA_ERR_ARG, "cuda: input %d missing", i);
+    PC_CK(be, cudaSetDevice(be->device));
+    pc_slot *s = &p->slot[p->next];
+    PC_CK(be, cudaEventSynchronize(s->done));
+    if (s->pending) pc_deliver(p, s);
+
+    if (p->step_bytes > 0) {
+        memcpy(s->host, step_block, p->step_bytes);
+        PC_CK(be, cudaMemcpyAsync(p->step, s->host, p->step_bytes, cudaMemcpyHostToDevice, st));
+    }
+    for (int i = 0; i < p->n_in; i++) {
+        size_t bytes = (size_t)p->in_n[i] * sizeof(float);
+        memcpy(s->host + p->in_off[i], inputs[i], bytes);
+        PC_CK(be, cudaMemcpyAsync(p->in_dev[i], s->host + p->in_off[i], bytes, cudaMemcpyHostToDevice, st));
+    }
+    if (be->eager) {
+        for (int i = 0; i < p->n_nodes; i++) {
+            porta_status e = pc_node(&p->rec, &p->nodes[i]);
+            if (e) return e;
+        }
+    } else {
+        PC_CK(be, cudaGraphLaunch(p->exec, st));
+    }
+    for (int i = 0; i < p->n_out; i++) {
+        s->dst[i] = outputs ? outputs[i] : NULL;
+        if (!s->dst[i]) continue;
+        PC_CK(be, cudaMemcpyAsync(s->host + p->out_off[i], p->out_dev[i], (size_t)p->out_n[i] * sizeof(float),
+                                  cudaMemcpyDeviceToHost, st));
+        s->pending = 1;
+    }
+    PC_CK(be, cudaEventRecord(s->done, st));
+    p->next = (p->next + 1) % PC_RING;
+    return PORTA_OK;
+}
+
+static porta_status pc_prog_wait(void *prog)
+{
+    pc_prog *p = prog;
+    pc_backend *be = p->be;
+    PC_CK(be, cudaSetDevice(be->device));
+    PC_CK(be, cudaStreamSynchronize(be->stream));
+    /* Oldest first, so a pointer shared by several replays ends with the last. */
+    for (int k = 0; k < PC_RING; k++) {
+        pc_slot *s = &p->slot[(p->next + k) % PC_RING];
+        if (s->pending) pc_deliver(p, s);
+    }
+    return PORTA_OK;
+}
+
+static const porta_backend_vt pc_vt = {
+    .abi = PORTA_MODULE_ABI,
+    .kind = "cuda",
+    .close = pc_close,
+    .device_name = pc_device_name,
+    .buf_new = pc_buf_new,
+    .buf_free = pc_buf_free,
+    .buf_write = pc_buf_write,
+    .buf_read = pc_buf_read,
+    .buf_copy = pc_buf_copy,
+    .sync = pc_sync,
+    .prog_new = pc_prog_new,
+    .prog_run = pc_prog_run,
+    .prog_wait = pc_prog_wait,
+    .prog_free = pc_prog_free,
+};
+
+/* ---- module entry ------------------------------------------------------- */
+
+/* "" and "discrete" take device 0, the fastest under CUDA's default device
+ * order (CUDA devices other than embedded boards are discrete; those are
+ * refused for "discrete" in pc_setup); "N" takes device N. */
+static porta_status pc_parse_spec(const porta_host *host, const char *spec, int *dev, int *discrete)
+{
+    *dev = 0;
+    *discrete = spec && strcmp(spec, "discrete") == 0;
+    if (!spec || !*spec || *discrete) return PORTA_OK;
+    char *end;
+    long v = strtol(spec, &end, 10);
+    if (*end || v < 0 || v > 1024 || end == spec)
+        return host->fail(PORTA_ERR_ARG, "cuda: bad device '%s' (want a device number)", spec);
+    *dev = (int)v;
+    return PORTA_OK;
+}
+
+static porta_status pc_setup(pc_backend *be, int discrete)
+{
+    PC_CK(be, cudaSetDevice(be->device));
+    struct cudaDeviceProp prop;
+    PC_CK(be, cudaGetDeviceProperties(&prop, be->device));
+    if (discrete && prop.integrated)
+        return be->host->fail(PORTA_ERR_UNAVAILABLE, "cuda: device %d (%s) is integrated, not discrete", be->device,
+                              prop.name);
+    cudaError_t e = pc_probe_kernels();
+    if (e != cudaSuccess)
+        return be->host->fail(PORTA_ERR_UNAVAILABLE, "cuda: no kernel in this build runs on device %d (%s, sm_%d%d): %s",
+                              be->device, prop.name, prop.major, prop.minor, cudaGetErrorString(e));
+    be->smem_optin = (int)prop.sharedMemPerBlockOptin;
+    snprintf(be->name, sizeof be->name, "%s (cuda:%d, sm_%d%d)", prop.name, be->device, prop.major, prop.minor);
+    PC_CK(be, cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking));
+    PC_BLAS(be, cublasCreate(&be->blas));
+    PC_BLAS(be, cublasSetStream(be->blas, be->stream));
+    /* After cublasSetStream, which resets the workspace to cuBLAS' pool: the
+     * pool cannot be used under stream capture. */
+    be->blas_ws_bytes = PC_BLAS_WORKSPACE;
+    PC_CK(be, cudaMalloc(&be->blas_ws, be->blas_ws_bytes));
+    PC_BLAS(be, cublasSetWorkspace(be->blas, be->blas_ws, be->blas_ws_bytes));
+    const char *eager = getenv("PORTA_CUDA_EAGER");
+    be->eager = eager && strcmp(eager, "1") == 0;
+    const char *tf32 = getenv("PORTA_CUDA_TF32");
+    int use_tf32 = tf32 && strcmp(tf32, "1") == 0;
+    PC_BLAS(be, cublasSetMathMode(be->blas, use_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    return PORTA_OK;
+}
+
+PC_EXPORT porta_status porta_module_open(const porta_host *host, const char *spec, const porta_backend_vt **vt,
+                                         void **out)
+{
+    int dev, discrete, count = 0;
+    porta_status st = pc_parse_spec(host, spec, &dev, &discrete);
+    if (st) return st;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess)
+        return host->fail(PORTA_ERR_UNAVAILABLE, "cuda: no usable CUDA driver or device (cudaGetDeviceCount: %s)",
+                          cudaGetErrorString(e));
+    if (dev >= count)
+        return host->fail(PORTA_ERR_UNAVAILABLE, "cuda: device %d absent (%d device%s)", dev, count,
+                          count == 1 ? "" : "s");
+    pc_backend *be = calloc(1, sizeof *be);
+    if (!be) return host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for the backend");
+    be->host = host;
+    be->device = dev;
+    st = pc_setup(be, discrete);
+    if (st) {
+        pc_close(be);
+        return st;
+    }
+    *vt = &pc_vt;
+    *out = be;
+    return PORTA_OK;
+}

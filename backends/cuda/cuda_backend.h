@@ -1,0 +1,164 @@
+/* The CUDA backend's private objects, shared by backend.c and the op files.
+ *
+ * Each op file exposes one entry per op family. It is called twice per node
+ * while a program is built: first dry (validate shapes and strides, size the
+ * scratch memory, set kernel attributes; nothing is launched), then live inside
+ * the stream capture (launch). Failing in the dry pass keeps errors out of the
+ * capture, where a failure would invalidate the whole graph. */
+#ifndef PORTA_CUDA_BACKEND_H
+#define PORTA_CUDA_BACKEND_H
+
+#include <stdint.h>
+#include <cuda_runtime_api.h>
+#include <cublas_v2.h>
+#include "plan.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Largest head dimension the attention kernels hold in registers (8 per lane). */
+#define PC_MAX_HEAD_DIM 256
+
+typedef struct pc_backend {
+    const porta_host *host;
+    int device;
+    int smem_optin;           /* bytes of shared memory a block may opt into */
+    int eager;                /* replays launch kernels one by one (PORTA_CUDA_EAGER=1) */
+    /* One stream for every program and buffer operation of this backend, so
+     * that buffer copies, cache row copies and replays of different programs
+     * sharing a KV cache are ordered by submission with no cross-stream events. */
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *blas_ws;            /* cuBLAS workspace, required under stream capture */
+    size_t blas_ws_bytes;
+    char name[320];
+} pc_backend;
+
+typedef struct pc_buf {
+    float *ptr;
+    int64_t n;
+} pc_buf;
+
+/* What an op entry sees while a program is built. */
+typedef struct pc_rec {
+    pc_backend *be;
+    int dry;                  /* nonzero: validate and size, launch nothing */
+    float *arena;
+    const int32_t *step;      /* device step block: pos[step_rows], n[step_rows] */
+    int step_rows;
+    float *scratch;           /* shared by all nodes: nodes run one after another */
+    int64_t scratch_elems;    /* dry pass: the largest request so far */
+} pc_rec;
+
+/* A strided view with up to PORTA_PLAN_MAX_DIMS dims, passed to kernels by value. */
+typedef struct pc_strided {
+    int ndim;
+    int64_t shape[PORTA_PLAN_MAX_DIMS];
+    int64_t stride[PORTA_PLAN_MAX_DIMS];
+} pc_strided;
+
+/* Turns a failed CUDA call into a status with a message. */
+porta_status pc_cuda_fail(const pc_backend *be, cudaError_t e, const char *what);
+porta_status pc_blas_fail(const pc_backend *be, cublasStatus_t s, const char *what);
+
+#define PC_CK(be, call)                                                        \
+    do {                                                                       \
+        cudaError_t pc_e_ = (call);                                            \
+        if (pc_e_ != cudaSuccess) return pc_cuda_fail((be), pc_e_, #call);     \
+    } while (0)
+
+#define PC_BLAS(be, call)                                                      \
+    do {                                                                       \
+        cublasStatus_t pc_s_ = (call);                                         \
+        if (pc_s_ != CUBLAS_STATUS_SUCCESS) return pc_blas_fail((be), pc_s_, #call); \
+    } while (0)
+
+#define PC_FAIL(r, st, ...) ((r)->be->host->fail((st), __VA_ARGS__))
+
+/* Device address of a reference's first element. */
+static inline float *pc_ptr(const pc_rec *r, const porta_ref *ref)
+{
+    if (ref->mem == PORTA_MEM_ARENA) return r->arena + ref->offset;
+    if (ref->mem == PORTA_MEM_BUFFER) return ((pc_buf *)ref->buf)->ptr + ref->offset;
+    return NULL;
+}
+
+static inline int pc_has(const porta_node *n, int i)
+{
+    return i < n->n_in && n->in[i].mem != PORTA_MEM_NONE;
+}
+
+static inline pc_strided pc_view(const porta_ref *ref)
+{
+    pc_strided s;
+    s.ndim = ref->ndim;
+    for (int i = 0; i < PORTA_PLAN_MAX_DIMS; i++) {
+        s.shape[i] = i < ref->ndim ? ref->shape[i] : 1;
+        s.stride[i] = i < ref->ndim ? ref->stride[i] : 0;
+    }
+    return s;
+}
+
+/* Collapses dims [lo, hi) of ref into one (count, stride) pair. Returns 0 when
+ * they are not evenly strided. Size-1 dims are ignored. */
+static inline int pc_collapse(const porta_ref *ref, int lo, int hi, int64_t *count, int64_t *stride)
+{
+    int64_t n = 1, s = 0;
+    int have = 0;
+    for (int i = hi - 1; i >= lo; i--) {
+        if (ref->shape[i] == 1) continue;
+        if (!have) {
+            s = ref->stride[i];
+            have = 1;
+        } else if (ref->stride[i] != s * n) {
+            return 0;
+        }
+        n *= ref->shape[i];
+    }
+    *count = n;
+    *stride = have ? s : 0;
+    return 1;
+}
+
+/* Views ref as a rows x cols matrix (cols = last dim, leading dims collapsed).
+ * Returns 0 when the leading dims do not collapse. */
+static inline int pc_matrix(const porta_ref *ref, int64_t *rows, int64_t *cols, int64_t *rs, int64_t *cs)
+{
+    if (ref->ndim == 0) {
+        *rows = *cols = *rs = *cs = 1;
+        return 1;
+    }
+    *cols = ref->shape[ref->ndim - 1];
+    *cs = *cols == 1 ? 1 : ref->stride[ref->ndim - 1];
+    if (!pc_collapse(ref, 0, ref->ndim - 1, rows, rs)) return 0;
+    if (*rows == 1) *rs = *cols * *cs;
+    return 1;
+}
+
+/* Threads per block and a capped block count for grid-stride loops. */
+#define PC_THREADS 256
+static inline unsigned pc_blocks(int64_t n, int threads)
+{
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    return b > (1 << 20) ? (1u << 20) : (unsigned)b;
+}
+
+/* Op families, one per file stem. */
+porta_status pc_copy(pc_rec *r, const porta_node *n);
+porta_status pc_matmul(pc_rec *r, const porta_node *n);      /* LINEAR, MATMUL */
+porta_status pc_eltwise(pc_rec *r, const porta_node *n);     /* ADD, MUL, SILU, SWIGLU */
+porta_status pc_norm(pc_rec *r, const porta_node *n);        /* RMSNORM, LAYERNORM */
+porta_status pc_softmax(pc_rec *r, const porta_node *n);
+porta_status pc_rope(pc_rec *r, const porta_node *n);
+porta_status pc_kv_update(pc_rec *r, const porta_node *n);   /* KV_APPEND */
+porta_status pc_attention(pc_rec *r, const porta_node *n);   /* ATTN_CACHED, ATTN */
+
+/* Fails unless this module carries kernel code the current device can run. */
+cudaError_t pc_probe_kernels(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,93 @@
+/* ROPE with Toto's xPos scaling (see porta_rope in graph.h). Angles and scales
+ * are evaluated in double: positions reach thousands and float sin/cos of
+ * p * theta^(-2j/D) would carry most of the op's error for a negligible share of
+ * a step's time. */
+#include "common.cuh"
+
+typedef struct rope_args {
+    float *out;                /* dense [B,T,H,D] */
+    const float *x;
+    int64_t xs[4];             /* x strides b, t, h, d */
+    int B, T, H, D;
+    float theta, scale_base;
+    int xpos, is_key;
+    const int32_t *step;       /* NULL: pos 0, n T */
+    int rows;
+} rope_args;
+
+static __device__ double xpos_u(int k, int D)
+{
+    return (2.0 * k + 0.4 * D) / (1.4 * D);
+}
+
+static __global__ void rope(rope_args a)
+{
+    int half = a.D / 2;
+    PC_GRID_STRIDE(i, (int64_t)a.B * a.T * a.H * half)
+    {
+        int j = (int)(i % half);
+        int64_t r = i / half;
+        int h = (int)(r % a.H);
+        r /= a.H;
+        int t = (int)(r % a.T);
+        int b = (int)(r / a.T);
+        int pos = 0, cnt = a.T;
+        if (a.step) {
+            pos = a.step[b];
+            cnt = a.step[a.rows + b];
+        }
+        float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * j;
+        if (t >= cnt) {
+            y[0] = y[1] = 0.0f;
+            continue;
+        }
+        const float *x = a.x + b * a.xs[0] + t * a.xs[1] + h * a.xs[2] + 2 * j * a.xs[3];
+        double x0 = x[0], x1 = x[a.xs[3]];
+        double p = (double)pos + t;
+        double sn, cs;
+        sincos(p * pow((double)a.theta, -2.0 * j / a.D), &sn, &cs);
+        double y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+        if (a.xpos) {
+            int centre = (pos + cnt - 1) / 2;
+            double e = (p - centre) / a.scale_base;
+            if (a.is_key) e = -e;
+            y0 *= pow(xpos_u((2 * j) % half, a.D), e);
+            y1 *= pow(xpos_u((2 * j + 1) % half, a.D), e);
+        }
+        y[0] = (float)y0;
+        y[1] = (float)y1;
+    }
+}
+
+extern "C" porta_status pc_rope(pc_rec *r, const porta_node *n)
+{
+    const porta_ref *x = &n->in[0], *o = &n->out;
+    if (x->ndim != 4 || o->ndim != 4 || x->shape[3] % 2 != 0)
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope wants x[B,T,H,D] with D even", n->name);
+    for (int i = 0; i < 4; i++)
+        if (x->shape[i] != o->shape[i] || x->shape[i] > 0x7fffffff)
+            return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope output shape differs from input", n->name);
+    if (!porta_ref_dense(o)) return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: rope into a strided output", n->name);
+    rope_args a;
+    a.B = (int)x->shape[0];
+    a.T = (int)x->shape[1];
+    a.H = (int)x->shape[2];
+    a.D = (int)x->shape[3];
+    a.step = n->p.rope.cached ? r->step : NULL;
+    a.rows = r->step_rows;
+    if (a.step && a.B > a.rows)
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope batch %d but the step block has %d rows", n->name, a.B,
+                       a.rows);
+    int64_t total = (int64_t)a.B * a.T * a.H * (a.D / 2);
+    if (r->dry || total == 0) return PORTA_OK;
+    a.out = pc_ptr(r, o);
+    a.x = pc_ptr(r, x);
+    for (int i = 0; i < 4; i++) a.xs[i] = x->stride[i];
+    a.theta = n->p.rope.theta;
+    a.scale_base = n->p.rope.scale_base;
+    a.xpos = n->p.rope.xpos;
+    a.is_key = n->p.rope.is_key;
+    rope<<<pc_blocks(total, PC_THREADS), PC_THREADS, 0, r->be->stream>>>(a);
+    PC_CK(r->be, cudaGetLastError());
+    return PORTA_OK;
+}

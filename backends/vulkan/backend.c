@@ -1,0 +1,824 @@
+/* Vulkan backend: vtable, device buffers, programs.
+ *
+ * A program is one command buffer recorded at compile time with every dispatch
+ * and barrier; each node has its own descriptor set and a 256-byte parameter
+ * block written once. Replays go through a ring of slots: a slot holds a
+ * host-visible staging area (step block + inputs), a readback area (outputs),
+ * two small command buffers that move them, and a fence. */
+#include <stdlib.h>
+#include <string.h>
+#include "vk.h"
+#include "half.h"
+
+#define VK_RING 3
+#define VK_PARAM_BYTES (VK_PARAM_WORDS * 4)
+#define VK_BINDINGS 7
+#define VK_STAGING_BYTES ((VkDeviceSize)16 << 20)
+
+enum { MEM_DEVICE, MEM_UPLOAD, MEM_READBACK };
+
+/* ---- memory ---------------------------------------------------------- */
+
+static int find_memory(vk_be *be, uint32_t bits, VkMemoryPropertyFlags want, uint32_t *type)
+{
+    for (uint32_t i = 0; i < be->memp.memoryTypeCount; i++)
+        if ((bits & (1u << i)) && (be->memp.memoryTypes[i].propertyFlags & want) == want) {
+            *type = i;
+            return 1;
+        }
+    return 0;
+}
+
+static void buf_destroy(vk_be *be, vk_buf *b)
+{
+    if (b->map) be->f.vkUnmapMemory(be->dev, b->mem);
+    if (b->buf) be->f.vkDestroyBuffer(be->dev, b->buf, NULL);
+    if (b->mem) be->f.vkFreeMemory(be->dev, b->mem, NULL);
+    memset(b, 0, sizeof *b);
+}
+
+static porta_status buf_create(vk_be *be, VkDeviceSize bytes, int kind, vk_buf *b)
+{
+    memset(b, 0, sizeof *b);
+    if (bytes < 16) bytes = 16;
+    b->bytes = bytes;
+    VkBufferCreateInfo bci = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+        .size = bytes,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+        .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+    };
+    if (bytes > be->max_alloc)
+        return be->host->fail(PORTA_ERR_NOMEM, "vulkan: a buffer of %llu bytes exceeds the device's largest allocation (%llu bytes)",
+                              (unsigned long long)bytes, (unsigned long long)be->max_alloc);
+    VkResult cr = be->f.vkCreateBuffer(be->dev, &bci, NULL, &b->buf);
+    if (cr == VK_ERROR_OUT_OF_HOST_MEMORY || cr == VK_ERROR_OUT_OF_DEVICE_MEMORY)
+        return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of memory creating a buffer of %llu bytes",
+                              (unsigned long long)bytes);
+    VK_TRY(be, cr, "vkCreateBuffer");
+    VkMemoryRequirements req;
+    be->f.vkGetBufferMemoryRequirements(be->dev, b->buf, &req);
+    const VkMemoryPropertyFlags host = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    uint32_t type = 0;
+    int ok;
+    if (kind == MEM_DEVICE)
+        ok = find_memory(be, req.memoryTypeBits, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, &type) ||
+             find_memory(be, req.memoryTypeBits, 0, &type);
+    else if (kind == MEM_READBACK)
+        ok = find_memory(be, req.memoryTypeBits, host | VK_MEMORY_PROPERTY_HOST_CACHED_BIT, &type) ||
+             find_memory(be, req.memoryTypeBits, host, &type);
+    else
+        ok = find_memory(be, req.memoryTypeBits, host, &type);
+    if (!ok) {
+        buf_destroy(be, b);
+        return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: no suitable memory type for a buffer");
+    }
+    VkMemoryAllocateInfo mai = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
+        .allocationSize = req.size,
+        .memoryTypeIndex = type,
+    };
+    VkResult r = be->f.vkAllocateMemory(be->dev, &mai, NULL, &b->mem);
+    if (r == VK_SUCCESS) r = be->f.vkBindBufferMemory(be->dev, b->buf, b->mem, 0);
+    if (r == VK_SUCCESS && kind != MEM_DEVICE) r = be->f.vkMapMemory(be->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map);
+    if (r != VK_SUCCESS) {
+        buf_destroy(be, b);
+        if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
+            return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of %s memory allocating %llu bytes",
+                                  r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? "device" : "host",
+                                  (unsigned long long)bytes);
+        return vk_result(be, r, "allocating buffer memory");
+    }
+    return PORTA_OK;
+}
+
+/* Makes everything written before it (shaders, transfers, host) visible to
+ * everything after it, in this command buffer and in later submissions. */
+static void full_barrier(vk_be *be, VkCommandBuffer cb)
+{
+    VkMemoryBarrier mb = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                         VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_READ_BIT,
+    };
+    const VkPipelineStageFlags st = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT |
+                                    VK_PIPELINE_STAGE_HOST_BIT;
+    be->f.vkCmdPipelineBarrier(cb, st, st, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+static void compute_barrier(vk_be *be, VkCommandBuffer cb)
+{
+    VkMemoryBarrier mb = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT,
+    };
+    be->f.vkCmdPipelineBarrier(cb, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
+                               &mb, 0, NULL, 0, NULL);
+}
+
+/* ---- synchronous transfers -------------------------------------------- */
+
+static porta_status xfer_begin(vk_be *be)
+{
+    VkCommandBufferBeginInfo bi = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    VK_TRY(be, be->f.vkBeginCommandBuffer(be->xfer_cb, &bi), "vkBeginCommandBuffer");
+    full_barrier(be, be->xfer_cb);
+    return PORTA_OK;
+}
+
+static porta_status xfer_copy_submit(vk_be *be, VkBuffer src, VkDeviceSize soff, VkBuffer dst, VkDeviceSize doff,
+                                     VkDeviceSize bytes)
+{
+    porta_status s = xfer_begin(be);
+    if (s) return s;
+    VkBufferCopy c = { .srcOffset = soff, .dstOffset = doff, .size = bytes };
+    be->f.vkCmdCopyBuffer(be->xfer_cb, src, dst, 1, &c);
+    full_barrier(be, be->xfer_cb);
+    VK_TRY(be, be->f.vkEndCommandBuffer(be->xfer_cb), "vkEndCommandBuffer");
+    VK_TRY(be, be->f.vkResetFences(be->dev, 1, &be->xfer_fence), "vkResetFences");
+    VkSubmitInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .commandBufferCount = 1,
+        .pCommandBuffers = &be->xfer_cb,
+    };
+    VK_TRY(be, be->f.vkQueueSubmit(be->queue, 1, &si, be->xfer_fence), "vkQueueSubmit");
+    VK_TRY(be, be->f.vkWaitForFences(be->dev, 1, &be->xfer_fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
+    return vk_validation_status(be);
+}
+
+/* Host memory -> device buffer through the staging buffer, in chunks (bytes
+ * as stored). */
+static porta_status upload(vk_be *be, vk_buf *dst, VkDeviceSize off, const void *src, VkDeviceSize bytes)
+{
+    while (bytes > 0) {
+        VkDeviceSize n = bytes < be->staging.bytes ? bytes : be->staging.bytes;
+        memcpy(be->staging.map, src, n);
+        porta_status s = xfer_copy_submit(be, be->staging.buf, 0, dst->buf, off, n);
+        if (s) return s;
+        src = (const char *)src + n;
+        off += n;
+        bytes -= n;
+    }
+    return PORTA_OK;
+}
+
+static porta_status download(vk_be *be, vk_buf *src, VkDeviceSize off, void *dst, VkDeviceSize bytes)
+{
+    while (bytes > 0) {
+        VkDeviceSize n = bytes < be->staging.bytes ? bytes : be->staging.bytes;
+        porta_status s = xfer_copy_submit(be, src->buf, off, be->staging.buf, 0, n);
+        if (s) return s;
+        memcpy(dst, be->staging.map, n);
+        dst = (char *)dst + n;
+        off += n;
+        bytes -= n;
+    }
+    return PORTA_OK;
+}
+
+/* ---- backend and buffers ---------------------------------------------- */
+
+static const char *vkb_device_name(void *b)
+{
+    return ((vk_be *)b)->name;
+}
+
+static porta_status check_range(vk_be *be, vk_buf *b, int64_t off, int64_t n, const char *what)
+{
+    if (off < 0 || n < 0 || (uint64_t)(off + n) * vk_esize(b->dtype) > b->bytes)
+        return be->host->fail(PORTA_ERR_ARG, "vulkan: %s of elements [%lld, %lld) outside a buffer of %llu",
+                              what, (long long)off, (long long)(off + n),
+                              (unsigned long long)(b->bytes / vk_esize(b->dtype)));
+    return PORTA_OK;
+}
+
+static porta_status vkb_buf_new(void *b, porta_dtype dt, int64_t n, void **out)
+{
+    vk_be *be = b;
+    if (dt != PORTA_F32 && dt != PORTA_F16 && dt != PORTA_BF16)
+        return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: buffers of dtype %d are not supported", (int)dt);
+    if (n < 0) return be->host->fail(PORTA_ERR_ARG, "vulkan: negative buffer size %lld", (long long)n);
+    vk_buf *vb = calloc(1, sizeof *vb);
+    if (!vb) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    /* Shaders read 32-bit words: round 16-bit storage up to whole words. */
+    porta_status s = buf_create(be, ((VkDeviceSize)n * vk_esize(dt) + 3) & ~(VkDeviceSize)3, MEM_DEVICE, vb);
+    if (s) {
+        free(vb);
+        return s;
+    }
+    vb->dtype = dt;
+    *out = vb;
+    return PORTA_OK;
+}
+
+static void vkb_buf_free(void *b, void *buf)
+{
+    if (!buf) return;
+    buf_destroy(b, buf);
+    free(buf);
+}
+
+/* Elements per chunk when f16 / bf16 data is converted on the host. */
+#define VK_CONVERT_CHUNK 4096
+
+static porta_status vkb_buf_write(void *b, void *buf, int64_t off, int64_t n, const float *src)
+{
+    vk_be *be = b;
+    vk_buf *vb = buf;
+    porta_status s = check_range(be, vb, off, n, "write");
+    if (s || vb->dtype == PORTA_F32) return s ? s : upload(be, vb, (VkDeviceSize)off * 4, src, (VkDeviceSize)n * 4);
+    uint16_t tmp[VK_CONVERT_CHUNK];
+    for (int64_t i = 0; i < n && !s; i += VK_CONVERT_CHUNK) {
+        int64_t m = n - i < VK_CONVERT_CHUNK ? n - i : VK_CONVERT_CHUNK;
+        for (int64_t j = 0; j < m; j++)
+            tmp[j] = vb->dtype == PORTA_F16 ? porta_f32_to_f16(src[i + j]) : porta_f32_to_bf16(src[i + j]);
+        s = upload(be, vb, (VkDeviceSize)(off + i) * 2, tmp, (VkDeviceSize)m * 2);
+    }
+    return s;
+}
+
+static porta_status vkb_buf_read(void *b, void *buf, int64_t off, int64_t n, float *dst)
+{
+    vk_be *be = b;
+    vk_buf *vb = buf;
+    porta_status s = check_range(be, vb, off, n, "read");
+    if (s || vb->dtype == PORTA_F32) return s ? s : download(be, vb, (VkDeviceSize)off * 4, dst, (VkDeviceSize)n * 4);
+    uint16_t tmp[VK_CONVERT_CHUNK];
+    for (int64_t i = 0; i < n && !s; i += VK_CONVERT_CHUNK) {
+        int64_t m = n - i < VK_CONVERT_CHUNK ? n - i : VK_CONVERT_CHUNK;
+        s = download(be, vb, (VkDeviceSize)(off + i) * 2, tmp, (VkDeviceSize)m * 2);
+        for (int64_t j = 0; j < m && !s; j++)
+            dst[i + j] = vb->dtype == PORTA_F16 ? porta_f16_to_f32(tmp[j]) : porta_bf16_to_f32(tmp[j]);
+    }
+    return s;
+}
+
+static porta_status vkb_buf_copy(void *b, void *dst, int64_t doff, void *src, int64_t soff, int64_t n)
+{
+    vk_be *be = b;
+    vk_buf *d = dst, *sb = src;
+    if (d->dtype != sb->dtype)
+        return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: copy between buffers of different dtypes");
+    porta_status s = check_range(be, d, doff, n, "copy destination");
+    if (!s) s = check_range(be, sb, soff, n, "copy source");
+    if (s || n == 0) return s;
+    VkDeviceSize es = vk_esize(d->dtype);
+    return xfer_copy_submit(be, sb->buf, (VkDeviceSize)soff * es, d->buf, (VkDeviceSize)doff * es, (VkDeviceSize)n * es);
+}
+
+/* Buffer transfers already wait; this waits for replays in flight (their
+ * outputs still reach the caller at prog_wait). */
+static porta_status vkb_sync(void *b)
+{
+    vk_be *be = b;
+    VK_TRY(be, be->f.vkQueueWaitIdle(be->queue), "vkQueueWaitIdle");
+    return vk_validation_status(be);
+}
+
+static void vkb_close(void *b)
+{
+    vk_be *be = b;
+    if (!be) return;
+    if (be->dev) {
+        be->f.vkDeviceWaitIdle(be->dev);
+        for (int i = 0; i < VK_PIPE_COUNT; i++)
+            if (be->pipe[i]) be->f.vkDestroyPipeline(be->dev, be->pipe[i], NULL);
+        if (be->layout) be->f.vkDestroyPipelineLayout(be->dev, be->layout, NULL);
+        if (be->dsl) be->f.vkDestroyDescriptorSetLayout(be->dev, be->dsl, NULL);
+        buf_destroy(be, &be->staging);
+        if (be->xfer_fence) be->f.vkDestroyFence(be->dev, be->xfer_fence, NULL);
+        if (be->pool) be->f.vkDestroyCommandPool(be->dev, be->pool, NULL);
+    }
+    vk_instance_close(be);
+    free(be);
+}
+
+static porta_status create_pipelines(vk_be *be)
+{
+    VkDescriptorSetLayoutBinding bind[VK_BINDINGS];
+    for (int i = 0; i < VK_BINDINGS; i++)
+        bind[i] = (VkDescriptorSetLayoutBinding){
+            .binding = (uint32_t)i,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorCount = 1,
+            .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
+        };
+    VkDescriptorSetLayoutCreateInfo dci = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+        .bindingCount = VK_BINDINGS,
+        .pBindings = bind,
+    };
+    VK_TRY(be, be->f.vkCreateDescriptorSetLayout(be->dev, &dci, NULL, &be->dsl), "vkCreateDescriptorSetLayout");
+    VkPipelineLayoutCreateInfo pci = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+        .setLayoutCount = 1,
+        .pSetLayouts = &be->dsl,
+    };
+    VK_TRY(be, be->f.vkCreatePipelineLayout(be->dev, &pci, NULL, &be->layout), "vkCreatePipelineLayout");
+    for (int i = 0; i < VK_PIPE_COUNT; i++) {
+        VkShaderModuleCreateInfo mci = {
+            .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+            .codeSize = vk_shaders[i].size,
+            .pCode = (const uint32_t *)(const void *)vk_shaders[i].code,
+        };
+        VkShaderModule mod;
+        VK_TRY(be, be->f.vkCreateShaderModule(be->dev, &mci, NULL, &mod), vk_shaders[i].name);
+        VkComputePipelineCreateInfo cci = {
+            .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+            .stage = {
+                .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                .module = mod,
+                .pName = "main",
+            },
+            .layout = be->layout,
+        };
+        VkResult r = be->f.vkCreateComputePipelines(be->dev, VK_NULL_HANDLE, 1, &cci, NULL, &be->pipe[i]);
+        be->f.vkDestroyShaderModule(be->dev, mod, NULL);
+        VK_TRY(be, r, vk_shaders[i].name);
+    }
+    return PORTA_OK;
+}
+
+/* What the shaders need beyond Vulkan's guaranteed minimums: 7 storage
+ * buffers per set, 256-thread workgroups, and 16.5 KiB of shared memory for
+ * the 128x128 matmul tiles. */
+#define VK_NEED_BUFFERS 7u
+#define VK_NEED_THREADS 256u
+#define VK_NEED_SHARED (2u * 16u * 129u * 4u)
+
+static porta_status check_limits(vk_be *be)
+{
+    const VkPhysicalDeviceLimits *l = &be->props.limits;
+    if (l->maxPerStageDescriptorStorageBuffers < VK_NEED_BUFFERS || l->maxComputeWorkGroupInvocations < VK_NEED_THREADS ||
+        l->maxComputeWorkGroupSize[0] < VK_NEED_THREADS || l->maxComputeSharedMemorySize < VK_NEED_SHARED)
+        return be->host->fail(PORTA_ERR_UNSUPPORTED,
+                              "vulkan: %s offers %u storage buffers per stage, %u threads per workgroup and %u bytes "
+                              "of shared memory; porta needs %u, %u and %u",
+                              be->props.deviceName, l->maxPerStageDescriptorStorageBuffers,
+                              l->maxComputeWorkGroupInvocations, l->maxComputeSharedMemorySize, VK_NEED_BUFFERS,
+                              VK_NEED_THREADS, VK_NEED_SHARED);
+    return PORTA_OK;
+}
+
+static porta_status backend_init(vk_be *be, const char *spec)
+{
+    porta_status s = vk_instance_open(be);
+    if (!s) s = vk_device_open(be, spec);
+    if (!s) s = check_limits(be);
+    if (s) return s;
+    VkCommandPoolCreateInfo cpi = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+        .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+        .queueFamilyIndex = be->qfam,
+    };
+    VK_TRY(be, be->f.vkCreateCommandPool(be->dev, &cpi, NULL, &be->pool), "vkCreateCommandPool");
+    VkCommandBufferAllocateInfo cai = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = be->pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1,
+    };
+    VK_TRY(be, be->f.vkAllocateCommandBuffers(be->dev, &cai, &be->xfer_cb), "vkAllocateCommandBuffers");
+    VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+    VK_TRY(be, be->f.vkCreateFence(be->dev, &fci, NULL, &be->xfer_fence), "vkCreateFence");
+    s = buf_create(be, VK_STAGING_BYTES, MEM_UPLOAD, &be->staging);
+    if (!s) s = create_pipelines(be);
+    return s ? s : vk_validation_status(be);
+}
+
+/* ---- helpers for the op encoders --------------------------------------- */
+
+porta_status vk_need_dense(vk_be *be, const porta_node *n, const porta_ref *r, const char *what)
+{
+    if (porta_ref_dense(r)) return PORTA_OK;
+    return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: %s must be dense", n->name, what);
+}
+
+int vk_collapse(const porta_ref *r, int nd, int64_t *count, int64_t *stride)
+{
+    int64_t c = 1, s = 0, next = -1;
+    for (int i = nd - 1; i >= 0; i--) {
+        if (r->shape[i] == 1) continue;
+        if (next < 0) s = r->stride[i];
+        else if (r->stride[i] != next) return 0;
+        next = r->stride[i] * r->shape[i];
+        c *= r->shape[i];
+    }
+    *count = c;
+    *stride = s;
+    return 1;
+}
+
+/* ---- programs ---------------------------------------------------------- */
+
+typedef struct vk_slot {
+    vk_buf stage, back;
+    VkCommandBuffer up, down;
+    VkFence fence;
+    int busy;
+    float **outs; /* the caller's output pointers of this slot's replay */
+} vk_slot;
+
+typedef struct vk_prog {
+    vk_be *be;
+    vk_buf arena, step, params;
+    VkDescriptorPool dpool;
+    VkCommandPool cpool;
+    VkCommandBuffer main;
+    int n_in, n_out, step_rows;
+    VkDeviceSize step_bytes;
+    VkDeviceSize *in_stage, *in_bytes, *out_back, *out_bytes; /* byte offsets and sizes */
+    vk_slot slot[VK_RING];
+    int next;
+} vk_prog;
+
+static vk_buf *ref_buffer(vk_prog *p, const porta_ref *r)
+{
+    return r->mem == PORTA_MEM_BUFFER ? (vk_buf *)r->buf : &p->arena;
+}
+
+/* Binds the part of a buffer a ref touches, from an aligned start, and
+ * returns the ref's first element relative to that start. */
+static porta_status bind_ref(vk_prog *p, const porta_node *n, const porta_ref *r, VkDescriptorBufferInfo *info,
+                             uint32_t *base)
+{
+    vk_be *be = p->be;
+    vk_buf *b = ref_buffer(p, r);
+    const VkDeviceSize max_range = be->props.limits.maxStorageBufferRange;
+    if (r->mem == PORTA_MEM_NONE) {
+        *info = (VkDescriptorBufferInfo){ b->buf, 0, b->bytes < max_range ? b->bytes : max_range };
+        *base = 0;
+        return PORTA_OK;
+    }
+    if (r->dtype != b->dtype)
+        return be->host->fail(PORTA_ERR_ARG, "vulkan: node %s: operand dtype %d in a buffer of dtype %d", n->name,
+                              (int)r->dtype, (int)b->dtype);
+    const VkDeviceSize es = vk_esize(r->dtype);
+    int64_t lo = r->offset, hi = r->offset;
+    for (int i = 0; i < r->ndim; i++) {
+        int64_t span = (r->shape[i] > 0 ? r->shape[i] - 1 : 0) * r->stride[i];
+        if (span < 0) lo += span;
+        else hi += span;
+    }
+    const VkDeviceSize align = be->props.limits.minStorageBufferOffsetAlignment;
+    VkDeviceSize start = (VkDeviceSize)lo * es / align * align;
+    VkDeviceSize end = ((VkDeviceSize)(hi + 1) * es + 3) & ~(VkDeviceSize)3;
+    if (lo < 0 || end > b->bytes)
+        return be->host->fail(PORTA_ERR_ARG, "vulkan: node %s: an operand lies outside its buffer", n->name);
+    if (end - start > max_range)
+        return be->host->fail(PORTA_ERR_UNSUPPORTED,
+                              "vulkan: node %s: an operand spans %llu bytes, the device binds at most %llu",
+                              n->name, (unsigned long long)(end - start), (unsigned long long)max_range);
+    *info = (VkDescriptorBufferInfo){ b->buf, start, end - start };
+    *base = (uint32_t)(r->offset - (int64_t)(start / es));
+    return PORTA_OK;
+}
+
+static porta_status encode(vk_be *be, const porta_plan *plan, const porta_node *n, vk_enc *e)
+{
+    static const vk_encode_fn enc[PORTA_OP_COUNT] = {
+        [PORTA_OP_COPY] = vk_enc_copy,
+        [PORTA_OP_LINEAR] = vk_enc_matmul,
+        [PORTA_OP_MATMUL] = vk_enc_matmul,
+        [PORTA_OP_ADD] = vk_enc_eltwise,
+        [PORTA_OP_MUL] = vk_enc_eltwise,
+        [PORTA_OP_RMSNORM] = vk_enc_norm,
+        [PORTA_OP_LAYERNORM] = vk_enc_norm,
+        [PORTA_OP_SILU] = vk_enc_eltwise,
+        [PORTA_OP_SWIGLU] = vk_enc_eltwise,
+        [PORTA_OP_SOFTMAX] = vk_enc_softmax,
+        [PORTA_OP_ROPE] = vk_enc_rope,
+        [PORTA_OP_KV_APPEND] = vk_enc_kv_update,
+        [PORTA_OP_ATTN_CACHED] = vk_enc_attention,
+        [PORTA_OP_ATTN] = vk_enc_attention,
+    };
+    if ((unsigned)n->op >= PORTA_OP_COUNT || !enc[n->op])
+        return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: unknown op %d", n->name, (int)n->op);
+    int step_rows = 0;
+    if (n->op == PORTA_OP_KV_APPEND || n->op == PORTA_OP_ATTN_CACHED || (n->op == PORTA_OP_ROPE && n->p.rope.cached))
+        step_rows = plan->step_rows;
+    memset(e, 0, sizeof *e);
+    e->p[VK_P_STEP_ROWS] = (uint32_t)step_rows;
+    return enc[n->op](be, n, step_rows, e);
+}
+
+static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc *enc, const VkDescriptorSet *sets)
+{
+    vk_be *be = p->be;
+    VkCommandBufferBeginInfo bi = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT, /* replays may overlap in the queue */
+    };
+    VK_TRY(be, be->f.vkBeginCommandBuffer(p->main, &bi), "vkBeginCommandBuffer");
+    for (int i = 0; i < plan->n_nodes; i++) {
+        be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[enc[i].pipe]);
+        be->f.vkCmdBindDescriptorSets(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1, &sets[i], 0, NULL);
+        be->f.vkCmdDispatch(p->main, enc[i].groups[0], enc[i].groups[1], enc[i].groups[2]);
+        compute_barrier(be, p->main);
+    }
+    VK_TRY(be, be->f.vkEndCommandBuffer(p->main), "vkEndCommandBuffer");
+    return PORTA_OK;
+}
+
+/* Per slot: staging -> step block and inputs before the program, outputs ->
+ * readback after it. The leading barriers order them after earlier replays. */
+static porta_status record_slot(vk_prog *p, const porta_plan *plan, vk_slot *sl)
+{
+    vk_be *be = p->be;
+    VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
+    VK_TRY(be, be->f.vkBeginCommandBuffer(sl->up, &bi), "vkBeginCommandBuffer");
+    full_barrier(be, sl->up);
+    if (p->step_bytes) {
+        VkBufferCopy c = { 0, 0, p->step_bytes };
+        be->f.vkCmdCopyBuffer(sl->up, sl->stage.buf, p->step.buf, 1, &c);
+    }
+    for (int i = 0; i < p->n_in; i++) {
+        if (!p->in_bytes[i]) continue;
+        const porta_ref *r = &plan->inputs[i];
+        VkBufferCopy c = { p->in_stage[i], (VkDeviceSize)r->offset * 4, p->in_bytes[i] };
+        be->f.vkCmdCopyBuffer(sl->up, sl->stage.buf, ref_buffer(p, r)->buf, 1, &c);
+    }
+    full_barrier(be, sl->up);
+    VK_TRY(be, be->f.vkEndCommandBuffer(sl->up), "vkEndCommandBuffer");
+
+    VK_TRY(be, be->f.vkBeginCommandBuffer(sl->down, &bi), "vkBeginCommandBuffer");
+    full_barrier(be, sl->down);
+    for (int i = 0; i < p->n_out; i++) {
+        if (!p->out_bytes[i]) continue;
+        const porta_ref *r = &plan->outputs[i];
+        VkBufferCopy c = { (VkDeviceSize)r->offset * 4, p->out_back[i], p->out_bytes[i] };
+        be->f.vkCmdCopyBuffer(sl->down, ref_buffer(p, r)->buf, sl->back.buf, 1, &c);
+    }
+    full_barrier(be, sl->down);
+    VK_TRY(be, be->f.vkEndCommandBuffer(sl->down), "vkEndCommandBuffer");
+    return PORTA_OK;
+}
+
+static porta_status slot_finish(vk_prog *p, vk_slot *sl)
+{
+    vk_be *be = p->be;
+    if (!sl->busy) return PORTA_OK;
+    sl->busy = 0;
+    VK_TRY(be, be->f.vkWaitForFences(be->dev, 1, &sl->fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
+    for (int i = 0; i < p->n_out; i++)
+        if (sl->outs[i]) memcpy(sl->outs[i], (const char *)sl->back.map + p->out_back[i], p->out_bytes[i]);
+    return vk_validation_status(be);
+}
+
+static void vkb_prog_free(void *pp)
+{
+    vk_prog *p = pp;
+    if (!p) return;
+    vk_be *be = p->be;
+    for (int k = 0; k < VK_RING; k++) {
+        vk_slot *sl = &p->slot[k];
+        if (sl->busy) be->f.vkWaitForFences(be->dev, 1, &sl->fence, VK_TRUE, UINT64_MAX);
+        if (sl->fence) be->f.vkDestroyFence(be->dev, sl->fence, NULL);
+        buf_destroy(be, &sl->stage);
+        buf_destroy(be, &sl->back);
+        free(sl->outs);
+    }
+    if (p->cpool) be->f.vkDestroyCommandPool(be->dev, p->cpool, NULL);
+    if (p->dpool) be->f.vkDestroyDescriptorPool(be->dev, p->dpool, NULL);
+    buf_destroy(be, &p->arena);
+    buf_destroy(be, &p->step);
+    buf_destroy(be, &p->params);
+    free(p->in_stage);
+    free(p->out_back);
+    free(p);
+}
+
+/* Byte layout of the slots' staging and readback areas. */
+static porta_status layout_io(vk_prog *p, const porta_plan *plan, VkDeviceSize *stage, VkDeviceSize *back)
+{
+    p->in_stage = calloc((size_t)plan->n_inputs * 2 + 1, sizeof *p->in_stage);
+    p->out_back = calloc((size_t)plan->n_outputs * 2 + 1, sizeof *p->out_back);
+    if (!p->in_stage || !p->out_back) return p->be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    p->in_bytes = p->in_stage + plan->n_inputs;
+    p->out_bytes = p->out_back + plan->n_outputs;
+    VkDeviceSize off = (p->step_bytes + 15) & ~(VkDeviceSize)15;
+    for (int i = 0; i < plan->n_inputs; i++) {
+        p->in_stage[i] = off;
+        p->in_bytes[i] = (VkDeviceSize)porta_ref_numel(&plan->inputs[i]) * 4;
+        off += (p->in_bytes[i] + 15) & ~(VkDeviceSize)15;
+    }
+    *stage = off;
+    off = 0;
+    for (int i = 0; i < plan->n_outputs; i++) {
+        p->out_back[i] = off;
+        p->out_bytes[i] = (VkDeviceSize)porta_ref_numel(&plan->outputs[i]) * 4;
+        off += (p->out_bytes[i] + 15) & ~(VkDeviceSize)15;
+    }
+    *back = off;
+    for (int i = 0; i < plan->n_inputs; i++)
+        if (plan->inputs[i].mem == PORTA_MEM_NONE || !porta_ref_dense(&plan->inputs[i]) ||
+            plan->inputs[i].dtype != PORTA_F32)
+            return p->be->host->fail(PORTA_ERR_ARG, "vulkan: program input %d is not a dense f32 region", i);
+    for (int i = 0; i < plan->n_outputs; i++)
+        if (plan->outputs[i].mem == PORTA_MEM_NONE || !porta_ref_dense(&plan->outputs[i]) ||
+            plan->outputs[i].dtype != PORTA_F32)
+            return p->be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: program output %d is not a dense f32 region", i);
+    return PORTA_OK;
+}
+
+static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorSet *sets, vk_enc *enc)
+{
+    vk_be *be = p->be;
+    const uint32_t nn = (uint32_t)(plan->n_nodes > 0 ? plan->n_nodes : 1);
+    VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, nn * VK_BINDINGS };
+    VkDescriptorPoolCreateInfo dpi = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+        .maxSets = nn,
+        .poolSizeCount = 1,
+        .pPoolSizes = &ps,
+    };
+    VK_TRY(be, be->f.vkCreateDescriptorPool(be->dev, &dpi, NULL, &p->dpool), "vkCreateDescriptorPool");
+    for (int i = 0; i < plan->n_nodes; i++) {
+        VkDescriptorSetAllocateInfo ai = {
+            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+            .descriptorPool = p->dpool,
+            .descriptorSetCount = 1,
+            .pSetLayouts = &be->dsl,
+        };
+        VK_TRY(be, be->f.vkAllocateDescriptorSets(be->dev, &ai, &sets[i]), "vkAllocateDescriptorSets");
+        const porta_node *n = &plan->nodes[i];
+        VkDescriptorBufferInfo info[VK_BINDINGS];
+        if (n->out.dtype != PORTA_F32)
+            return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: only f32 outputs are supported", n->name);
+        porta_status s = bind_ref(p, n, &n->out, &info[0], &enc[i].p[0]);
+        for (int j = 0; j < PORTA_PLAN_MAX_IN && !s; j++) {
+            porta_ref none = { .mem = PORTA_MEM_NONE };
+            const porta_ref *r = j < n->n_in ? &n->in[j] : &none;
+            s = bind_ref(p, n, r, &info[1 + j], &enc[i].p[1 + j]);
+            if (r->mem != PORTA_MEM_NONE) enc[i].p[VK_P_DTYPES] |= (uint32_t)r->dtype << (2 * j);
+        }
+        if (s) return s;
+        info[5] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };
+        info[6] = (VkDescriptorBufferInfo){ p->params.buf, (VkDeviceSize)i * VK_PARAM_BYTES, VK_PARAM_BYTES };
+        VkWriteDescriptorSet w[VK_BINDINGS];
+        for (int j = 0; j < VK_BINDINGS; j++)
+            w[j] = (VkWriteDescriptorSet){
+                .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+                .dstSet = sets[i],
+                .dstBinding = (uint32_t)j,
+                .descriptorCount = 1,
+                .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                .pBufferInfo = &info[j],
+            };
+        be->f.vkUpdateDescriptorSets(be->dev, VK_BINDINGS, w, 0, NULL);
+    }
+    return PORTA_OK;
+}
+
+static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, VkDescriptorSet *sets)
+{
+    vk_be *be = p->be;
+    p->n_in = plan->n_inputs;
+    p->n_out = plan->n_outputs;
+    p->step_rows = plan->step_rows;
+    p->step_bytes = (VkDeviceSize)plan->step_rows * 2 * 4;
+    VkDeviceSize stage_bytes = 0, back_bytes = 0;
+    porta_status s = layout_io(p, plan, &stage_bytes, &back_bytes);
+    if (!s) s = buf_create(be, (VkDeviceSize)plan->arena_elems * 4, MEM_DEVICE, &p->arena);
+    if (!s) s = buf_create(be, p->step_bytes, MEM_DEVICE, &p->step);
+    if (!s) s = buf_create(be, (VkDeviceSize)(plan->n_nodes + 1) * VK_PARAM_BYTES, MEM_DEVICE, &p->params);
+    for (int i = 0; i < plan->n_nodes && !s; i++) s = encode(be, plan, &plan->nodes[i], &enc[i]);
+    if (!s) s = build_sets(p, plan, sets, enc);
+    if (s) return s;
+    uint32_t *params = malloc(((size_t)plan->n_nodes + 1) * VK_PARAM_BYTES);
+    if (!params) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    for (int i = 0; i < plan->n_nodes; i++) memcpy(params + (size_t)i * VK_PARAM_WORDS, enc[i].p, VK_PARAM_BYTES);
+    s = upload(be, &p->params, 0, params, (VkDeviceSize)plan->n_nodes * VK_PARAM_BYTES);
+    free(params);
+    if (s) return s;
+
+    VkCommandPoolCreateInfo cpi = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+        .queueFamilyIndex = be->qfam,
+    };
+    VK_TRY(be, be->f.vkCreateCommandPool(be->dev, &cpi, NULL, &p->cpool), "vkCreateCommandPool");
+    VkCommandBuffer cbs[1 + 2 * VK_RING];
+    VkCommandBufferAllocateInfo cai = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = p->cpool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1 + 2 * VK_RING,
+    };
+    VK_TRY(be, be->f.vkAllocateCommandBuffers(be->dev, &cai, cbs), "vkAllocateCommandBuffers");
+    p->main = cbs[0];
+    for (int k = 0; k < VK_RING && !s; k++) {
+        vk_slot *sl = &p->slot[k];
+        sl->up = cbs[1 + 2 * k];
+        sl->down = cbs[2 + 2 * k];
+        VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+        VK_TRY(be, be->f.vkCreateFence(be->dev, &fci, NULL, &sl->fence), "vkCreateFence");
+        sl->outs = calloc((size_t)p->n_out + 1, sizeof *sl->outs);
+        if (!sl->outs) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+        s = buf_create(be, stage_bytes, MEM_UPLOAD, &sl->stage);
+        if (!s) s = buf_create(be, back_bytes, MEM_READBACK, &sl->back);
+        if (!s) s = record_slot(p, plan, sl);
+    }
+    if (!s) s = record_main(p, plan, enc, sets);
+    return s ? s : vk_validation_status(be);
+}
+
+static porta_status vkb_prog_new(void *b, const porta_plan *plan, porta_backend_counts *counts, void **out)
+{
+    vk_be *be = b;
+    vk_prog *p = calloc(1, sizeof *p);
+    size_t nn = (size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1);
+    vk_enc *enc = calloc(nn, sizeof *enc);
+    VkDescriptorSet *sets = calloc(nn, sizeof *sets);
+    porta_status s;
+    if (!p || !enc || !sets) {
+        s = be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    } else {
+        p->be = be;
+        s = prog_build(p, plan, enc, sets);
+    }
+    free(enc);
+    free(sets);
+    if (s) {
+        vkb_prog_free(p);
+        return s;
+    }
+    counts->records++;
+    *out = p;
+    return PORTA_OK;
+}
+
+static porta_status vkb_prog_run(void *pp, const int32_t *step_block, const float *const *inputs,
+                                 float *const *outputs)
+{
+    vk_prog *p = pp;
+    vk_be *be = p->be;
+    vk_slot *sl = &p->slot[p->next];
+    porta_status s = slot_finish(p, sl);
+    if (s) return s;
+    if (p->step_bytes) memcpy(sl->stage.map, step_block, p->step_bytes);
+    for (int i = 0; i < p->n_in; i++)
+        if (p->in_bytes[i]) memcpy((char *)sl->stage.map + p->in_stage[i], inputs[i], p->in_bytes[i]);
+    for (int i = 0; i < p->n_out; i++) sl->outs[i] = outputs ? outputs[i] : NULL;
+    VK_TRY(be, be->f.vkResetFences(be->dev, 1, &sl->fence), "vkResetFences");
+    VkCommandBuffer cbs[3] = { sl->up, p->main, sl->down };
+    VkSubmitInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .commandBufferCount = 3,
+        .pCommandBuffers = cbs,
+    };
+    VK_TRY(be, be->f.vkQueueSubmit(be->queue, 1, &si, sl->fence), "vkQueueSubmit");
+    sl->busy = 1;
+    p->next = (p->next + 1) % VK_RING;
+    return vk_validation_status(be);
+}
+
+/* Slots finish in submission order, so later replays' outputs land last. */
+static porta_status vkb_prog_wait(void *pp)
+{
+    vk_prog *p = pp;
+    for (int k = 0; k < VK_RING; k++) {
+        porta_status s = slot_finish(p, &p->slot[(p->next + k) % VK_RING]);
+        if (s) return s;
+    }
+    return PORTA_OK;
+}
+
+static const porta_backend_vt vk_vt = {
+    .abi = PORTA_MODULE_ABI,
+    .kind = "vulkan",
+    .close = vkb_close,
+    .device_name = vkb_device_name,
+    .buf_new = vkb_buf_new,
+    .buf_free = vkb_buf_free,
+    .buf_write = vkb_buf_write,
+    .buf_read = vkb_buf_read,
+    .buf_copy = vkb_buf_copy,
+    .sync = vkb_sync,
+    .prog_new = vkb_prog_new,
+    .prog_run = vkb_prog_run,
+    .prog_wait = vkb_prog_wait,
+    .prog_free = vkb_prog_free,
+};
+
+__attribute__((visibility("default"))) porta_status porta_module_open(const porta_host *host, const char *spec,
+                                                                      const porta_backend_vt **vt, void **out)
+{
+    vk_be *be = calloc(1, sizeof *be);
+    if (!be) return host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    be->host = host;
+    porta_status s = backend_init(be, spec);
+    if (s) {
+        vkb_close(be);
+        return s;
+    }
+    *vt = &vk_vt;
+    *out = be;
+    return PORTA_OK;
+}

@@ -1,0 +1,70 @@
+/* matmul: linear (x w^T + bias) and batched matmul; a GEMV kernel for few rows. */
+#include "vk.h"
+
+#define GEMV_MAX_ROWS 8
+#define GEMV_COLS 4
+#define TILE 64
+#define TILE_BIG 128
+/* Large tiles only when they still give every multiprocessor of a large GPU
+ * (about 132 on an H100) a couple of workgroups. */
+#define BIG_MIN_TILES 264
+
+static int present(const porta_node *n, int i)
+{
+    return n->n_in > i && n->in[i].mem != PORTA_MEM_NONE;
+}
+
+porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc *e)
+{
+    (void)step_rows;
+    const porta_ref *a = &n->in[0], *b = &n->in[1];
+    porta_status s = vk_need_dense(be, n, &n->out, "output");
+    if (s) return s;
+    int64_t M, N, K, batches = 1, sa_b = 0, sb_b = 0, sa_m, sa_k, sb_k, sb_n;
+    if (a->ndim < 2 || b->ndim < 2)
+        return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: matmul operands need 2 dims", n->name);
+    sa_k = a->stride[a->ndim - 1];
+    K = a->shape[a->ndim - 1];
+    if (n->op == PORTA_OP_LINEAR) {
+        if (!vk_collapse(a, a->ndim - 1, &M, &sa_m))
+            return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: rows of x are not evenly strided", n->name);
+        N = b->shape[0];
+        sb_n = b->stride[0];
+        sb_k = b->stride[1];
+    } else {
+        M = a->shape[a->ndim - 2];
+        sa_m = a->stride[a->ndim - 2];
+        N = b->shape[b->ndim - 1];
+        sb_k = b->stride[b->ndim - 2];
+        sb_n = b->stride[b->ndim - 1];
+        int64_t bb = 1;
+        if (!vk_collapse(a, a->ndim - 2, &batches, &sa_b) ||
+            (b->ndim > 2 && !vk_collapse(b, b->ndim - 2, &bb, &sb_b)))
+            return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: batch dims are not evenly strided", n->name);
+        if (b->ndim == 2 || bb == 1) sb_b = 0;
+        else if (bb != batches)
+            return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: batch counts differ", n->name);
+    }
+    uint32_t *p = e->p + VK_P_OP;
+    const int64_t v[12] = { M, N, K, batches, sa_b, sb_b, M * N, sa_m, sa_k, sb_k, sb_n,
+                            n->op == PORTA_OP_LINEAR && present(n, 2) };
+    for (int i = 0; i < 12; i++) {
+        if (v[i] < 0)
+            return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: negative strides", n->name);
+        p[i] = (uint32_t)v[i];
+    }
+    if (M <= GEMV_MAX_ROWS && sb_k == 1) {
+        e->pipe = VK_PIPE_MATMUL_GEMV;
+        e->groups[0] = vk_groups(N, GEMV_COLS);
+        e->groups[1] = vk_groups(batches, 1);
+        e->groups[2] = 1;
+    } else {
+        int64_t big_tiles = (M + TILE_BIG - 1) / TILE_BIG * ((N + TILE_BIG - 1) / TILE_BIG) * batches;
+        int64_t tile = big_tiles >= BIG_MIN_TILES ? TILE_BIG : TILE;
+        e->pipe = tile == TILE_BIG ? VK_PIPE_MATMUL_BIG : VK_PIPE_MATMUL;
+        e->groups[0] = vk_groups(N, (uint32_t)tile);
+        e->groups[1] = vk_groups(M, (uint32_t)tile);
+        e->groups[2] = vk_groups(batches, 1);
+    }
+    return PORTA_OK;
+}

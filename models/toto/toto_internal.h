@@ -1,0 +1,80 @@
+/* Private layouts shared by the Toto model's files. */
+#ifndef PORTA_TOTO_INTERNAL_H
+#define PORTA_TOTO_INTERNAL_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include "porta/toto.h"
+
+/* Core's setter of the thread-local message (returns s). */
+porta_status porta_fail(porta_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+#define toto_fail porta_fail
+
+/* A weight: its place in the model's buffer and its shape ([N, K] linears). */
+typedef struct toto_weight {
+    int64_t offset;
+    int ndim;
+    int64_t shape[2];
+} toto_weight;
+
+typedef struct toto_layer {
+    int spacewise;
+    int cache_layer; /* KV cache layer of a time-wise layer, else -1 */
+    toto_weight norm1, norm2;
+    toto_weight wqkv, bqkv, wo, bo;
+    toto_weight w1, b1, w2, b2; /* MLP: [2F, E] then [E, F] */
+} toto_layer;
+
+struct porta_toto_model {
+    porta_toto_config cfg;
+    porta_backend *be;
+    porta_buffer *weights;
+    int64_t n_weights;
+    toto_weight patch_w, patch_b, unembed_w, unembed_b;
+    toto_weight head_w[4], head_b[4]; /* df, loc_proj, scale_proj, mixture_weights */
+    toto_layer *layers;
+    int n_time_layers;
+};
+
+/* Order of the head's linears and of the programs' outputs. */
+enum { TOTO_HEAD_DF, TOTO_HEAD_LOC, TOTO_HEAD_SCALE, TOTO_HEAD_LOGITS, TOTO_HEAD_COUNT };
+
+/* RMSNorm eps of toto-ts's util.RMSNorm. */
+#define TOTO_RMS_EPS 1e-8f
+
+porta_status toto_read_text(const char *path, char **out);
+porta_status toto_config_parse(const char *path, const char *text, porta_toto_config *cfg);
+/* Loads and uploads the state dict of a checkpoint into m (cfg set). */
+porta_status toto_weights_load(porta_toto_model *m, const char *path);
+
+/* Builds the program of `rows` series of `variates` variates over T patches:
+ * inputs x [rows, variates, T, patch] (scaled patches) and, when the model
+ * has space-wise layers, an additive mask [rows * T, variates, variates];
+ * outputs the head's four linears for the last patch, each
+ * [rows, variates, patch, k]. traced: porta_compile_traced instead of
+ * porta_compile. */
+porta_status toto_build(const porta_toto_model *m, porta_kvcache *kv, int rows, int variates, int T, int traced,
+                        porta_program **out);
+int toto_has_spacewise(const porta_toto_config *cfg);
+
+/* CausalPatchStdMeanScaler on one series of n steps (n a multiple of the
+ * patch): per-patch loc and scale of the causal statistics at each patch's
+ * last step; global statistics for stabilisation over the first `prefix`
+ * steps. */
+void toto_scaler(const porta_toto_config *cfg, const double *x, const double *w, int n, int prefix, double *loc,
+                 double *scale);
+
+/* Seeded generator (xoshiro256**) and the draws the sampler needs. */
+typedef struct toto_rng {
+    uint64_t s[4];
+} toto_rng;
+void toto_rng_seed(toto_rng *r, uint64_t seed);
+double toto_rng_uniform(toto_rng *r); /* (0, 1) */
+double toto_rng_normal(toto_rng *r);
+double toto_rng_student_t(toto_rng *r, double df);
+
+#endif

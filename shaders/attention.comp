@@ -1,0 +1,82 @@
+#version 450
+// One workgroup of 64 threads per query row (b, t, h); keys in tiles of 64
+// with an online softmax. Out is dense [B, Tq, H, D].
+// P(0..3) B, Tq, H, D; P(4) Tk; P(5) cached (keys from the cache, counts from
+// the step block); P(6) causal; P(7) mask present (in3); PF(8) scale;
+// P(9..12) q strides (b, t, h, d); P(13..16) k strides and P(17..20) v strides
+// as (b, key, h, d); P(21..23) mask strides (batch, query, key); P(24) Bm.
+#include "common.glsl"
+#define TILE 64u
+#define MAX_D 256u
+layout(local_size_x = 64) in;
+
+shared float qs[MAX_D];
+shared float ps[TILE];
+
+void main()
+{
+    uint B = P(0), Tq = P(1), H = P(2), D = P(3), Tk = P(4);
+    uint tid = gl_LocalInvocationID.x;
+    float scale = PF(8);
+    uint n_items = B * Tq * H;
+    for (uint item = gl_WorkGroupID.x; item < n_items; item += gl_NumWorkGroups.x) {
+        uint h = item % H, r = item / H;
+        uint t = r % Tq, bi = r / Tq;
+        uint y = O_OFF + item * D;
+        uint n_keys;
+        if (P(5) != 0u) {
+            int n = step[STEP_ROWS + bi];
+            n_keys = int(t) < n ? uint(step[bi]) + t + 1u : 0u;
+        } else {
+            n_keys = P(6) != 0u ? t + 1u : Tk;
+        }
+        if (n_keys == 0u) {
+            for (uint dd = tid; dd < D; dd += TILE) o[y + dd] = 0.0;
+            continue;
+        }
+        barrier();
+        uint q0 = A_OFF + bi * P(9) + t * P(10) + h * P(11);
+        for (uint dd = tid; dd < D; dd += TILE) qs[dd] = in0(q0 + dd * P(12)) * scale;
+        barrier();
+        uint k0 = B_OFF + bi * P(13) + h * P(15), v0 = C_OFF + bi * P(17) + h * P(19);
+        uint m0 = D_OFF + (bi / (B / max(P(24), 1u))) * P(21) + t * P(22);
+        float m = -1.0 / 0.0, l = 0.0;
+        float acc[MAX_D / TILE];
+        for (uint i = 0u; i < MAX_D / TILE; i++) acc[i] = 0.0;
+        for (uint j0 = 0u; j0 < n_keys; j0 += TILE) {
+            uint j = j0 + tid;
+            float s = -1.0 / 0.0;
+            if (j < n_keys) {
+                uint kr = k0 + j * P(14);
+                s = 0.0;
+                for (uint dd = 0u; dd < D; dd++) s += qs[dd] * in1(kr + dd * P(16));
+                if (P(7) != 0u) s += in3(m0 + j * P(23));
+            }
+            ps[tid] = s;
+            barrier();
+            float mt = m;
+            for (uint jj = 0u; jj < TILE; jj++) mt = max(mt, ps[jj]);
+            barrier();
+            // A tile whose keys are all excluded so far leaves the state as it is.
+            if (mt != -1.0 / 0.0) {
+                float alpha = exp(m - mt);
+                ps[tid] = exp(s - mt);
+                barrier();
+                uint cnt = min(TILE, n_keys - j0);
+                float lt = 0.0;
+                for (uint jj = 0u; jj < cnt; jj++) lt += ps[jj];
+                l = l * alpha + lt;
+                for (uint i = 0u; i * TILE + tid < D; i++) {
+                    uint dd = i * TILE + tid;
+                    float v = 0.0;
+                    for (uint jj = 0u; jj < cnt; jj++) v += ps[jj] * in2(v0 + (j0 + jj) * P(18) + dd * P(20));
+                    acc[i] = acc[i] * alpha + v;
+                }
+                m = mt;
+                barrier();
+            }
+        }
+        float inv = l > 0.0 ? 1.0 / l : 0.0;
+        for (uint i = 0u; i * TILE + tid < D; i++) o[y + i * TILE + tid] = acc[i] * inv;
+    }
+}

@@ -1,0 +1,39 @@
+// Bindings shared by every porta compute shader: out (f32), in0..in3 (f32,
+// f16 or bf16 storage, read through in0()..in3()), the step block (int32
+// pos[rows] then n[rows]) and this node's parameter block.
+// p[0..4]: element offsets of out, in0..in3; p[5]: step rows (0: no step
+// block); p[6]: storage type of in j in bits 2j..2j+1 (0 f32, 1 f16, 2 bf16).
+#extension GL_GOOGLE_include_directive : enable
+
+layout(std430, binding = 0) buffer Out { float o[]; };
+layout(std430, binding = 1) readonly buffer In0 { uint a[]; };
+layout(std430, binding = 2) readonly buffer In1 { uint b[]; };
+layout(std430, binding = 3) readonly buffer In2 { uint c[]; };
+layout(std430, binding = 4) readonly buffer In3 { uint d[]; };
+layout(std430, binding = 5) readonly buffer Step { int step[]; };
+layout(std430, binding = 6) readonly buffer Params { uint p[]; };
+
+#define O_OFF p[0]
+#define A_OFF p[1]
+#define B_OFF p[2]
+#define C_OFF p[3]
+#define D_OFF p[4]
+#define STEP_ROWS p[5]
+#define DTYPES p[6]
+#define P(i) p[8 + (i)]
+#define PF(i) uintBitsToFloat(p[8 + (i)])
+
+// Threads of the whole dispatch, for grid-stride loops (dispatch sizes are
+// capped; shaders loop over what remains).
+#define GRID_THREADS (gl_NumWorkGroups.x * gl_WorkGroupSize.x)
+
+// Element i of a buffer of 32-bit words holding the storage type dt.
+#define LOAD(buf, dt, i)                                                            \
+    ((dt) == 0u ? uintBitsToFloat(buf[i])                                           \
+     : (dt) == 1u ? unpackHalf2x16(buf[(i) >> 1])[(i) & 1u]                         \
+     : uintBitsToFloat(((i) & 1u) != 0u ? (buf[(i) >> 1] & 0xffff0000u) : (buf[(i) >> 1] << 16)))
+
+float in0(uint i) { return LOAD(a, DTYPES & 3u, i); }
+float in1(uint i) { return LOAD(b, (DTYPES >> 2) & 3u, i); }
+float in2(uint i) { return LOAD(c, (DTYPES >> 4) & 3u, i); }
+float in3(uint i) { return LOAD(d, (DTYPES >> 6) & 3u, i); }

@@ -1,0 +1,21 @@
+#version 450
+// Writes rows t < n[b] of x[B, T, H, D] (strided) into the cache layer
+// out[B, H, L, D] (strided) at position pos[b] + t. P(0..3) B, T, H, D;
+// P(4..7) strides of x; P(8..11) strides of out.
+#include "common.glsl"
+layout(local_size_x = 256) in;
+
+void main()
+{
+    uint B = P(0), T = P(1), H = P(2), D = P(3);
+    uint n_items = B * T * H * D;
+    for (uint i = gl_GlobalInvocationID.x; i < n_items; i += GRID_THREADS) {
+        uint dd = i % D, r = i / D;
+        uint h = r % H; r /= H;
+        uint t = r % T, bi = r / T;
+        if (int(t) >= step[STEP_ROWS + bi]) continue;
+        uint l = uint(step[bi]) + t;
+        o[O_OFF + bi * P(8) + h * P(9) + l * P(10) + dd * P(11)] =
+            in0(A_OFF + bi * P(4) + t * P(5) + h * P(6) + dd * P(7));
+    }
+}

@@ -1,0 +1,163 @@
+/* Toto's sample paths: reproducible for a seed, different across seeds, and
+ * right in distribution where that is known exactly. The first forecast patch
+ * comes from the prefill's mixture for every path, so its sample mean must
+ * match the mean path's first patch within the mixture's standard error
+ * (computed from the step's own df/loc/scale/weights): tolerance 6 standard
+ * errors per point. Later patches of sample paths condition on different
+ * histories than the mean path, so only their finiteness is checked. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "porta/safetensors.h"
+#include "porta/toto.h"
+#include "testutil.h"
+
+
+typedef struct first_step {
+    int rows, V, P;
+    double *var; /* [rows * V * P]: variance of the first patch in data units */
+} first_step;
+
+static void on_step(void *user, const porta_toto_dist *d)
+{
+    first_step *fs = user;
+    if (d->step != 0) return;
+    int n = d->rows * d->variates * d->patch;
+    fs->rows = d->rows;
+    fs->V = d->variates;
+    fs->P = d->patch;
+    fs->var = malloc((size_t)n * sizeof(double));
+    for (int i = 0; i < n; i++) {
+        const double *lg = d->logits + (size_t)i * d->k;
+        double mx = lg[0], z = 0, m1 = 0, m2 = 0;
+        for (int k = 1; k < d->k; k++) mx = lg[k] > mx ? lg[k] : mx;
+        for (int k = 0; k < d->k; k++) z += exp(lg[k] - mx);
+        for (int k = 0; k < d->k; k++) {
+            size_t o = (size_t)i * d->k + k;
+            double p = exp(lg[k] - mx) / z, df = d->df[o], sc = d->scale[o], mu = d->loc[o];
+            m1 += p * mu;
+            m2 += p * (mu * mu + sc * sc * df / (df - 2));
+        }
+        double s = d->scaler_scale[i / d->patch];
+        fs->var[i] = (m2 - m1 * m1) * s * s;
+    }
+}
+
+static float *tensor(porta_st_file *st, const char *name, int64_t n)
+{
+    const porta_st_tensor *t = porta_st_find(st, name);
+    float *v = malloc((size_t)n * sizeof(float));
+    if (!t || !v || porta_st_numel(t) != n) {
+        fprintf(stderr, "reference tensor %s missing or not %lld elements\n", name, (long long)n);
+        exit(1);
+    }
+    CHECK_OK(porta_st_to_f32(t, v, n));
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s BACKEND FIXTURE_DIR [SAMPLES]\n", argv[0]);
+        return 2;
+    }
+    /* Each sample is a cache row: a software Vulkan device is given fewer. */
+    const int SAMPLES = argc > 3 ? atoi(argv[3]) : 256;
+    if (SAMPLES < 16) {
+        fprintf(stderr, "%s: SAMPLES must be at least 16\n", argv[0]);
+        return 2;
+    }
+    porta_backend *be = open_or_skip(argv[1]);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/reference.safetensors", argv[2]);
+    porta_st_file *st;
+    CHECK_OK(porta_st_open(path, &st));
+    const porta_st_tensor *series = porta_st_find(st, "inputs.series");
+    if (!series || series->ndim != 3) {
+        fprintf(stderr, "%s: inputs.series [B, V, T] missing\n", path);
+        return 1;
+    }
+    int B = (int)series->shape[0], V = (int)series->shape[1], T = (int)series->shape[2];
+    int64_t n = (int64_t)B * V * T;
+    float *x = tensor(st, "inputs.series", n), *pad = tensor(st, "inputs.padding_mask", n);
+    float *idf = tensor(st, "inputs.id_mask", n);
+    int32_t *id = malloc((size_t)n * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++) id[i] = (int32_t)lrintf(idf[i]);
+
+    porta_toto_model *m;
+    CHECK_OK(porta_toto_model_load(argv[2], be, &m));
+    int P = porta_toto_model_config(m)->patch_size, H = 2 * P + 3;
+    size_t nh = (size_t)B * V * H;
+    checker c = {0};
+
+    porta_toto_forecaster *fm;
+    porta_toto_forecast_desc dm = {B, V, T, H, 0, 0};
+    CHECK_OK(porta_toto_forecaster_new(m, &dm, &fm));
+    float *mean_path = malloc(nh * sizeof(float));
+    porta_toto_inputs in = {x, pad, id, NULL, NULL};
+    CHECK_OK(porta_toto_forecast(fm, &in, &(porta_toto_result){mean_path, NULL}));
+
+    porta_toto_forecaster *fs;
+    porta_toto_forecast_desc ds = {B, V, T, H, SAMPLES, 1234};
+    CHECK_OK(porta_toto_forecaster_new(m, &ds, &fs));
+    float *mean[3], *smp[3];
+    first_step first = {0};
+    for (int run = 0; run < 3; run++) {
+        mean[run] = malloc(nh * sizeof(float));
+        smp[run] = malloc(nh * SAMPLES * sizeof(float));
+        fill_nan(smp[run], (int64_t)(nh * SAMPLES));
+    }
+    porta_toto_inputs ins = {x, pad, id, on_step, &first};
+    CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[0], smp[0]}));
+    ins.on_step = NULL;
+    CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[1], smp[1]}));
+    porta_toto_forecaster *fs2;
+    ds.seed = 99;
+    CHECK_OK(porta_toto_forecaster_new(m, &ds, &fs2));
+    CHECK_OK(porta_toto_forecast(fs2, &ins, &(porta_toto_result){mean[2], smp[2]}));
+
+    check_true(&c, "same seed: identical samples", !memcmp(smp[0], smp[1], nh * SAMPLES * sizeof(float)));
+    check_true(&c, "other seed: different samples", memcmp(smp[0], smp[2], nh * SAMPLES * sizeof(float)) != 0);
+    int finite = 1;
+    for (size_t i = 0; i < nh * SAMPLES; i++) finite &= isfinite(smp[0][i]) != 0;
+    check_true(&c, "every sample finite", finite);
+
+    double worst = 0;
+    int close = first.var != NULL;
+    for (int r = 0; close && r < B * V; r++)
+        for (int t = 0; t < P; t++) {
+            size_t o = (size_t)r * H + t;
+            double se = sqrt(first.var[(size_t)r * P + t] / SAMPLES);
+            double z = fabs(mean[0][o] - mean_path[o]) / se;
+            worst = z > worst ? z : worst;
+            close &= z <= 6;
+        }
+    char what[128];
+    snprintf(what, sizeof what, "first patch: sample mean within 6 standard errors of the mean path (worst %.2f)",
+             worst);
+    check_true(&c, what, close);
+
+    porta_program_stats ps, dstat;
+    CHECK_OK(porta_toto_forecaster_stats(fs, &ps, &dstat));
+    check_true(&c, "prefill: one compile, one replay per forecast", ps.compiles == 1 && ps.replays == 2);
+    check_true(&c, "decode: one compile, one replay per step", dstat.compiles == 1 && dstat.replays == 2 * 2);
+
+    for (int run = 0; run < 3; run++) {
+        free(mean[run]);
+        free(smp[run]);
+    }
+    free(first.var);
+    free(mean_path);
+    free(id);
+    free(idf);
+    free(pad);
+    free(x);
+    porta_toto_forecaster_free(fs2);
+    porta_toto_forecaster_free(fs);
+    porta_toto_forecaster_free(fm);
+    porta_toto_model_free(m);
+    porta_st_close(st);
+    porta_backend_close(be);
+    return checker_exit(&c);
+}

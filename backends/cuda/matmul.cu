@@ -99,12 +99,11 @@ static int try_gemv(pc_rec *r, const porta_node *n, int64_t M, int64_t N, int64_
     unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
     float *out = pc_ptr(r, &n->out);
     cudaStream_t st = r->be->stream;
-#define GEMV(MM) gemv_rows<MM><<<grid, GEMV_WARPS * 32, 0, st>>>(x, xrs, w, wrs, bias, bs, out, ors, (int)M, (int)N, (int)(K / 4))
-    if (M == 1) GEMV(1);
-    else if (M == 2) GEMV(2);
-    else if (M <= 4) GEMV(4);
-    else GEMV(8);
-#undef GEMV
+    int m = (int)M, nn = (int)N, k4 = (int)(K / 4);
+    if (M == 1) gemv_rows<1><<<grid, GEMV_WARPS * 32, 0, st>>>(x, xrs, w, wrs, bias, bs, out, ors, m, nn, k4);
+    else if (M == 2) gemv_rows<2><<<grid, GEMV_WARPS * 32, 0, st>>>(x, xrs, w, wrs, bias, bs, out, ors, m, nn, k4);
+    else if (M <= 4) gemv_rows<4><<<grid, GEMV_WARPS * 32, 0, st>>>(x, xrs, w, wrs, bias, bs, out, ors, m, nn, k4);
+    else gemv_rows<8><<<grid, GEMV_WARPS * 32, 0, st>>>(x, xrs, w, wrs, bias, bs, out, ors, m, nn, k4);
     return 1;
 }
 

@@ -13,7 +13,7 @@ for name in sorted(os.listdir(src)):
     with open(os.path.join(src, name)) as f:
         text = f.read()
     text = text.replace('extern __shared__ float sh[];', 'float *sh = simt_shared();')
-    text = re.sub(r'(\w+)<<<(.*?)>>>\(', r'simt::launch(simt::cfg(\2), \1)(', text, flags=re.S)
+    text = re.sub(r'(\w+(?:<[^<>()]*>)?)<<<(.*?)>>>\(', r'simt::launch(simt::cfg(\2), \1)(', text, flags=re.S)
     if name == 'common.cuh':
         text = text.replace('#include "cuda_backend.h"', '#include "cuda_backend.h"\n#include "simt.h"')
     target = name[:-3] + '.cpp' if name.endswith('.cu') else name

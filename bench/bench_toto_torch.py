@@ -99,7 +99,11 @@ def main():
                     help="TotoForecaster's samples_per_batch (default: all samples in one batch)")
     ap.add_argument("--horizon", type=int, default=336)
     ap.add_argument("--context", type=int, default=4096)
-    ap.add_argument("--repeat", type=int, default=5, help="timed forecasts after one warm-up")
+    ap.add_argument("--repeat", type=int, default=5, help="timed forecasts after the warm-up")
+    ap.add_argument("--warmup", type=int, choices=[0, 1], default=1, help="untimed first forecast (default 1)")
+    ap.add_argument("--timed-batches", type=int, default=0,
+                    help="sample paths: run only this many sampling batches and scale the time to all of them "
+                         "(toto-ts runs its batches one after another, each the same work); 0: run all")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                     help="torch.set_num_threads (default: the CPUs this process may use)")
     ap.add_argument("--json", action="store_true")
@@ -139,8 +143,12 @@ def main():
     inputs = MaskedTimeseries(series=series, padding_mask=torch.ones((1, V, C), dtype=torch.bool, device=dev),
                               id_mask=ints, timestamp_seconds=ints,
                               time_interval_seconds=torch.ones((1, V), dtype=torch.int, device=dev))
-    num_samples = args.samples or None
     spb = args.samples_per_batch or max(args.samples, 1)
+    num_samples = args.samples or None
+    scale = 1.0
+    if args.samples and args.timed_batches and args.timed_batches * spb < args.samples:
+        num_samples = args.timed_batches * spb
+        scale = args.samples / num_samples
 
     def forecast():
         torch.manual_seed(0)
@@ -152,21 +160,21 @@ def main():
 
     times, cpu, prefill, decode = [], [], [], []
     warmup_ms = None
-    for i in range(args.repeat + 1):
+    for i in range(1 - args.warmup, args.repeat + 1):
         if clock:
             clock.calls.clear()
         c0, a = time.process_time(), time.perf_counter()
         fc = forecast()
         b, c1 = time.perf_counter(), time.process_time()
+        if not torch.isfinite(fc.mean).all():
+            sys.exit("bench_toto_torch: the forecast is not finite")
         if i == 0:
             warmup_ms = 1e3 * (b - a)
-            if not torch.isfinite(fc.mean).all():
-                sys.exit("bench_toto_torch: the forecast is not finite")
             continue
-        times.append(1e3 * (b - a))
-        cpu.append(1e3 * (c1 - c0))
+        times.append(1e3 * (b - a) * scale)
+        cpu.append(1e3 * (c1 - c0) * scale)
         # With one sampling batch the calls are prefill then decode steps.
-        if clock and spb >= max(args.samples, 1) and len(clock.calls) > 1:
+        if clock and spb >= (num_samples or 1) and len(clock.calls) > 1:
             prefill.append(1e3 * (clock.calls[0] - a))
             decode.append(1e3 * (clock.calls[-1] - clock.calls[0]) / (len(clock.calls) - 1))
 
@@ -179,6 +187,7 @@ def main():
         "impl": f"toto-ts {args.mode}", "device": torch.cuda.get_device_name(dev) if cuda else "cpu",
         "torch": torch.__version__, "threads": torch.get_num_threads(), "context": C, "horizon": args.horizon,
         "variates": V, "samples": args.samples, "samples_per_batch": spb if args.samples else None,
+        "timed_samples": num_samples, "extrapolated": scale != 1.0,
         "repeat": args.repeat, "load_ms": load_ms, "warmup_ms": warmup_ms, "forecast_ms": median(times),
         "forecast_min_ms": min(times), "cpu_ms": median(cpu), "prefill_ms": median(prefill),
         "decode_step_ms": median(decode),
@@ -198,7 +207,11 @@ def main():
           f"horizon {args.horizon}, variates {V}, " + (f"{args.samples} samples (batches of {spb})"
                                                         if args.samples else "mean path"))
     print(f"  load weights         {load_ms:10.1f} ms")
-    print(f"  warm-up forecast     {warmup_ms:10.2f} ms")
+    if warmup_ms is not None:
+        print(f"  warm-up forecast     {warmup_ms:10.2f} ms")
+    if scale != 1.0:
+        print(f"  timed {num_samples} of {args.samples} samples ({num_samples // spb} sampling batches), "
+              f"times scaled by {scale:g}")
     print(f"  forecast (median {args.repeat}) {res['forecast_ms']:10.2f} ms  (min {res['forecast_min_ms']:.2f}, "
           f"CPU time {res['cpu_ms']:.0f} ms)")
     if prefill:

@@ -9,8 +9,10 @@
 #   BUILD   build folder (default build; configured and built when bench_toto is missing)
 #   MODEL   checkpoint folder (default bench/checkpoints/toto-base-random, made when missing)
 #   DEVICE  toto-ts device, cpu or cuda (default: cuda with a GPU, else cpu)
-#   OUT     folder for the JSON results and logs (default $BUILD/toto-bench)
+#   RESULTS folder for the JSON results and logs (default $BUILD/toto-bench)
 #   QUICK=1 fewer repeats everywhere
+#   CASES   cases to run (default "mean-v1 mean-v7 s256-v1 s256-v7"); results of other
+#           cases already in RESULTS stay and appear in the table
 # Cases: mean path and 256 sample paths, each for 1 and 7 variates; context
 # 4096, horizon 336 (6 patches). On the CPU, toto-ts needs minutes per
 # sampled forecast: its sample cases run once without warm-up, in sampling
@@ -26,13 +28,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 MODEL=${MODEL:-bench/checkpoints/toto-base-random}
-OUT=${OUT:-$BUILD/toto-bench}
+OUT=${RESULTS:-$BUILD/toto-bench}
 gpu=0
 nvidia-smi -L > /dev/null 2>&1 && gpu=1
 DEVICE=${DEVICE:-$([ $gpu = 1 ] && echo cuda || echo cpu)}
 if [ $# -gt 0 ]; then backends=("$@"); elif [ $gpu = 1 ]; then backends=(cuda); else backends=(cpu); fi
+CASES=${CASES:-mean-v1 mean-v7 s256-v1 s256-v7}
 mkdir -p "$OUT"
-rm -f "$OUT"/*.json
+for case in $CASES; do rm -f "$OUT/$case".*.json; done
 
 if ! python3 -c "import toto" > /dev/null 2>&1; then
   [ -d .whl ] || { echo "toto-ts is not installed and .whl/ is missing" >&2; exit 1; }
@@ -52,7 +55,10 @@ if [ ! -x "$BUILD/bin/bench_toto" ]; then
   cmake_args=(-G Ninja -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release)
   [ $gpu = 1 ] && cmake_args+=(-DCMAKE_CUDA_ARCHITECTURES=90)
   cmake "${cmake_args[@]}" > "$OUT/configure.log"
-  ninja -C "$BUILD" > "$OUT/build.log"
+  # bench_toto and the backend modules it loads at run time, nothing else.
+  targets=(bench_toto)
+  for t in porta_cuda porta_vulkan; do ninja -C "$BUILD" -t query "$t" > /dev/null 2>&1 && targets+=("$t"); done
+  ninja -C "$BUILD" "${targets[@]}" > "$OUT/build.log"
 fi
 
 threads=$(nproc)
@@ -72,7 +78,7 @@ run() { # result name, command...
   fi
 }
 
-for case in mean-v1 mean-v7 s256-v1 s256-v7; do
+for case in $CASES; do
   samples=0; [ "${case%%-*}" = s256 ] && samples=256
   variates=${case##*-v}
   shape=(--variates "$variates" --samples "$samples" --horizon 336 --context 4096)

@@ -173,8 +173,9 @@ def main():
             continue
         times.append(1e3 * (b - a) * scale)
         cpu.append(1e3 * (c1 - c0) * scale)
-        # With one sampling batch the calls are prefill then decode steps.
-        if clock and spb >= (num_samples or 1) and len(clock.calls) > 1:
+        # With one sampling batch, all of it timed, the calls are prefill
+        # then decode steps.
+        if clock and spb >= (num_samples or 1) and scale == 1.0 and len(clock.calls) > 1:
             prefill.append(1e3 * (clock.calls[0] - a))
             decode.append(1e3 * (clock.calls[-1] - clock.calls[0]) / (len(clock.calls) - 1))
 

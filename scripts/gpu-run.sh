@@ -39,6 +39,10 @@ if [ "$mode" != quick ]; then
   run synccheck_ops "$san" --tool synccheck --error-exitcode 9 "$build/bin/test_ops" cuda
 fi
 
+# Every backend against ref on the tiny Toto, 16 decode steps, node by node.
+run porta_validate "$build/bin/porta-validate" --model tests/data/toto-tiny --steps 16 --trace
+grep -E "^trace|^(PASS|FAIL)$" "$out/porta_validate.log"
+
 q=; [ "$mode" = quick ] && q=--quick
 for be in cuda vulkan cpu; do
   run "bench_decoder_$be" "$build/bin/bench_decoder" --backend "$be" $q

@@ -344,6 +344,16 @@ static porta_status prog_new(void *bep, const porta_plan *plan, porta_backend_co
     return PORTA_OK;
 }
 
+#ifdef PORTA_PERTURB_OP
+/* Test-only build (porta_perturbed): every node of op PORTA_PERTURB_OP comes
+ * out 1e-3 too large, an error a cross-backend trace must find and name. */
+static void perturb(const cpu_node *nd)
+{
+    if (strcmp(porta_op_name(nd->n.op), PORTA_PERTURB_OP) || !porta_ref_dense(&nd->n.out)) return;
+    for (int64_t i = 0, n = porta_ref_numel(&nd->n.out); i < n; i++) nd->out[i] *= 1.001f;
+}
+#endif
+
 static porta_status prog_run(void *pp, const int32_t *step_block, const float *const *inputs, float *const *outputs)
 {
     cpu_prog *p = pp;
@@ -355,7 +365,12 @@ static porta_status prog_run(void *pp, const int32_t *step_block, const float *c
         if (!inputs || !inputs[i]) return p->be->host.fail(PORTA_ERR_ARG, "cpu: input %d has no data", i);
         memcpy(p->in_ptr[i], inputs[i], (size_t)p->in_numel[i] * sizeof(float));
     }
-    for (int i = 0; i < p->n_nodes; i++) kernels[p->nodes[i].n.op](&p->ex, &p->nodes[i]);
+    for (int i = 0; i < p->n_nodes; i++) {
+        kernels[p->nodes[i].n.op](&p->ex, &p->nodes[i]);
+#ifdef PORTA_PERTURB_OP
+        perturb(&p->nodes[i]);
+#endif
+    }
     for (int i = 0; i < p->n_outputs; i++)
         if (outputs && outputs[i]) memcpy(outputs[i], p->out_ptr[i], (size_t)p->out_numel[i] * sizeof(float));
     return PORTA_OK;

@@ -125,8 +125,8 @@ porta_status porta_toto_forecaster_new(porta_toto_model *m, const porta_toto_for
     if (s == PORTA_OK) s = porta_kvcache_new(m->be, &kd, &f->kv);
     /* The prefill covers each series once: cache rows [0, B * V), which are
      * the first sample's rows in the sample-major layout. */
-    if (s == PORTA_OK) s = toto_build(m, f->kv, f->B, f->V, f->Tc, &f->prefill);
-    if (s == PORTA_OK && f->steps > 1) s = toto_build(m, f->kv, f->R, f->V, 1, &f->decode);
+    if (s == PORTA_OK) s = toto_build(m, f->kv, f->B, f->V, f->Tc, 0, &f->prefill);
+    if (s == PORTA_OK && f->steps > 1) s = toto_build(m, f->kv, f->R, f->V, 1, 0, &f->decode);
     if (s != PORTA_OK) {
         porta_toto_forecaster_free(f);
         return s;
@@ -227,14 +227,21 @@ static void to_dist(porta_toto_forecaster *f, size_t n)
     }
 }
 
-static porta_status run(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end)
+/* One replay of p on patches [end - T, end) of every row, into outputs. */
+static porta_status replay(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end,
+                           float *const *outputs)
 {
     scale_inputs(f, rows, T, end);
     const float *inputs[2] = {f->in_x, f->in_mask};
     if (toto_has_spacewise(&f->m->cfg)) space_mask(f, rows, T, end);
-    porta_step st = {.n_new = T, .row_new = rows < f->R ? f->row_new : NULL, .inputs = inputs, .outputs = f->out};
+    porta_step st = {.n_new = T, .row_new = rows < f->R ? f->row_new : NULL, .inputs = inputs, .outputs = outputs};
     porta_status s = porta_run(p, &st);
-    if (s == PORTA_OK) s = porta_program_wait(p);
+    return s == PORTA_OK ? porta_program_wait(p) : s;
+}
+
+static porta_status run(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end)
+{
+    porta_status s = replay(f, p, rows, T, end, f->out);
     if (s == PORTA_OK) to_dist(f, (size_t)rows * f->V * f->P * f->K);
     return s;
 }
@@ -357,6 +364,40 @@ porta_status porta_toto_forecast(porta_toto_forecaster *f, const porta_toto_inpu
     }
     if (s == PORTA_OK && f->d.samples > 0) sample_mean(f, res);
     return s;
+}
+
+static void free_values(float **v, int n)
+{
+    for (int i = 0; v && i < n; i++) free(v[i]);
+    free(v);
+}
+
+porta_status porta_toto_trace_prefill(porta_toto_forecaster *f, const porta_toto_inputs *in, porta_program **traced,
+                                      float ***values)
+{
+    if (!f || !in || !in->series || !traced || !values)
+        return toto_fail(PORTA_ERR_ARG, "porta_toto_trace_prefill: null argument");
+    *traced = NULL;
+    *values = NULL;
+    porta_program *p = NULL;
+    porta_status s = toto_build(f->m, f->kv, f->B, f->V, f->Tc, 1, &p);
+    int n = s == PORTA_OK ? porta_program_n_outputs(p) : 0;
+    float **v = s == PORTA_OK ? calloc((size_t)n, sizeof *v) : NULL;
+    for (int i = 0; v && i < n && s == PORTA_OK; i++)
+        if (!(v[i] = malloc((size_t)porta_program_output_numel(p, i) * sizeof(float))))
+            s = toto_fail(PORTA_ERR_NOMEM, "porta_toto_trace_prefill: no host memory");
+    if (s == PORTA_OK && !v) s = toto_fail(PORTA_ERR_NOMEM, "porta_toto_trace_prefill: no host memory");
+    if (s == PORTA_OK) s = porta_kvcache_reset(f->kv, -1);
+    if (s == PORTA_OK) s = load_context(f, in);
+    if (s == PORTA_OK) s = replay(f, p, f->B, f->Tc, f->Tc, v);
+    if (s != PORTA_OK) {
+        free_values(v, n);
+        porta_program_free(p);
+        return s;
+    }
+    *traced = p;
+    *values = v;
+    return PORTA_OK;
 }
 
 static int cmp_float(const void *a, const void *b)

@@ -17,6 +17,14 @@ static porta_tensor *linear(porta_graph *g, const porta_toto_model *m, porta_ten
     return porta_linear(g, x, param(g, m, w), param(g, m, b));
 }
 
+/* Names a node "layer<i>.<what>" so a cross-backend trace reads as the model. */
+static porta_tensor *named(porta_tensor *t, int layer, const char *what)
+{
+    char name[32];
+    snprintf(name, sizeof name, "layer%d.%s", layer, what);
+    return porta_name(t, name);
+}
+
 /* wQKV's output is laid out "(qkv head_dim n_heads)": viewed as
  * [..., 3 * D, H], the slice [which * D, +D) permuted to [..., H, D] is one of
  * q, k, v without a copy. */
@@ -27,35 +35,36 @@ static porta_tensor *qkv_part(porta_graph *g, porta_tensor *qkv4, int which, int
 }
 
 /* Time-wise attention over x [R, T, E] (R = rows * variates = cache rows). */
-static porta_tensor *time_attention(porta_graph *g, const porta_toto_model *m, const toto_layer *ly,
+static porta_tensor *time_attention(porta_graph *g, const porta_toto_model *m, const toto_layer *ly, int li,
                                     porta_kvcache *kv, porta_tensor *x)
 {
     const porta_toto_config *c = &m->cfg;
     int64_t E = c->embed_dim, H = c->num_heads, D = E / H;
     int64_t R = porta_tensor_dim(x, 0), T = porta_tensor_dim(x, 1);
     const porta_rope_desc rd = {10000.0f, 1, 512.0f};
-    porta_tensor *qkv = linear(g, m, x, &ly->wqkv, &ly->bqkv);
+    porta_tensor *qkv = named(linear(g, m, x, &ly->wqkv, &ly->bqkv), li, "attn.wqkv");
     porta_tensor *qkv4 = porta_reshape(g, qkv, 4, (const int64_t[]){R, T, 3 * D, H});
-    porta_tensor *q = porta_rope(g, qkv_part(g, qkv4, 0, D), &rd, kv, 0);
-    porta_tensor *k = porta_rope(g, qkv_part(g, qkv4, 1, D), &rd, kv, 1);
+    porta_tensor *q = named(porta_rope(g, qkv_part(g, qkv4, 0, D), &rd, kv, 0), li, "attn.rope_q");
+    porta_tensor *k = named(porta_rope(g, qkv_part(g, qkv4, 1, D), &rd, kv, 1), li, "attn.rope_k");
     porta_tensor *kc = porta_kv_append(g, kv, ly->cache_layer, PORTA_KV_K, k);
     porta_tensor *vc = porta_kv_append(g, kv, ly->cache_layer, PORTA_KV_V, qkv_part(g, qkv4, 2, D));
-    porta_tensor *o = porta_attention_cached(g, q, kc, vc, 1.0f / sqrtf((float)D));
+    porta_tensor *o = named(porta_attention_cached(g, q, kc, vc, 1.0f / sqrtf((float)D)), li, "attn.cached");
     return porta_reshape(g, o, 3, (const int64_t[]){R, T, E});
 }
 
 /* Space-wise attention over x [N, V, E] (N = rows * T), bidirectional within
  * the groups of the additive mask [N, V, V]. */
-static porta_tensor *space_attention(porta_graph *g, const porta_toto_model *m, const toto_layer *ly,
+static porta_tensor *space_attention(porta_graph *g, const porta_toto_model *m, const toto_layer *ly, int li,
                                      porta_tensor *mask, porta_tensor *x)
 {
     const porta_toto_config *c = &m->cfg;
     int64_t E = c->embed_dim, H = c->num_heads, D = E / H;
     int64_t N = porta_tensor_dim(x, 0), V = porta_tensor_dim(x, 1);
-    porta_tensor *qkv = linear(g, m, x, &ly->wqkv, &ly->bqkv);
+    porta_tensor *qkv = named(linear(g, m, x, &ly->wqkv, &ly->bqkv), li, "attn.wqkv");
     porta_tensor *qkv4 = porta_reshape(g, qkv, 4, (const int64_t[]){N, V, 3 * D, H});
-    porta_tensor *o = porta_attention(g, qkv_part(g, qkv4, 0, D), qkv_part(g, qkv4, 1, D), qkv_part(g, qkv4, 2, D),
-                                      mask, 1.0f / sqrtf((float)D), 0);
+    porta_tensor *o = named(porta_attention(g, qkv_part(g, qkv4, 0, D), qkv_part(g, qkv4, 1, D),
+                                            qkv_part(g, qkv4, 2, D), mask, 1.0f / sqrtf((float)D), 0),
+                            li, "attn.space");
     return porta_reshape(g, o, 3, (const int64_t[]){N, V, E});
 }
 
@@ -65,21 +74,23 @@ static porta_tensor *layer(porta_graph *g, const porta_toto_model *m, const toto
 {
     int64_t B = porta_tensor_dim(h, 0), V = porta_tensor_dim(h, 1), T = porta_tensor_dim(h, 2);
     int64_t E = m->cfg.embed_dim;
+    int li = (int)(ly - m->layers);
     static const int swap_vt[4] = {0, 2, 1, 3};
-    porta_tensor *n1 = porta_rmsnorm(g, h, param(g, m, &ly->norm1), TOTO_RMS_EPS);
+    porta_tensor *n1 = named(porta_rmsnorm(g, h, param(g, m, &ly->norm1), TOTO_RMS_EPS), li, "norm1");
     porta_tensor *a;
     if (ly->spacewise) {
         porta_tensor *x = porta_reshape(g, porta_permute(g, n1, swap_vt), 3, (const int64_t[]){B * T, V, E});
-        a = space_attention(g, m, ly, mask, x);
+        a = space_attention(g, m, ly, li, mask, x);
         a = porta_permute(g, porta_reshape(g, a, 4, (const int64_t[]){B, T, V, E}), swap_vt);
     } else {
-        a = time_attention(g, m, ly, kv, porta_reshape(g, n1, 3, (const int64_t[]){B * V, T, E}));
+        a = time_attention(g, m, ly, li, kv, porta_reshape(g, n1, 3, (const int64_t[]){B * V, T, E}));
         a = porta_reshape(g, a, 4, (const int64_t[]){B, V, T, E});
     }
-    h = porta_add(g, h, linear(g, m, a, &ly->wo, &ly->bo));
-    porta_tensor *n2 = porta_rmsnorm(g, h, param(g, m, &ly->norm2), TOTO_RMS_EPS);
-    porta_tensor *f = porta_swiglu(g, linear(g, m, n2, &ly->w1, &ly->b1));
-    return porta_add(g, h, linear(g, m, f, &ly->w2, &ly->b2));
+    h = named(porta_add(g, h, named(linear(g, m, a, &ly->wo, &ly->bo), li, "attn.wo")), li, "attn.residual");
+    porta_tensor *n2 = named(porta_rmsnorm(g, h, param(g, m, &ly->norm2), TOTO_RMS_EPS), li, "norm2");
+    porta_tensor *w1 = named(linear(g, m, n2, &ly->w1, &ly->b1), li, "mlp.w1");
+    porta_tensor *f = named(porta_swiglu(g, w1), li, "mlp.swiglu");
+    return named(porta_add(g, h, named(linear(g, m, f, &ly->w2, &ly->b2), li, "mlp.w2")), li, "mlp.residual");
 }
 
 static porta_status build_graph(const porta_toto_model *m, porta_kvcache *kv, int rows, int variates, int T,
@@ -90,14 +101,16 @@ static porta_status build_graph(const porta_toto_model *m, porta_kvcache *kv, in
     porta_tensor *x = porta_input(g, "patches", 4, (const int64_t[]){B, V, T, P});
     porta_tensor *mask = NULL;
     if (toto_has_spacewise(c)) mask = porta_input(g, "space_mask", 3, (const int64_t[]){B * T, V, V});
-    porta_tensor *h = linear(g, m, x, &m->patch_w, &m->patch_b);
+    porta_tensor *h = porta_name(linear(g, m, x, &m->patch_w, &m->patch_b), "patch_embed");
     for (int i = 0; i < c->num_layers; i++) h = layer(g, m, &m->layers[i], kv, mask, h);
     /* Only the last patch is forecast from; toto-ts unembeds every patch. */
     porta_tensor *last = porta_slice(g, h, 2, T - 1, 1);
-    porta_tensor *u = linear(g, m, last, &m->unembed_w, &m->unembed_b);
+    porta_tensor *u = porta_name(linear(g, m, last, &m->unembed_w, &m->unembed_b), "unembed");
     u = porta_reshape(g, u, 4, (const int64_t[]){B, V, P, E});
+    static const char *const head[TOTO_HEAD_COUNT] = {"head.df", "head.loc", "head.scale", "head.logits"};
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) {
-        porta_status s = porta_output(g, linear(g, m, u, &m->head_w[k], &m->head_b[k]));
+        porta_tensor *y = porta_name(linear(g, m, u, &m->head_w[k], &m->head_b[k]), head[k]);
+        porta_status s = porta_output(g, y);
         if (s != PORTA_OK) return s;
     }
     porta_status s = porta_graph_status(g);
@@ -105,13 +118,13 @@ static porta_status build_graph(const porta_toto_model *m, porta_kvcache *kv, in
     return PORTA_OK;
 }
 
-porta_status toto_build(const porta_toto_model *m, porta_kvcache *kv, int rows, int variates, int T,
+porta_status toto_build(const porta_toto_model *m, porta_kvcache *kv, int rows, int variates, int T, int traced,
                         porta_program **out)
 {
     porta_graph *g = NULL;
     porta_status s = porta_graph_new(&g);
     if (s == PORTA_OK) s = build_graph(m, kv, rows, variates, T, g);
-    if (s == PORTA_OK) s = porta_compile(g, m->be, out);
+    if (s == PORTA_OK) s = traced ? porta_compile_traced(g, m->be, out) : porta_compile(g, m->be, out);
     porta_graph_free(g);
     return s;
 }

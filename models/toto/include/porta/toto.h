@@ -93,6 +93,16 @@ porta_status porta_toto_forecast(porta_toto_forecaster *f, const porta_toto_inpu
 porta_status porta_toto_forecaster_stats(const porta_toto_forecaster *f, porta_program_stats *prefill,
                                          porta_program_stats *decode);
 
+/* Cross-backend tracing: compiles a twin of the forecaster's prefill program
+ * with porta_compile_traced (nodes named as the model's parts:
+ * "layer1.attn.wqkv", "layer1.mlp.swiglu", "head.df", ...) and runs it once on
+ * in's context. *values gets one malloc'd array per output of *traced
+ * (porta_program_output_numel floats each); the caller frees each array, the
+ * array of them and the program. The forecaster's own programs are untouched;
+ * its cache then holds this prefill. */
+porta_status porta_toto_trace_prefill(porta_toto_forecaster *f, const porta_toto_inputs *in, porta_program **traced,
+                                      float ***values);
+
 /* Quantile q of n values, linear interpolation between order statistics
  * (torch.quantile's default); values is reordered. */
 double porta_toto_quantile(float *values, int n, double q);

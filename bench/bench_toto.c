@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include "porta/safetensors.h"
 #include "porta/toto.h"
+#include "../tools/cli.h"
 
 typedef struct options {
     const char *model, *backend;
@@ -52,16 +53,6 @@ static void usage(FILE *f)
             "generates the same values.\n");
 }
 
-static int parse_int(const char *s, long lo, long hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) return 0;
-    *out = (int)v;
-    return 1;
-}
-
 /* 0: run, 1: --help, -1: bad usage (message printed). */
 static int parse_args(int argc, char **argv, options *o)
 {
@@ -80,11 +71,11 @@ static int parse_args(int argc, char **argv, options *o)
         const char *v = argv[++i];
         if (!strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--backend")) o->backend = v;
-        else if (!(!strcmp(a, "--variates") && parse_int(v, 1, 4096, &o->variates)) &&
-                 !(!strcmp(a, "--samples") && parse_int(v, 0, 1 << 16, &o->samples)) &&
-                 !(!strcmp(a, "--horizon") && parse_int(v, 1, 1 << 20, &o->horizon)) &&
-                 !(!strcmp(a, "--context") && parse_int(v, 1, 1 << 24, &o->context)) &&
-                 !(!strcmp(a, "--repeat") && parse_int(v, 1, 100000, &o->repeat))) {
+        else if (!(!strcmp(a, "--variates") && cli_int(v, 1, 4096, &o->variates)) &&
+                 !(!strcmp(a, "--samples") && cli_int(v, 0, 1 << 16, &o->samples)) &&
+                 !(!strcmp(a, "--horizon") && cli_int(v, 1, 1 << 20, &o->horizon)) &&
+                 !(!strcmp(a, "--context") && cli_int(v, 1, 1 << 24, &o->context)) &&
+                 !(!strcmp(a, "--repeat") && cli_int(v, 1, 100000, &o->repeat))) {
             fprintf(stderr, "bench_toto: bad option or value: %s %s\n", a, v);
             return -1;
         }

@@ -22,6 +22,7 @@ struct porta_toto_forecaster {
     /* host state, one entry per (row, variate) */
     double *x, *w;      /* [R * V][N] values and observation weights */
     int32_t *id;        /* [R][V][Tc + steps] group id per patch */
+    toto_scaler_state *scaler; /* [R * V] running scaler sums */
     double *ploc, *pscale; /* [N / P] scaler statistics of one series */
     double *sloc, *sscale; /* [R * V] statistics of the patch fed this step */
     float *in_x, *in_mask;
@@ -40,6 +41,7 @@ void porta_toto_forecaster_free(porta_toto_forecaster *f)
     free(f->x);
     free(f->w);
     free(f->id);
+    free(f->scaler);
     free(f->ploc);
     free(f->pscale);
     free(f->sloc);
@@ -72,6 +74,7 @@ static porta_status alloc_host(porta_toto_forecaster *f)
     f->x = malloc(RV * f->N * sizeof(double));
     f->w = malloc(RV * f->N * sizeof(double));
     f->id = malloc(RV * (size_t)(f->Tc + f->steps) * sizeof(int32_t));
+    f->scaler = malloc(RV * sizeof *f->scaler);
     f->ploc = malloc((size_t)(f->N / f->P) * sizeof(double));
     f->pscale = malloc((size_t)(f->N / f->P) * sizeof(double));
     f->sloc = malloc(RV * sizeof(double));
@@ -80,7 +83,7 @@ static porta_status alloc_host(porta_toto_forecaster *f)
     f->in_mask = malloc(in_rows * f->V * f->V * sizeof(float));
     f->probs = malloc(K * sizeof(double));
     f->row_new = malloc(RV * sizeof(int32_t));
-    int ok = f->x && f->w && f->id && f->ploc && f->pscale && f->sloc && f->sscale && f->in_x && f->in_mask &&
+    int ok = f->x && f->w && f->id && f->scaler && f->ploc && f->pscale && f->sloc && f->sscale && f->in_x && f->in_mask &&
              f->probs && f->row_new;
     for (size_t r = 0; ok && r < RV; r++) f->row_new[r] = r < (size_t)f->B * f->V ? f->Tc : 0;
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) {
@@ -184,13 +187,16 @@ static porta_status load_context(porta_toto_forecaster *f, const porta_toto_inpu
 }
 
 /* Scaled patches [rows, V, T, P] ending at patch `end` (exclusive) and the
- * scaler statistics of patch end - 1 for each row. */
+ * scaler statistics of patch end - 1 for each row. The prefill starts each
+ * row's running sums; a decode step extends them by the patch appended last. */
 static void scale_inputs(porta_toto_forecaster *f, int rows, int T, int end)
 {
-    int P = f->P;
+    int P = f->P, first = end - T;
     for (size_t r = 0; r < (size_t)rows * f->V; r++) {
-        const double *x = f->x + r * f->N;
-        toto_scaler(&f->m->cfg, x, f->w + r * f->N, end * P, f->Lp, f->ploc, f->pscale);
+        const double *x = f->x + r * f->N, *w = f->w + r * f->N;
+        if (end == f->Tc) toto_scaler_start(&f->m->cfg, x, w, f->Lp, &f->scaler[r]);
+        toto_scaler_extend(&f->m->cfg, &f->scaler[r], x + (size_t)first * P, w + (size_t)first * P, T * P,
+                           f->ploc + first, f->pscale + first);
         float *dst = f->in_x + r * (size_t)T * P;
         for (int p = end - T; p < end; p++)
             for (int i = 0; i < P; i++)
@@ -326,6 +332,7 @@ static porta_status share_prefill(porta_toto_forecaster *f)
         memcpy(f->x + r * f->N, f->x + src * f->N, (size_t)f->Lp * sizeof(double));
         memcpy(f->w + r * f->N, f->w + src * f->N, (size_t)f->Lp * sizeof(double));
         memcpy(f->id + r * NP, f->id + src * NP, (size_t)f->Tc * sizeof(int32_t));
+        f->scaler[r] = f->scaler[src];
         porta_status s = porta_kvcache_copy_row(f->kv, (int)src, (int)r);
         if (s != PORTA_OK) return s;
     }

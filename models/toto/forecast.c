@@ -27,8 +27,8 @@ struct porta_toto_forecaster {
     double *sloc, *sscale; /* [R * V] statistics of the patch fed this step */
     float *in_x, *in_mask;
     float *out[TOTO_HEAD_COUNT];
-    double *dist[TOTO_HEAD_COUNT];
-    double *probs;      /* [K] */
+    double *dist[TOTO_HEAD_COUNT]; /* parameters for on_step only */
+    double *probs;      /* [K] unnormalised mixture weights of one value */
     int32_t *row_new;   /* prefill counts per cache row: the first sample's rows only */
 };
 
@@ -222,13 +222,25 @@ static void space_mask(porta_toto_forecaster *f, int rows, int T, int end)
 static double softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
 
 /* Raw head outputs to mixture parameters, as distribution.py. */
+static double student_df(float raw)
+{
+    double df = softplus(raw);
+    return 2.0 + (df > FLT_EPSILON ? df : FLT_EPSILON);
+}
+
+static double mixture_scale(float raw)
+{
+    double sc = softplus(raw);
+    return sc > FLT_EPSILON ? sc : FLT_EPSILON;
+}
+
+/* Every value's mixture parameters, for on_step. */
 static void to_dist(porta_toto_forecaster *f, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        double df = softplus(f->out[TOTO_HEAD_DF][i]), sc = softplus(f->out[TOTO_HEAD_SCALE][i]);
-        f->dist[TOTO_HEAD_DF][i] = 2.0 + (df > FLT_EPSILON ? df : FLT_EPSILON);
+        f->dist[TOTO_HEAD_DF][i] = student_df(f->out[TOTO_HEAD_DF][i]);
         f->dist[TOTO_HEAD_LOC][i] = f->out[TOTO_HEAD_LOC][i];
-        f->dist[TOTO_HEAD_SCALE][i] = sc > FLT_EPSILON ? sc : FLT_EPSILON;
+        f->dist[TOTO_HEAD_SCALE][i] = mixture_scale(f->out[TOTO_HEAD_SCALE][i]);
         f->dist[TOTO_HEAD_LOGITS][i] = f->out[TOTO_HEAD_LOGITS][i];
     }
 }
@@ -247,28 +259,31 @@ static porta_status replay(porta_toto_forecaster *f, porta_program *p, int rows,
 
 static porta_status run(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end)
 {
-    porta_status s = replay(f, p, rows, T, end, f->out);
-    if (s == PORTA_OK) to_dist(f, (size_t)rows * f->V * f->P * f->K);
-    return s;
+    return replay(f, p, rows, T, end, f->out);
 }
 
-static void report(const porta_toto_forecaster *f, const porta_toto_inputs *in, int step, int rows)
+static void report(porta_toto_forecaster *f, const porta_toto_inputs *in, int step, int rows)
 {
     if (!in->on_step) return;
+    int params = !in->step_only;
+    if (params) to_dist(f, (size_t)rows * f->V * f->P * f->K);
     porta_toto_dist d = {
         .step = step, .rows = rows, .variates = f->V, .patch = f->P, .k = f->K,
-        .df = f->dist[TOTO_HEAD_DF], .loc = f->dist[TOTO_HEAD_LOC], .scale = f->dist[TOTO_HEAD_SCALE],
-        .logits = f->dist[TOTO_HEAD_LOGITS], .scaler_loc = f->sloc, .scaler_scale = f->sscale,
+        .df = params ? f->dist[TOTO_HEAD_DF] : NULL, .loc = params ? f->dist[TOTO_HEAD_LOC] : NULL,
+        .scale = params ? f->dist[TOTO_HEAD_SCALE] : NULL, .logits = params ? f->dist[TOTO_HEAD_LOGITS] : NULL,
+        .scaler_loc = f->sloc, .scaler_scale = f->sscale,
     };
     in->on_step(in->user, &d);
 }
 
-static void softmax(double *p, const double *logits, int K)
+/* exp(logit - max) of each component into e; returns their sum. The
+ * normalised weights are e / sum, divided only where they are read. */
+static double mixture_weights(double *e, const float *logits, int K)
 {
     double mx = logits[0], sum = 0;
     for (int k = 1; k < K; k++) mx = logits[k] > mx ? logits[k] : mx;
-    for (int k = 0; k < K; k++) sum += p[k] = exp(logits[k] - mx);
-    for (int k = 0; k < K; k++) p[k] /= sum;
+    for (int k = 0; k < K; k++) sum += e[k] = exp(logits[k] - mx);
+    return sum;
 }
 
 /* toto-ts's replace_extreme_values, on float32 values. */
@@ -279,21 +294,22 @@ static float tame(double v)
 }
 
 /* The value of time i of the forecast patch from distribution row dr:
- * the mixture mean, or one draw. */
+ * the mixture mean, or one draw, which needs the Student-t parameters of the
+ * drawn component only. */
 static float next_value(porta_toto_forecaster *f, size_t dr, int i)
 {
     size_t o = (dr * f->P + i) * f->K;
-    softmax(f->probs, f->dist[TOTO_HEAD_LOGITS] + o, f->K);
-    double y;
+    const float *loc = f->out[TOTO_HEAD_LOC] + o;
+    double sum = mixture_weights(f->probs, f->out[TOTO_HEAD_LOGITS] + o, f->K), y;
     if (f->d.samples == 0) {
         y = 0;
-        for (int k = 0; k < f->K; k++) y += f->probs[k] * f->dist[TOTO_HEAD_LOC][o + k];
+        for (int k = 0; k < f->K; k++) y += f->probs[k] / sum * loc[k];
     } else {
         double u = toto_rng_uniform(&f->rng), acc = 0;
         int k = 0;
-        while (k < f->K - 1 && (acc += f->probs[k]) < u) k++;
-        y = f->dist[TOTO_HEAD_LOC][o + k] +
-            f->dist[TOTO_HEAD_SCALE][o + k] * toto_rng_student_t(&f->rng, f->dist[TOTO_HEAD_DF][o + k]);
+        while (k < f->K - 1 && (acc += f->probs[k] / sum) < u) k++;
+        y = loc[k] + mixture_scale(f->out[TOTO_HEAD_SCALE][o + k]) *
+                         toto_rng_student_t(&f->rng, student_df(f->out[TOTO_HEAD_DF][o + k]));
     }
     return tame(f->sloc[dr] + f->sscale[dr] * y);
 }

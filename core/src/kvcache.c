@@ -118,8 +118,9 @@ porta_status porta_kvcache_copy_rows(porta_kvcache *kv, int src, int n, int dst,
                           "porta_kvcache_copy_rows: %d copies of rows %d..%d at row %d do not fit rows 0..%d", copies,
                           src, src + n - 1, dst, kv->d.rows - 1);
     if (copies > 0 && dst < src + n && src < end)
-        return porta_fail(PORTA_ERR_ARG, "porta_kvcache_copy_rows: destination rows %d..%lld overlap source rows %d..%d",
-                          dst, (long long)end - 1, src, src + n - 1);
+        return porta_fail(PORTA_ERR_ARG,
+                          "porta_kvcache_copy_rows: destination rows %d..%lld overlap source rows %d..%d", dst,
+                          (long long)end - 1, src, src + n - 1);
     int64_t row_elems = (int64_t)kv->d.heads * kv->d.max_len * kv->d.head_dim;
     const porta_backend_vt *vt = kv->be->vt;
     /* Rows are contiguous within a layer's K or V, so the first copy and then

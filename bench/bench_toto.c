@@ -283,7 +283,7 @@ static int bench(const options *o, figures *fg, char *device, size_t device_len)
         fprintf(stderr, "bench_toto: out of host memory\n");
         goto out;
     }
-    porta_toto_inputs in = {.series = series, .on_step = on_step, .user = &clock};
+    porta_toto_inputs in = {.series = series, .on_step = on_step, .user = &clock, .step_only = 1};
     porta_toto_result res = {mean, samples};
     for (int i = -1; i < R; i++) {
         double a = now(), ca = cpu_now();

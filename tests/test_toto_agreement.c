@@ -126,7 +126,7 @@ int main(int argc, char **argv)
     ref_ctx r = {st, &c, 0, 0};
     float *mean = malloc((size_t)B * V * H * sizeof(float));
     fill_nan(mean, (int64_t)B * V * H);
-    porta_toto_inputs in = {x, pad, id, on_step, &r};
+    porta_toto_inputs in = {.series = x, .padding_mask = pad, .id_mask = id, .on_step = on_step, .user = &r};
     porta_toto_result res = {mean, NULL};
     CHECK_OK(porta_toto_forecast(f, &in, &res));
     check_true(&c, "every reference step compared", r.steps_seen == steps);

@@ -153,7 +153,7 @@ static porta_status forecast(const fixture *fx, const char *dir, float *mean)
     porta_toto_forecaster *f;
     porta_toto_forecast_desc d = {fx->B, fx->V, fx->T, fx->H, 0, 0};
     s = porta_toto_forecaster_new(m, &d, &f);
-    porta_toto_inputs in = {fx->x, fx->pad, fx->id, NULL, NULL};
+    porta_toto_inputs in = {.series = fx->x, .padding_mask = fx->pad, .id_mask = fx->id};
     if (s == PORTA_OK) s = porta_toto_forecast(f, &in, &(porta_toto_result){mean, NULL});
     porta_toto_forecaster_free(f);
     porta_toto_model_free(m);

@@ -95,7 +95,7 @@ int main(int argc, char **argv)
     porta_toto_forecast_desc dm = {B, V, T, H, 0, 0};
     CHECK_OK(porta_toto_forecaster_new(m, &dm, &fm));
     float *mean_path = malloc(nh * sizeof(float));
-    porta_toto_inputs in = {x, pad, id, NULL, NULL};
+    porta_toto_inputs in = {.series = x, .padding_mask = pad, .id_mask = id};
     CHECK_OK(porta_toto_forecast(fm, &in, &(porta_toto_result){mean_path, NULL}));
 
     porta_toto_forecaster *fs;
@@ -108,7 +108,7 @@ int main(int argc, char **argv)
         smp[run] = malloc(nh * SAMPLES * sizeof(float));
         fill_nan(smp[run], (int64_t)(nh * SAMPLES));
     }
-    porta_toto_inputs ins = {x, pad, id, on_step, &first};
+    porta_toto_inputs ins = {.series = x, .padding_mask = pad, .id_mask = id, .on_step = on_step, .user = &first};
     CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[0], smp[0]}));
     ins.on_step = NULL;
     CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[1], smp[1]}));

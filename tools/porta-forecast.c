@@ -191,7 +191,7 @@ static int forecast(const options *o, const csv_table *t)
     fprintf(stderr, "porta-forecast: %s on %s: model loaded and programs compiled in %.2f s\n",
             porta_backend_kind(be), porta_backend_device(be), now() - t0);
     progress pr = {(o->horizon + c->patch_size - 1) / c->patch_size, now()};
-    porta_toto_inputs in = {.series = series, .on_step = on_step, .user = &pr};
+    porta_toto_inputs in = {.series = series, .on_step = on_step, .user = &pr, .step_only = 1};
     porta_toto_result res = {mean, samples};
     if ((s = porta_toto_forecast(fc, &in, &res)) != PORTA_OK) {
         rc = fail("forecasting", s);

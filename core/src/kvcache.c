@@ -108,3 +108,36 @@ porta_status porta_kvcache_copy_row(porta_kvcache *kv, int src, int dst)
     kv->len[dst] = kv->len[src];
     return PORTA_OK;
 }
+
+porta_status porta_kvcache_copy_rows(porta_kvcache *kv, int src, int n, int dst, int copies)
+{
+    if (!kv) return porta_fail(PORTA_ERR_ARG, "porta_kvcache_copy_rows: cache is NULL");
+    int64_t end = (int64_t)dst + (int64_t)n * copies;
+    if (n < 1 || copies < 0 || src < 0 || dst < 0 || src + (int64_t)n > kv->d.rows || end > kv->d.rows)
+        return porta_fail(PORTA_ERR_ARG,
+                          "porta_kvcache_copy_rows: %d copies of rows %d..%d at row %d do not fit rows 0..%d", copies,
+                          src, src + n - 1, dst, kv->d.rows - 1);
+    if (copies > 0 && dst < src + n && src < end)
+        return porta_fail(PORTA_ERR_ARG,
+                          "porta_kvcache_copy_rows: destination rows %d..%lld overlap source rows %d..%d", dst,
+                          (long long)end - 1, src, src + n - 1);
+    int64_t row_elems = (int64_t)kv->d.heads * kv->d.max_len * kv->d.head_dim;
+    const porta_backend_vt *vt = kv->be->vt;
+    /* Rows are contiguous within a layer's K or V, so the first copy and then
+     * each doubling of the copies made so far is one transfer per layer and
+     * half: 2 * layers * (1 + ceil(log2(copies))) transfers in all. */
+    for (int done = 0; done < copies;) {
+        int from = done ? dst : src, rows = done ? done * n : n;
+        if (done && rows > (copies - done) * n) rows = (copies - done) * n;
+        for (int l = 0; l < kv->d.layers; l++)
+            for (int w = 0; w < 2; w++) {
+                int64_t base = porta_kvcache_offset(kv, l, w);
+                porta_status s = vt->buf_copy(kv->be->impl, kv->store->impl, base + row_elems * (dst + done * n),
+                                              kv->store->impl, base + row_elems * from, row_elems * rows);
+                if (s != PORTA_OK) return s;
+            }
+        done += rows / n;
+    }
+    for (int i = 0; i < copies * n; i++) kv->len[dst + i] = kv->len[src + i % n];
+    return PORTA_OK;
+}

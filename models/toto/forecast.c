@@ -1,7 +1,7 @@
 /* TotoForecaster on porta: prefill the context once, then decode one patch
  * per step, feeding back the mixture mean (mean path) or one draw per sample
  * path. Sample paths share their series' prefill through
- * porta_kvcache_copy_row instead of repeating the context per sample. */
+ * porta_kvcache_copy_rows instead of repeating the context per sample. */
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -22,12 +22,13 @@ struct porta_toto_forecaster {
     /* host state, one entry per (row, variate) */
     double *x, *w;      /* [R * V][N] values and observation weights */
     int32_t *id;        /* [R][V][Tc + steps] group id per patch */
+    toto_scaler_state *scaler; /* [R * V] running scaler sums */
     double *ploc, *pscale; /* [N / P] scaler statistics of one series */
     double *sloc, *sscale; /* [R * V] statistics of the patch fed this step */
     float *in_x, *in_mask;
     float *out[TOTO_HEAD_COUNT];
-    double *dist[TOTO_HEAD_COUNT];
-    double *probs;      /* [K] */
+    double *dist[TOTO_HEAD_COUNT]; /* parameters for on_step only */
+    double *probs;      /* [K] unnormalised mixture weights of one value */
     int32_t *row_new;   /* prefill counts per cache row: the first sample's rows only */
 };
 
@@ -40,6 +41,7 @@ void porta_toto_forecaster_free(porta_toto_forecaster *f)
     free(f->x);
     free(f->w);
     free(f->id);
+    free(f->scaler);
     free(f->ploc);
     free(f->pscale);
     free(f->sloc);
@@ -72,6 +74,7 @@ static porta_status alloc_host(porta_toto_forecaster *f)
     f->x = malloc(RV * f->N * sizeof(double));
     f->w = malloc(RV * f->N * sizeof(double));
     f->id = malloc(RV * (size_t)(f->Tc + f->steps) * sizeof(int32_t));
+    f->scaler = malloc(RV * sizeof *f->scaler);
     f->ploc = malloc((size_t)(f->N / f->P) * sizeof(double));
     f->pscale = malloc((size_t)(f->N / f->P) * sizeof(double));
     f->sloc = malloc(RV * sizeof(double));
@@ -80,8 +83,8 @@ static porta_status alloc_host(porta_toto_forecaster *f)
     f->in_mask = malloc(in_rows * f->V * f->V * sizeof(float));
     f->probs = malloc(K * sizeof(double));
     f->row_new = malloc(RV * sizeof(int32_t));
-    int ok = f->x && f->w && f->id && f->ploc && f->pscale && f->sloc && f->sscale && f->in_x && f->in_mask &&
-             f->probs && f->row_new;
+    int ok = f->x && f->w && f->id && f->scaler && f->ploc && f->pscale && f->sloc && f->sscale && f->in_x &&
+             f->in_mask && f->probs && f->row_new;
     for (size_t r = 0; ok && r < RV; r++) f->row_new[r] = r < (size_t)f->B * f->V ? f->Tc : 0;
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) {
         f->out[k] = malloc(RV * P * K * sizeof(float));
@@ -184,13 +187,16 @@ static porta_status load_context(porta_toto_forecaster *f, const porta_toto_inpu
 }
 
 /* Scaled patches [rows, V, T, P] ending at patch `end` (exclusive) and the
- * scaler statistics of patch end - 1 for each row. */
+ * scaler statistics of patch end - 1 for each row. The prefill starts each
+ * row's running sums; a decode step extends them by the patch appended last. */
 static void scale_inputs(porta_toto_forecaster *f, int rows, int T, int end)
 {
-    int P = f->P;
+    int P = f->P, first = end - T;
     for (size_t r = 0; r < (size_t)rows * f->V; r++) {
-        const double *x = f->x + r * f->N;
-        toto_scaler(&f->m->cfg, x, f->w + r * f->N, end * P, f->Lp, f->ploc, f->pscale);
+        const double *x = f->x + r * f->N, *w = f->w + r * f->N;
+        if (end == f->Tc) toto_scaler_start(&f->m->cfg, x, w, f->Lp, &f->scaler[r]);
+        toto_scaler_extend(&f->m->cfg, &f->scaler[r], x + (size_t)first * P, w + (size_t)first * P, T * P,
+                           f->ploc + first, f->pscale + first);
         float *dst = f->in_x + r * (size_t)T * P;
         for (int p = end - T; p < end; p++)
             for (int i = 0; i < P; i++)
@@ -216,13 +222,25 @@ static void space_mask(porta_toto_forecaster *f, int rows, int T, int end)
 static double softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
 
 /* Raw head outputs to mixture parameters, as distribution.py. */
+static double student_df(float raw)
+{
+    double df = softplus(raw);
+    return 2.0 + (df > FLT_EPSILON ? df : FLT_EPSILON);
+}
+
+static double mixture_scale(float raw)
+{
+    double sc = softplus(raw);
+    return sc > FLT_EPSILON ? sc : FLT_EPSILON;
+}
+
+/* Every value's mixture parameters, for on_step. */
 static void to_dist(porta_toto_forecaster *f, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        double df = softplus(f->out[TOTO_HEAD_DF][i]), sc = softplus(f->out[TOTO_HEAD_SCALE][i]);
-        f->dist[TOTO_HEAD_DF][i] = 2.0 + (df > FLT_EPSILON ? df : FLT_EPSILON);
+        f->dist[TOTO_HEAD_DF][i] = student_df(f->out[TOTO_HEAD_DF][i]);
         f->dist[TOTO_HEAD_LOC][i] = f->out[TOTO_HEAD_LOC][i];
-        f->dist[TOTO_HEAD_SCALE][i] = sc > FLT_EPSILON ? sc : FLT_EPSILON;
+        f->dist[TOTO_HEAD_SCALE][i] = mixture_scale(f->out[TOTO_HEAD_SCALE][i]);
         f->dist[TOTO_HEAD_LOGITS][i] = f->out[TOTO_HEAD_LOGITS][i];
     }
 }
@@ -241,28 +259,31 @@ static porta_status replay(porta_toto_forecaster *f, porta_program *p, int rows,
 
 static porta_status run(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end)
 {
-    porta_status s = replay(f, p, rows, T, end, f->out);
-    if (s == PORTA_OK) to_dist(f, (size_t)rows * f->V * f->P * f->K);
-    return s;
+    return replay(f, p, rows, T, end, f->out);
 }
 
-static void report(const porta_toto_forecaster *f, const porta_toto_inputs *in, int step, int rows)
+static void report(porta_toto_forecaster *f, const porta_toto_inputs *in, int step, int rows)
 {
     if (!in->on_step) return;
+    int params = !in->step_only;
+    if (params) to_dist(f, (size_t)rows * f->V * f->P * f->K);
     porta_toto_dist d = {
         .step = step, .rows = rows, .variates = f->V, .patch = f->P, .k = f->K,
-        .df = f->dist[TOTO_HEAD_DF], .loc = f->dist[TOTO_HEAD_LOC], .scale = f->dist[TOTO_HEAD_SCALE],
-        .logits = f->dist[TOTO_HEAD_LOGITS], .scaler_loc = f->sloc, .scaler_scale = f->sscale,
+        .df = params ? f->dist[TOTO_HEAD_DF] : NULL, .loc = params ? f->dist[TOTO_HEAD_LOC] : NULL,
+        .scale = params ? f->dist[TOTO_HEAD_SCALE] : NULL, .logits = params ? f->dist[TOTO_HEAD_LOGITS] : NULL,
+        .scaler_loc = f->sloc, .scaler_scale = f->sscale,
     };
     in->on_step(in->user, &d);
 }
 
-static void softmax(double *p, const double *logits, int K)
+/* exp(logit - max) of each component into e; returns their sum. The
+ * normalised weights are e / sum, divided only where they are read. */
+static double mixture_weights(double *e, const float *logits, int K)
 {
     double mx = logits[0], sum = 0;
     for (int k = 1; k < K; k++) mx = logits[k] > mx ? logits[k] : mx;
-    for (int k = 0; k < K; k++) sum += p[k] = exp(logits[k] - mx);
-    for (int k = 0; k < K; k++) p[k] /= sum;
+    for (int k = 0; k < K; k++) sum += e[k] = exp(logits[k] - mx);
+    return sum;
 }
 
 /* toto-ts's replace_extreme_values, on float32 values. */
@@ -273,21 +294,22 @@ static float tame(double v)
 }
 
 /* The value of time i of the forecast patch from distribution row dr:
- * the mixture mean, or one draw. */
+ * the mixture mean, or one draw, which needs the Student-t parameters of the
+ * drawn component only. */
 static float next_value(porta_toto_forecaster *f, size_t dr, int i)
 {
     size_t o = (dr * f->P + i) * f->K;
-    softmax(f->probs, f->dist[TOTO_HEAD_LOGITS] + o, f->K);
-    double y;
+    const float *loc = f->out[TOTO_HEAD_LOC] + o;
+    double sum = mixture_weights(f->probs, f->out[TOTO_HEAD_LOGITS] + o, f->K), y;
     if (f->d.samples == 0) {
         y = 0;
-        for (int k = 0; k < f->K; k++) y += f->probs[k] * f->dist[TOTO_HEAD_LOC][o + k];
+        for (int k = 0; k < f->K; k++) y += f->probs[k] / sum * loc[k];
     } else {
         double u = toto_rng_uniform(&f->rng), acc = 0;
         int k = 0;
-        while (k < f->K - 1 && (acc += f->probs[k]) < u) k++;
-        y = f->dist[TOTO_HEAD_LOC][o + k] +
-            f->dist[TOTO_HEAD_SCALE][o + k] * toto_rng_student_t(&f->rng, f->dist[TOTO_HEAD_DF][o + k]);
+        while (k < f->K - 1 && (acc += f->probs[k] / sum) < u) k++;
+        y = loc[k] + mixture_scale(f->out[TOTO_HEAD_SCALE][o + k]) *
+                         toto_rng_student_t(&f->rng, student_df(f->out[TOTO_HEAD_DF][o + k]));
     }
     return tame(f->sloc[dr] + f->sscale[dr] * y);
 }
@@ -326,10 +348,11 @@ static porta_status share_prefill(porta_toto_forecaster *f)
         memcpy(f->x + r * f->N, f->x + src * f->N, (size_t)f->Lp * sizeof(double));
         memcpy(f->w + r * f->N, f->w + src * f->N, (size_t)f->Lp * sizeof(double));
         memcpy(f->id + r * NP, f->id + src * NP, (size_t)f->Tc * sizeof(int32_t));
-        porta_status s = porta_kvcache_copy_row(f->kv, (int)src, (int)r);
-        if (s != PORTA_OK) return s;
+        f->scaler[r] = f->scaler[src];
     }
-    return PORTA_OK;
+    /* Sample-major rows: sample s of the series' rows [0, BV) is the block
+     * [s * BV, (s + 1) * BV). */
+    return porta_kvcache_copy_rows(f->kv, 0, (int)BV, (int)BV, f->S - 1);
 }
 
 static void sample_mean(const porta_toto_forecaster *f, porta_toto_result *res)

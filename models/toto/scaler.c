@@ -1,5 +1,7 @@
 /* CausalPatchStdMeanScaler (toto-ts scaler.py), on the host in double: it is
- * a few cumulative sums per series, and toto-ts computes it in float64 too. */
+ * a few cumulative sums per series, and toto-ts computes it in float64 too.
+ * The sums run forward in time, so a forecast keeps them per row and extends
+ * them by each new patch instead of re-running the whole series. */
 #include <math.h>
 #include <string.h>
 #include "toto_internal.h"
@@ -29,26 +31,32 @@ static void global_scale(const porta_toto_config *cfg, const double *x, const do
     *hi = g * f;
 }
 
-void toto_scaler(const porta_toto_config *cfg, const double *x, const double *w, int n, int prefix, double *loc,
-                 double *scale)
+void toto_scaler_start(const porta_toto_config *cfg, const double *x, const double *w, int prefix,
+                       toto_scaler_state *st)
 {
-    double lo = 0, hi = INFINITY;
-    if (cfg->stabilize_with_global) global_scale(cfg, x, w, prefix < n ? prefix : n, &lo, &hi);
+    memset(st, 0, sizeof *st);
+    st->lo = 0;
+    st->hi = INFINITY;
+    if (cfg->stabilize_with_global) global_scale(cfg, x, w, prefix, &st->lo, &st->hi);
+}
+
+void toto_scaler_extend(const porta_toto_config *cfg, toto_scaler_state *st, const double *x, const double *w,
+                        int n, double *loc, double *scale)
+{
     /* Welford in the vectorised form toto-ts uses: the increment pairs the
      * previous step's mean with the current one. */
-    double cw = 0, cv = 0, m2 = 0, prev_mean = 0;
     int P = cfg->patch_size;
     for (int t = 0; t < n; t++) {
-        cw += w[t];
-        cv += w[t] * x[t];
-        double den = cw < 1.0 ? 1.0 : cw;
-        double mean = cv / den;
-        m2 += (x[t] - prev_mean) * (x[t] - mean) * w[t];
-        prev_mean = mean;
+        st->cw += w[t];
+        st->cv += w[t] * x[t];
+        double den = st->cw < 1.0 ? 1.0 : st->cw;
+        double mean = st->cv / den;
+        st->m2 += (x[t] - st->mean) * (x[t] - mean) * w[t];
+        st->mean = mean;
         if ((t + 1) % P) continue;
         double bessel = den - 1.0 < 1.0 ? 1.0 : den - 1.0;
-        double s = sqrt(m2 / bessel + MINIMUM_SCALE);
-        if (cfg->stabilize_with_global) s = s < lo ? lo : (s > hi ? hi : s);
+        double s = sqrt(st->m2 / bessel + MINIMUM_SCALE);
+        if (cfg->stabilize_with_global) s = s < st->lo ? st->lo : (s > st->hi ? st->hi : s);
         /* toto-ts hands the statistics on as float32. */
         loc[t / P] = (float)mean;
         scale[t / P] = (float)s;

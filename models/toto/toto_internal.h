@@ -55,12 +55,21 @@ porta_status toto_build(const porta_toto_model *m, porta_kvcache *kv, int rows, 
                         porta_program **out);
 int toto_has_spacewise(const porta_toto_config *cfg);
 
-/* CausalPatchStdMeanScaler on one series of n steps (n a multiple of the
- * patch): per-patch loc and scale of the causal statistics at each patch's
- * last step; global statistics for stabilisation over the first `prefix`
- * steps. */
-void toto_scaler(const porta_toto_config *cfg, const double *x, const double *w, int n, int prefix, double *loc,
-                 double *scale);
+/* CausalPatchStdMeanScaler on one series, incrementally: its running sums
+ * and the global bounds (from the first `prefix` steps) used to stabilise the
+ * scale. */
+typedef struct toto_scaler_state {
+    double cw, cv, m2, mean; /* weight, weighted sum, Welford M2, running mean */
+    double lo, hi;
+} toto_scaler_state;
+/* Empty sums; bounds from x, w [prefix]. */
+void toto_scaler_start(const porta_toto_config *cfg, const double *x, const double *w, int prefix,
+                       toto_scaler_state *st);
+/* Extends the sums by the n steps x, w (n a multiple of the patch, the series
+ * so far whole patches too): loc and scale of each of the n / patch patches,
+ * the causal statistics at its last step. */
+void toto_scaler_extend(const porta_toto_config *cfg, toto_scaler_state *st, const double *x, const double *w,
+                        int n, double *loc, double *scale);
 
 /* Seeded generator (xoshiro256**) and the draws the sampler needs. */
 typedef struct toto_rng {

@@ -40,6 +40,13 @@ porta_status porta_kvcache_truncate(porta_kvcache *kv, int row, int len);
  * dst, in the order of work already submitted on the cache's backend: how
  * sequences share a prefilled prefix. */
 porta_status porta_kvcache_copy_row(porta_kvcache *kv, int src, int dst);
+/* Copies the n rows [src, src + n) (keys, values and lengths) onto each of
+ * the `copies` blocks of n rows that follow one another from row dst: row
+ * dst + i * n + j becomes a copy of row src + j. The destination must not
+ * overlap the source. Same ordering as porta_kvcache_copy_row, but with
+ * 2 * layers * (1 + ceil(log2(copies))) device copies instead of 2 * layers
+ * per row: how many sequences (sample paths) share one prefilled prefix. */
+porta_status porta_kvcache_copy_rows(porta_kvcache *kv, int src, int n, int dst, int copies);
 
 #ifdef __cplusplus
 }

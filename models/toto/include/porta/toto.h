@@ -79,6 +79,11 @@ typedef struct porta_toto_inputs {
     /* Called after every step with its mixture parameters (tests, tracing). */
     void (*on_step)(void *user, const porta_toto_dist *d);
     void *user;
+    /* Nonzero: on_step is told the step and the sizes only (df, loc, scale
+     * and logits NULL), so a timing hook leaves the forecast's host work as
+     * without one; the mixture parameters of every value are otherwise
+     * computed only for on_step. */
+    int step_only;
 } porta_toto_inputs;
 
 typedef struct porta_toto_result {

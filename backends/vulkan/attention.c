@@ -3,6 +3,36 @@
 #include "vk.h"
 
 #define ATTN_MAX_D 256
+#define ATTN_TILE 64
+/* Workgroups a split dispatch aims for: a few per multiprocessor of a large
+ * GPU (132 on an H100), so that decode at one row and a handful of heads
+ * reads the cache from every multiprocessor instead of one per head. */
+#define ATTN_TARGET_GROUPS 512
+
+/* Cached attention with few query rows splits each row's key range
+ * [0, max_len) into fixed slices of whole tiles (flash-decoding); the split
+ * count depends on shapes only, never on positions. */
+static void plan_split(const porta_node *n, int64_t rows, int64_t max_len, int64_t D, vk_enc *e)
+{
+    int64_t tiles = (max_len + ATTN_TILE - 1) / ATTN_TILE;
+    int64_t splits = (ATTN_TARGET_GROUPS + rows - 1) / rows;
+    if (n->op != PORTA_OP_ATTN_CACHED || rows > ATTN_TARGET_GROUPS / 2 || tiles < 2) return;
+    if (splits > tiles) splits = tiles;
+    int64_t chunk = (tiles + splits - 1) / splits * ATTN_TILE;
+    splits = (max_len + chunk - 1) / chunk;
+    if (splits < 2) return;
+    uint32_t *p = e->p + VK_P_OP;
+    p[25] = (uint32_t)splits;
+    p[26] = (uint32_t)chunk;
+    e->pipe = VK_PIPE_ATTN_SPLIT;
+    e->groups[0] = vk_groups(rows, 1);
+    e->groups[1] = (uint32_t)splits;
+    e->second_pass = 1;
+    e->pipe2 = VK_PIPE_ATTN_COMBINE;
+    e->groups2[0] = vk_groups(rows, 1);
+    e->groups2[1] = e->groups2[2] = 1;
+    e->scratch_bytes = (VkDeviceSize)(rows * splits * (D + 2)) * 4;
+}
 
 porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_enc *e)
 {
@@ -41,7 +71,9 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
         for (int i = 0; i < 3; i++) p[21 + i] = (uint32_t)m->stride[i];
         p[24] = (uint32_t)m->shape[0];
     }
-    e->groups[0] = vk_groups(q->shape[0] * q->shape[1] * q->shape[2], 1);
+    const int64_t rows = q->shape[0] * q->shape[1] * q->shape[2];
+    e->groups[0] = vk_groups(rows, 1);
     e->groups[1] = e->groups[2] = 1;
+    plan_split(n, rows, p[4], q->shape[3], e);
     return PORTA_OK;
 }

@@ -428,7 +428,7 @@ typedef struct vk_slot {
 
 typedef struct vk_prog {
     vk_be *be;
-    vk_buf arena, step, params;
+    vk_buf arena, step, params, scratch;
     VkDescriptorPool dpool;
     VkCommandPool cpool;
     VkCommandBuffer main;
@@ -522,6 +522,11 @@ static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc
         be->f.vkCmdBindDescriptorSets(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1, &sets[i], 0, NULL);
         be->f.vkCmdDispatch(p->main, enc[i].groups[0], enc[i].groups[1], enc[i].groups[2]);
         compute_barrier(be, p->main);
+        if (enc[i].second_pass) {
+            be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[enc[i].pipe2]);
+            be->f.vkCmdDispatch(p->main, enc[i].groups2[0], enc[i].groups2[1], enc[i].groups2[2]);
+            compute_barrier(be, p->main);
+        }
     }
     VK_TRY(be, be->f.vkEndCommandBuffer(p->main), "vkEndCommandBuffer");
     return PORTA_OK;
@@ -588,6 +593,7 @@ static void vkb_prog_free(void *pp)
     if (p->cpool) be->f.vkDestroyCommandPool(be->dev, p->cpool, NULL);
     if (p->dpool) be->f.vkDestroyDescriptorPool(be->dev, p->dpool, NULL);
     buf_destroy(be, &p->arena);
+    buf_destroy(be, &p->scratch);
     buf_destroy(be, &p->step);
     buf_destroy(be, &p->params);
     free(p->in_stage);
@@ -660,6 +666,10 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
             if (r->mem != PORTA_MEM_NONE) enc[i].p[VK_P_DTYPES] |= (uint32_t)r->dtype << (2 * j);
         }
         if (s) return s;
+        if (enc[i].scratch_bytes) {
+            info[4] = (VkDescriptorBufferInfo){ p->scratch.buf, 0, enc[i].scratch_bytes };
+            enc[i].p[4] = 0;
+        }
         info[5] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };
         info[6] = (VkDescriptorBufferInfo){ p->params.buf, (VkDeviceSize)i * VK_PARAM_BYTES, VK_PARAM_BYTES };
         VkWriteDescriptorSet w[VK_BINDINGS];
@@ -690,6 +700,11 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
     if (!s) s = buf_create(be, p->step_bytes, MEM_DEVICE, &p->step);
     if (!s) s = buf_create(be, (VkDeviceSize)(plan->n_nodes + 1) * VK_PARAM_BYTES, MEM_DEVICE, &p->params);
     for (int i = 0; i < plan->n_nodes && !s; i++) s = encode(be, plan, &plan->nodes[i], &enc[i]);
+    /* Nodes run one after another, so one scratch buffer serves them all. */
+    VkDeviceSize scratch = 0;
+    for (int i = 0; i < plan->n_nodes && !s; i++)
+        if (enc[i].scratch_bytes > scratch) scratch = enc[i].scratch_bytes;
+    if (!s && scratch) s = buf_create(be, scratch, MEM_DEVICE, &p->scratch);
     if (!s) s = build_sets(p, plan, sets, enc);
     if (s) return s;
     uint32_t *params = malloc(((size_t)plan->n_nodes + 1) * VK_PARAM_BYTES);

@@ -55,6 +55,8 @@ typedef enum vk_pipe {
     VK_PIPE_MATMUL,
     VK_PIPE_MATMUL_BIG,
     VK_PIPE_MATMUL_GEMV,
+    VK_PIPE_ATTN_SPLIT,
+    VK_PIPE_ATTN_COMBINE,
     VK_PIPE_COUNT
 } vk_pipe;
 
@@ -122,10 +124,15 @@ typedef struct vk_be {
 #define VK_P_DTYPES 6
 #define VK_P_OP 8
 
+/* A node is one dispatch, or two (pipe, then pipe2 after a barrier, both
+ * with the node's bindings) when second_pass is set; such a node gets
+ * scratch_bytes of program-owned scratch bound in place of in3. */
 typedef struct vk_enc {
-    vk_pipe pipe;
+    vk_pipe pipe, pipe2;
+    int second_pass;
+    VkDeviceSize scratch_bytes;
     uint32_t p[VK_PARAM_WORDS];
-    uint32_t groups[3];
+    uint32_t groups[3], groups2[3];
 } vk_enc;
 
 /* Largest workgroup count used along x; shaders loop over the rest. */

@@ -6,7 +6,8 @@
 // P(7) A row stride, P(8) A k stride, P(9) B k stride, P(10) B n stride,
 // P(11) bias present.
 // Default build: square tiles through shared memory, 256 threads of TM x TM
-// outputs (TM 4: 64 x 64 tiles; TM 8: 128 x 128 for large products). With GEMV (M <= 8 rows, B contiguous along k, the decode case):
+// outputs (TM 2: 32 x 32 tiles for products too small to fill a GPU with larger
+// ones; TM 4: 64 x 64; TM 8: 128 x 128 for large products). With GEMV (M <= 8 rows, B contiguous along k, the decode case):
 // 64 threads per output column split K and reduce through shared memory.
 #include "common.glsl"
 

@@ -3,11 +3,13 @@
 
 #define GEMV_MAX_ROWS 8
 #define GEMV_COLS 4
+#define TILE_SMALL 32
 #define TILE 64
 #define TILE_BIG 128
-/* Large tiles only when they still give every multiprocessor of a large GPU
- * (about 132 on an H100) a couple of workgroups. */
-#define BIG_MIN_TILES 264
+/* The largest tile that still gives every multiprocessor of a large GPU
+ * (about 132 on an H100) a couple of workgroups: at 256 rows a 768-wide
+ * linear has only 48 tiles of 64 x 64. */
+#define MIN_TILES 264
 
 static int present(const porta_node *n, int i)
 {
@@ -59,9 +61,9 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
         e->groups[1] = vk_groups(batches, 1);
         e->groups[2] = 1;
     } else {
-        int64_t big_tiles = (M + TILE_BIG - 1) / TILE_BIG * ((N + TILE_BIG - 1) / TILE_BIG) * batches;
-        int64_t tile = big_tiles >= BIG_MIN_TILES ? TILE_BIG : TILE;
-        e->pipe = tile == TILE_BIG ? VK_PIPE_MATMUL_BIG : VK_PIPE_MATMUL;
+        int64_t tile = TILE_BIG;
+        while (tile > TILE_SMALL && (M + tile - 1) / tile * ((N + tile - 1) / tile) * batches < MIN_TILES) tile /= 2;
+        e->pipe = tile == TILE_BIG ? VK_PIPE_MATMUL_BIG : tile == TILE ? VK_PIPE_MATMUL : VK_PIPE_MATMUL_SMALL;
         e->groups[0] = vk_groups(N, (uint32_t)tile);
         e->groups[1] = vk_groups(M, (uint32_t)tile);
         e->groups[2] = vk_groups(batches, 1);

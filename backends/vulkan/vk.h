@@ -57,6 +57,7 @@ typedef enum vk_pipe {
     VK_PIPE_MATMUL_GEMV,
     VK_PIPE_ATTN_SPLIT,
     VK_PIPE_ATTN_COMBINE,
+    VK_PIPE_MATMUL_SMALL,
     VK_PIPE_COUNT
 } vk_pipe;
 

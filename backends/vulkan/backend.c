@@ -49,9 +49,6 @@ static porta_status buf_create(vk_be *be, VkDeviceSize bytes, int kind, vk_buf *
                  VK_BUFFER_USAGE_TRANSFER_DST_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
-    if (bytes > be->max_alloc)
-        return be->host->fail(PORTA_ERR_NOMEM, "vulkan: a buffer of %llu bytes exceeds the device's largest allocation (%llu bytes)",
-                              (unsigned long long)bytes, (unsigned long long)be->max_alloc);
     VkResult cr = be->f.vkCreateBuffer(be->dev, &bci, NULL, &b->buf);
     if (cr == VK_ERROR_OUT_OF_HOST_MEMORY || cr == VK_ERROR_OUT_OF_DEVICE_MEMORY)
         return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of memory creating a buffer of %llu bytes",
@@ -74,6 +71,12 @@ static porta_status buf_create(vk_be *be, VkDeviceSize bytes, int kind, vk_buf *
         buf_destroy(be, b);
         return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: no suitable memory type for a buffer");
     }
+    const VkDeviceSize heap = be->memp.memoryHeaps[be->memp.memoryTypes[type].heapIndex].size;
+    if (req.size > heap) {
+        buf_destroy(be, b);
+        return be->host->fail(PORTA_ERR_NOMEM, "vulkan: a buffer of %llu bytes exceeds its memory heap (%llu bytes)",
+                              (unsigned long long)bytes, (unsigned long long)heap);
+    }
     VkMemoryAllocateInfo mai = {
         .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
         .allocationSize = req.size,
@@ -84,6 +87,14 @@ static porta_status buf_create(vk_be *be, VkDeviceSize bytes, int kind, vk_buf *
     if (r == VK_SUCCESS && kind != MEM_DEVICE) r = be->f.vkMapMemory(be->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map);
     if (r != VK_SUCCESS) {
         buf_destroy(be, b);
+        /* maxMemoryAllocationSize is a soft limit (NVIDIA allocates far
+         * beyond its advertised 4 GiB), so larger buffers are tried and
+         * only a refusal names it. */
+        if (bytes > be->max_alloc)
+            return be->host->fail(PORTA_ERR_NOMEM,
+                                  "vulkan: the driver refused a buffer of %llu bytes, above the device's advertised "
+                                  "largest allocation (%llu bytes)",
+                                  (unsigned long long)bytes, (unsigned long long)be->max_alloc);
         if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
             return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of %s memory allocating %llu bytes",
                                   r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? "device" : "host",

@@ -100,7 +100,7 @@ typedef struct vk_be {
     VkPhysicalDevice pd;
     VkPhysicalDeviceProperties props;
     VkPhysicalDeviceMemoryProperties memp;
-    VkDeviceSize max_alloc; /* largest single allocation */
+    VkDeviceSize max_alloc; /* advertised largest allocation, a soft limit */
     VkDevice dev;
     uint32_t qfam;
     VkQueue queue;

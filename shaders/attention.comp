@@ -5,7 +5,8 @@
 // the step block); P(6) causal; P(7) mask present (in3); PF(8) scale;
 // P(9..12) q strides (b, t, h, d); P(13..16) k strides and P(17..20) v strides
 // as (b, key, h, d); P(21..23) mask strides (batch, query, key); P(24) Bm;
-// P(25) splits, P(26) keys per split.
+// P(25) splits, P(26) keys per split; P(27) keys are f32 with d stride 1 and
+// 4-aligned key strides and D (read as vec4 when their offset is 4-aligned).
 //
 // Split (flash-decoding) variant, -DSPLIT: workgroup (x, y) covers keys
 // [y * P(26), (y + 1) * P(26)) of query row x and writes its running max,
@@ -16,6 +17,9 @@
 #define IN3_WRITABLE
 #endif
 #include "common.glsl"
+// Keys (in1) as 16-byte words: one thread reads a whole key row, so scalar
+// loads would touch a cache line per thread per element.
+layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
 #define TILE 64u
 #define MAX_D 256u
 layout(local_size_x = 64) in;
@@ -69,6 +73,7 @@ void main()
     uint B = P(0), Tq = P(1), H = P(2), D = P(3), Tk = P(4);
     uint tid = gl_LocalInvocationID.x;
     float scale = PF(8);
+    bool k_vec4 = P(27) != 0u && (B_OFF & 3u) == 0u;
     uint n_items = B * Tq * H;
     for (uint item = gl_WorkGroupID.x; item < n_items; item += gl_NumWorkGroups.x) {
         uint h = item % H, r = item / H;
@@ -102,7 +107,14 @@ void main()
             if (j < hi) {
                 uint kr = k0 + j * P(14);
                 s = 0.0;
-                for (uint dd = 0u; dd < D; dd++) s += qs[dd] * in1(kr + dd * P(16));
+                if (k_vec4) {
+                    for (uint d4 = 0u; d4 < D / 4u; d4++) {
+                        vec4 kv = uintBitsToFloat(b4[kr / 4u + d4]);
+                        s += dot(vec4(qs[4u * d4], qs[4u * d4 + 1u], qs[4u * d4 + 2u], qs[4u * d4 + 3u]), kv);
+                    }
+                } else {
+                    for (uint dd = 0u; dd < D; dd++) s += qs[dd] * in1(kr + dd * P(16));
+                }
 #ifndef SPLIT
                 if (P(7) != 0u) s += in3(m0 + j * P(23));
 #endif

@@ -62,6 +62,8 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
         p[13 + i] = (uint32_t)k->stride[kd[i]];
         p[17 + i] = (uint32_t)v->stride[kd[i]];
     }
+    p[27] = k->dtype == PORTA_F32 && p[16] == 1 && q->shape[3] % 4 == 0 && p[13] % 4 == 0 && p[14] % 4 == 0 &&
+            p[15] % 4 == 0;
     if (!cached && n->n_in > 3 && n->in[3].mem != PORTA_MEM_NONE) {
         const porta_ref *m = &n->in[3];
         if (m->ndim != 3 || m->shape[0] < 1 || q->shape[0] % m->shape[0] != 0)

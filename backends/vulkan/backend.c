@@ -228,9 +228,21 @@ static porta_status vkb_buf_new(void *b, porta_dtype dt, int64_t n, void **out)
     return PORTA_OK;
 }
 
+/* Waits for the copies in flight (before a buffer they may touch is freed). */
+static porta_status copies_wait(vk_be *be)
+{
+    for (int k = 0; k < VK_COPY_RING; k++) {
+        if (!be->copy_busy[k]) continue;
+        be->copy_busy[k] = 0;
+        VK_TRY(be, be->f.vkWaitForFences(be->dev, 1, &be->copy_fence[k], VK_TRUE, UINT64_MAX), "vkWaitForFences");
+    }
+    return PORTA_OK;
+}
+
 static void vkb_buf_free(void *b, void *buf)
 {
     if (!buf) return;
+    (void)copies_wait(b); /* failing only on a lost device, when nothing runs any more */
     buf_destroy(b, buf);
     free(buf);
 }
@@ -270,6 +282,39 @@ static porta_status vkb_buf_read(void *b, void *buf, int64_t off, int64_t n, flo
     return s;
 }
 
+/* One vkCmdCopyBuffer between full barriers, queued behind earlier work
+ * without waiting for it: the queue orders it like a replay. */
+static porta_status copy_submit(vk_be *be, VkBuffer src, VkDeviceSize soff, VkBuffer dst, VkDeviceSize doff,
+                                VkDeviceSize bytes)
+{
+    const int k = be->copy_next;
+    VkCommandBuffer cb = be->copy_cb[k];
+    if (be->copy_busy[k]) {
+        be->copy_busy[k] = 0;
+        VK_TRY(be, be->f.vkWaitForFences(be->dev, 1, &be->copy_fence[k], VK_TRUE, UINT64_MAX), "vkWaitForFences");
+    }
+    VkCommandBufferBeginInfo bi = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    VK_TRY(be, be->f.vkBeginCommandBuffer(cb, &bi), "vkBeginCommandBuffer");
+    full_barrier(be, cb);
+    VkBufferCopy c = { .srcOffset = soff, .dstOffset = doff, .size = bytes };
+    be->f.vkCmdCopyBuffer(cb, src, dst, 1, &c);
+    full_barrier(be, cb);
+    VK_TRY(be, be->f.vkEndCommandBuffer(cb), "vkEndCommandBuffer");
+    VK_TRY(be, be->f.vkResetFences(be->dev, 1, &be->copy_fence[k]), "vkResetFences");
+    VkSubmitInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .commandBufferCount = 1,
+        .pCommandBuffers = &cb,
+    };
+    VK_TRY(be, be->f.vkQueueSubmit(be->queue, 1, &si, be->copy_fence[k]), "vkQueueSubmit");
+    be->copy_busy[k] = 1;
+    be->copy_next = (k + 1) % VK_COPY_RING;
+    return vk_validation_status(be);
+}
+
 static porta_status vkb_buf_copy(void *b, void *dst, int64_t doff, void *src, int64_t soff, int64_t n)
 {
     vk_be *be = b;
@@ -280,15 +325,16 @@ static porta_status vkb_buf_copy(void *b, void *dst, int64_t doff, void *src, in
     if (!s) s = check_range(be, sb, soff, n, "copy source");
     if (s || n == 0) return s;
     VkDeviceSize es = vk_esize(d->dtype);
-    return xfer_copy_submit(be, sb->buf, (VkDeviceSize)soff * es, d->buf, (VkDeviceSize)doff * es, (VkDeviceSize)n * es);
+    return copy_submit(be, sb->buf, (VkDeviceSize)soff * es, d->buf, (VkDeviceSize)doff * es, (VkDeviceSize)n * es);
 }
 
-/* Buffer transfers already wait; this waits for replays in flight (their
- * outputs still reach the caller at prog_wait). */
+/* Buffer writes and reads already wait; this waits for copies and replays
+ * in flight (replays' outputs still reach the caller at prog_wait). */
 static porta_status vkb_sync(void *b)
 {
     vk_be *be = b;
     VK_TRY(be, be->f.vkQueueWaitIdle(be->queue), "vkQueueWaitIdle");
+    for (int k = 0; k < VK_COPY_RING; k++) be->copy_busy[k] = 0;
     return vk_validation_status(be);
 }
 
@@ -304,6 +350,8 @@ static void vkb_close(void *b)
         if (be->dsl) be->f.vkDestroyDescriptorSetLayout(be->dev, be->dsl, NULL);
         buf_destroy(be, &be->staging);
         if (be->xfer_fence) be->f.vkDestroyFence(be->dev, be->xfer_fence, NULL);
+        for (int k = 0; k < VK_COPY_RING; k++)
+            if (be->copy_fence[k]) be->f.vkDestroyFence(be->dev, be->copy_fence[k], NULL);
         if (be->pool) be->f.vkDestroyCommandPool(be->dev, be->pool, NULL);
     }
     vk_instance_close(be);
@@ -399,6 +447,10 @@ static porta_status backend_init(vk_be *be, const char *spec)
     VK_TRY(be, be->f.vkAllocateCommandBuffers(be->dev, &cai, &be->xfer_cb), "vkAllocateCommandBuffers");
     VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
     VK_TRY(be, be->f.vkCreateFence(be->dev, &fci, NULL, &be->xfer_fence), "vkCreateFence");
+    cai.commandBufferCount = VK_COPY_RING;
+    VK_TRY(be, be->f.vkAllocateCommandBuffers(be->dev, &cai, be->copy_cb), "vkAllocateCommandBuffers");
+    for (int k = 0; k < VK_COPY_RING; k++)
+        VK_TRY(be, be->f.vkCreateFence(be->dev, &fci, NULL, &be->copy_fence[k]), "vkCreateFence");
     s = buf_create(be, VK_STAGING_BYTES, MEM_UPLOAD, &be->staging);
     if (!s) s = create_pipelines(be);
     return s ? s : vk_validation_status(be);

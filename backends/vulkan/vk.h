@@ -90,6 +90,8 @@ typedef struct vk_validation {
     char first[512];
 } vk_validation;
 
+#define VK_COPY_RING 8
+
 typedef struct vk_be {
     const porta_host *host;
     void *lib;
@@ -108,6 +110,11 @@ typedef struct vk_be {
     VkCommandPool pool;
     VkCommandBuffer xfer_cb;
     VkFence xfer_fence;
+    /* Device-to-device copies: submitted without waiting, each slot reused
+     * after its fence. */
+    VkCommandBuffer copy_cb[VK_COPY_RING];
+    VkFence copy_fence[VK_COPY_RING];
+    int copy_busy[VK_COPY_RING], copy_next;
     vk_buf staging;
     VkDescriptorSetLayout dsl;
     VkPipelineLayout layout;

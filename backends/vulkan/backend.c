@@ -10,7 +10,7 @@
 #include "vk.h"
 #include "half.h"
 
-#define VK_RING 3
+#define VK_RING 8
 #define VK_PARAM_BYTES (VK_PARAM_WORDS * 4)
 #define VK_BINDINGS 7
 #define VK_STAGING_BYTES ((VkDeviceSize)16 << 20)

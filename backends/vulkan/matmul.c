@@ -57,6 +57,8 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
     }
     if (M <= GEMV_MAX_ROWS && sb_k == 1) {
         e->pipe = VK_PIPE_MATMUL_GEMV;
+        p[12] = a->dtype == PORTA_F32 && b->dtype == PORTA_F32 && sa_k == 1 && K % 4 == 0 && sa_m % 4 == 0 &&
+                sa_b % 4 == 0 && sb_n % 4 == 0 && sb_b % 4 == 0;
         e->groups[0] = vk_groups(N, GEMV_COLS);
         e->groups[1] = vk_groups(batches, 1);
         e->groups[2] = 1;

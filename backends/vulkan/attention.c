@@ -4,19 +4,20 @@
 
 #define ATTN_MAX_D 256
 #define ATTN_TILE 64
-/* Workgroups a split dispatch aims for: a few per multiprocessor of a large
- * GPU (132 on an H100), so that decode at one row and a handful of heads
- * reads the cache from every multiprocessor instead of one per head. */
-#define ATTN_TARGET_GROUPS 512
+/* Workgroups a split dispatch aims for per multiprocessor, so that decode
+ * at one row and a handful of heads reads the cache from every
+ * multiprocessor instead of one per head. */
+#define ATTN_GROUPS_PER_CORE 4
 
 /* Cached attention with few query rows splits each row's key range
  * [0, max_len) into fixed slices of whole tiles (flash-decoding); the split
  * count depends on shapes only, never on positions. */
-static void plan_split(const porta_node *n, int64_t rows, int64_t max_len, int64_t D, vk_enc *e)
+static void plan_split(const vk_be *be, const porta_node *n, int64_t rows, int64_t max_len, int64_t D, vk_enc *e)
 {
+    const int64_t target = ATTN_GROUPS_PER_CORE * vk_cores(be);
     int64_t tiles = (max_len + ATTN_TILE - 1) / ATTN_TILE;
-    int64_t splits = (ATTN_TARGET_GROUPS + rows - 1) / rows;
-    if (n->op != PORTA_OP_ATTN_CACHED || rows > ATTN_TARGET_GROUPS / 2 || tiles < 2) return;
+    int64_t splits = (target + rows - 1) / rows;
+    if (n->op != PORTA_OP_ATTN_CACHED || rows > target / 2 || tiles < 2) return;
     if (splits > tiles) splits = tiles;
     int64_t chunk = (tiles + splits - 1) / splits * ATTN_TILE;
     splits = (max_len + chunk - 1) / chunk;
@@ -76,6 +77,6 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
     const int64_t rows = q->shape[0] * q->shape[1] * q->shape[2];
     e->groups[0] = vk_groups(rows, 1);
     e->groups[1] = e->groups[2] = 1;
-    plan_split(n, rows, p[4], q->shape[3], e);
+    plan_split(be, n, rows, p[4], q->shape[3], e);
     return PORTA_OK;
 }

@@ -6,10 +6,17 @@
 #define TILE_SMALL 32
 #define TILE 64
 #define TILE_BIG 128
-/* The largest tile that still gives every multiprocessor of a large GPU
- * (about 132 on an H100) a couple of workgroups: at 256 rows a 768-wide
- * linear has only 48 tiles of 64 x 64. */
-#define MIN_TILES 264
+/* The largest tile that still gives every multiprocessor two workgroups
+ * (128 x 128) or one (64 x 64), else 32 x 32: at 256 rows a 768-wide linear
+ * has only 48 tiles of 64 x 64 for the H100's 132 multiprocessors. */
+static int64_t pick_tile(const vk_be *be, int64_t M, int64_t N, int64_t batches)
+{
+    for (int64_t tile = TILE_BIG; tile > TILE_SMALL; tile /= 2) {
+        int64_t want = tile == TILE_BIG ? 2 * vk_cores(be) : vk_cores(be);
+        if ((M + tile - 1) / tile * ((N + tile - 1) / tile) * batches >= want) return tile;
+    }
+    return TILE_SMALL;
+}
 
 static int present(const porta_node *n, int i)
 {
@@ -63,8 +70,7 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
         e->groups[1] = vk_groups(batches, 1);
         e->groups[2] = 1;
     } else {
-        int64_t tile = TILE_BIG;
-        while (tile > TILE_SMALL && (M + tile - 1) / tile * ((N + tile - 1) / tile) * batches < MIN_TILES) tile /= 2;
+        int64_t tile = pick_tile(be, M, N, batches);
         e->pipe = tile == TILE_BIG ? VK_PIPE_MATMUL_BIG : tile == TILE ? VK_PIPE_MATMUL : VK_PIPE_MATMUL_SMALL;
         e->groups[0] = vk_groups(N, (uint32_t)tile);
         e->groups[1] = vk_groups(M, (uint32_t)tile);

@@ -16,7 +16,7 @@
 #define VK_INSTANCE_FNS(X) \
     X(vkDestroyInstance) X(vkEnumeratePhysicalDevices) X(vkGetPhysicalDeviceProperties) \
     X(vkGetPhysicalDeviceQueueFamilyProperties) X(vkGetPhysicalDeviceMemoryProperties) X(vkGetPhysicalDeviceProperties2) \
-    X(vkCreateDevice) X(vkGetDeviceProcAddr)
+    X(vkCreateDevice) X(vkGetDeviceProcAddr) X(vkEnumerateDeviceExtensionProperties)
 
 #define VK_DEVICE_FNS(X) \
     X(vkDestroyDevice) X(vkGetDeviceQueue) X(vkDeviceWaitIdle) \
@@ -103,6 +103,7 @@ typedef struct vk_be {
     VkPhysicalDeviceProperties props;
     VkPhysicalDeviceMemoryProperties memp;
     VkDeviceSize max_alloc; /* advertised largest allocation, a soft limit */
+    uint32_t cores; /* multiprocessors (VK_NV_shader_sm_builtins), 0 unknown */
     VkDevice dev;
     uint32_t qfam;
     VkQueue queue;
@@ -142,6 +143,13 @@ typedef struct vk_enc {
     uint32_t p[VK_PARAM_WORDS];
     uint32_t groups[3], groups2[3];
 } vk_enc;
+
+/* Multiprocessors that dispatch sizes aim to fill; devices that do not
+ * report theirs are taken as an H100's 132. */
+static inline int64_t vk_cores(const vk_be *be)
+{
+    return be->cores ? be->cores : 132;
+}
 
 /* Largest workgroup count used along x; shaders loop over the rest. */
 #define VK_MAX_GROUPS 65535u

@@ -4,20 +4,24 @@
 
 #define ATTN_MAX_D 256
 #define ATTN_TILE 64
-/* Workgroups a split dispatch aims for per multiprocessor, so that decode
- * at one row and a handful of heads reads the cache from every
- * multiprocessor instead of one per head. */
-#define ATTN_GROUPS_PER_CORE 4
+/* Rows below ATTN_SPLIT_BELOW workgroups per multiprocessor split their
+ * keys, so that decode at one row and a handful of heads reads the cache
+ * from every multiprocessor instead of one per head. Slices are sized for
+ * ATTN_SLICES_PER_CORE workgroups over the whole of max_len: only slices
+ * below the current length do work, so a context at a quarter of max_len
+ * still gives each multiprocessor a few. */
+#define ATTN_SPLIT_BELOW 2
+#define ATTN_SLICES_PER_CORE 16
 
 /* Cached attention with few query rows splits each row's key range
  * [0, max_len) into fixed slices of whole tiles (flash-decoding); the split
  * count depends on shapes only, never on positions. */
 static void plan_split(const vk_be *be, const porta_node *n, int64_t rows, int64_t max_len, int64_t D, vk_enc *e)
 {
-    const int64_t target = ATTN_GROUPS_PER_CORE * vk_cores(be);
+    const int64_t target = ATTN_SLICES_PER_CORE * vk_cores(be);
     int64_t tiles = (max_len + ATTN_TILE - 1) / ATTN_TILE;
     int64_t splits = (target + rows - 1) / rows;
-    if (n->op != PORTA_OP_ATTN_CACHED || rows > target / 2 || tiles < 2) return;
+    if (n->op != PORTA_OP_ATTN_CACHED || rows > ATTN_SPLIT_BELOW * vk_cores(be) || tiles < 2) return;
     if (splits > tiles) splits = tiles;
     int64_t chunk = (tiles + splits - 1) / splits * ATTN_TILE;
     splits = (max_len + chunk - 1) / chunk;

@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: build every backend, run the whole test suite
-# (CUDA and Vulkan on the GPU), the CUDA sanitizer checks, and the benchmarks.
-# Logs go to $OUT (default build-gpu/logs); a summary table is printed last.
-#   scripts/gpu-run.sh [quick]   quick: no compute-sanitizer runs, shorter benchmarks
+# GPU-machine checks in one call each: build every backend, then any of
+#   tests     the whole ctest suite (CUDA and Vulkan on the GPU) and porta-validate
+#   sanitize  compute-sanitizer memcheck, racecheck, synccheck, initcheck on the CUDA tests
+#   bench     bench_decoder on cuda and vulkan
+#   toto      the Toto forecast benchmark against toto-ts (CASES as bench/run_toto_bench.sh)
+#   quick     shorter benchmarks
+# (default: tests sanitize bench). Logs go to $OUT (default build-gpu/logs);
+# a summary table is printed last. Each part fits one 10-minute call.
 set -u
 cd "$(dirname "$0")/.."
 [ -f .devdeps/setup.sh ] && source .devdeps/setup.sh
 build=${BUILD:-build-gpu}
 out=${OUT:-$build/logs}
 mkdir -p "$out"
-mode=${1:-full}
+parts=" ${*:-tests sanitize bench} "
+has() { [[ "$parts" == *" $1 "* ]]; }
 summary=()
-note() { summary+=("$(printf '%-40s %s' "$1" "$2")"); }
+note() { summary+=("$(printf '%-28s %s' "$1" "$2")"); }
 run() { # name, command...
   local name=$1; shift
   local t0=$(date +%s)
   "$@" > "$out/$name.log" 2>&1
   local rc=$?
-  note "$name" "rc=$rc $(( $(date +%s) - t0 ))s  $(grep -E 'passed|tests failed|failed out of' "$out/$name.log" | tail -1)"
+  note "$name" "rc=$rc $(( $(date +%s) - t0 ))s  $(grep -E 'passed|tests failed|failed out of|ERROR SUMMARY' "$out/$name.log" | tail -1)"
   return $rc
 }
 
@@ -27,25 +32,38 @@ cmake -G Ninja -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DPORTA_CUDA=ON -DPOR
 ninja -C "$build" > "$out/build.log" 2>&1 || { grep -E "error|FAILED" -A5 "$out/build.log" | head -60; exit 1; }
 grep -E "porta backends" "$out/configure.log"
 
-run ctest ctest --test-dir "$build" --output-on-failure -j 8
-grep -E "Test +#|tests passed|Skipped|Failed" "$out/ctest.log" | tail -60
+if has tests; then
+  run ctest ctest --test-dir "$build" --output-on-failure -j 8
+  grep -E "Test +#|tests passed|Skipped|Failed" "$out/ctest.log" | tail -60
+  # Every backend against ref on the tiny Toto, 16 decode steps, node by node.
+  run porta_validate "$build/bin/porta-validate" --model tests/data/toto-tiny --steps 16 --trace
+  grep -E "^trace|^(PASS|FAIL)$" "$out/porta_validate.log"
+fi
 
-if [ "$mode" != quick ]; then
+if has sanitize; then
   san=/usr/local/cuda/bin/compute-sanitizer
   run memcheck_program "$san" --tool memcheck --error-exitcode 9 "$build/bin/test_program" cuda
   run memcheck_ops "$san" --tool memcheck --error-exitcode 9 "$build/bin/test_ops" cuda
   run racecheck_program "$san" --tool racecheck --error-exitcode 9 "$build/bin/test_program" cuda
   run racecheck_attention "$san" --tool racecheck --error-exitcode 9 "$build/bin/test_ops" cuda attention
   run synccheck_ops "$san" --tool synccheck --error-exitcode 9 "$build/bin/test_ops" cuda
+  run initcheck_ops "$san" --tool initcheck --error-exitcode 9 "$build/bin/test_ops" cuda
+  run memcheck_toto "$san" --tool memcheck --error-exitcode 9 "$build/bin/test_toto_agreement" cuda tests/data/toto-tiny
 fi
 
-# Every backend against ref on the tiny Toto, 16 decode steps, node by node.
-run porta_validate "$build/bin/porta-validate" --model tests/data/toto-tiny --steps 16 --trace
-grep -E "^trace|^(PASS|FAIL)$" "$out/porta_validate.log"
+q=; has quick && q=--quick
+if has bench; then
+  run bench_decoder "$build/bin/bench_decoder" --backends cuda,vulkan $q
+  cat "$out/bench_decoder.log"
+fi
 
-q=; [ "$mode" = quick ] && q=--quick
-run bench_decoder "$build/bin/bench_decoder" --backends cuda,vulkan,cpu $q
-echo; echo "== benchmarks =="
-for f in "$out"/bench_*.log; do echo "-- $(basename "$f" .log)"; cat "$f"; done
+if has toto; then
+  mkdir -p "$build/toto-bench"
+  BUILD=$build RESULTS=$build/toto-bench QUICK=$([ -n "$q" ] && echo 1 || echo 0) \
+    bash bench/run_toto_bench.sh cuda vulkan > "$out/toto_bench.log" 2>&1
+  tail -20 "$out/toto_bench.log"
+  tar -C "$build" -czf "$out/toto-bench.tgz" toto-bench
+fi
+
 echo; echo "== summary =="
 printf '%s\n' "${summary[@]}"

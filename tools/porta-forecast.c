@@ -9,6 +9,7 @@
 #include "porta/toto.h"
 #include "csv.h"
 #include "svg.h"
+#include "cli.h"
 
 #define MAX_QUANTILES 32
 
@@ -35,16 +36,6 @@ static void usage(FILE *f)
             "  --svg FILE          plot of history, mean and quantile band\n"
             "  --seed N            sampling seed (default 0)\n"
             "  --help              this text\n");
-}
-
-static int parse_int(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) return 0;
-    *out = v;
-    return 1;
 }
 
 static int parse_quantiles(const char *s, options *o)
@@ -75,15 +66,15 @@ static int parse_args(int argc, char **argv, options *o)
             return -1;
         }
         const char *v = argv[++i];
-        long n;
+        int n;
         if (!strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--backend")) o->backend = v;
         else if (!strcmp(a, "--input")) o->input = v;
         else if (!strcmp(a, "--output")) o->output = v;
         else if (!strcmp(a, "--svg")) o->svg = v;
-        else if (!strcmp(a, "--horizon") && parse_int(v, 1, 1 << 20, &n)) o->horizon = (int)n;
-        else if (!strcmp(a, "--samples") && parse_int(v, 0, 1 << 16, &n)) o->samples = (int)n;
-        else if (!strcmp(a, "--seed") && parse_int(v, 0, INT32_MAX, &n)) o->seed = (uint64_t)n;
+        else if (!strcmp(a, "--horizon") && cli_int(v, 1, 1 << 20, &n)) o->horizon = n;
+        else if (!strcmp(a, "--samples") && cli_int(v, 0, 1 << 16, &n)) o->samples = n;
+        else if (!strcmp(a, "--seed") && cli_int(v, 0, INT32_MAX, &n)) o->seed = (uint64_t)n;
         else if (!strcmp(a, "--quantiles") && parse_quantiles(v, o)) continue;
         else {
             fprintf(stderr, "porta-forecast: bad option or value: %s %s\n", a, v);

@@ -11,6 +11,7 @@
 #include "porta/safetensors.h"
 #include "csv.h"
 #include "validate.h"
+#include "cli.h"
 
 /* Relative MAE thresholds by the dtype the model computes in. f32: a
  * float32 pipeline against float64 differs by rounding (~1e-7 per op), grown
@@ -59,16 +60,6 @@ static void usage(FILE *f)
             "  --help              this text\n"
             "Exit status: 0 every comparison passes, 1 a threshold is exceeded or a backend\n"
             "fails, 2 a usage or input error.\n");
-}
-
-static int parse_int(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi) return 0;
-    *out = v;
-    return 1;
 }
 
 static int parse_tol(const char *s, double *out)
@@ -121,17 +112,17 @@ static int parse_args(int argc, char **argv, options *o)
             return -1;
         }
         const char *v = argv[++i];
-        long n;
+        int n;
         if (!strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "--input")) o->input = v;
         else if (!strcmp(a, "--backends") && *v) o->backends = v;
-        else if (!strcmp(a, "--random") && parse_int(v, 0, INT32_MAX, &n)) {
+        else if (!strcmp(a, "--random") && cli_int(v, 0, INT32_MAX, &n)) {
             o->seed = (uint64_t)n;
             random = 1;
-        } else if (!strcmp(a, "--steps") && parse_int(v, 0, 4096, &n)) o->steps = (int)n;
-        else if (!strcmp(a, "--series") && parse_int(v, 1, 4096, &n)) o->series = (int)n;
-        else if (!strcmp(a, "--variates") && parse_int(v, 1, 4096, &n)) o->variates = (int)n;
-        else if (!strcmp(a, "--context") && parse_int(v, 1, 1 << 20, &n)) o->context = (int)n;
+        } else if (!strcmp(a, "--steps") && cli_int(v, 0, 4096, &n)) o->steps = n;
+        else if (!strcmp(a, "--series") && cli_int(v, 1, 4096, &n)) o->series = n;
+        else if (!strcmp(a, "--variates") && cli_int(v, 1, 4096, &n)) o->variates = n;
+        else if (!strcmp(a, "--context") && cli_int(v, 1, 1 << 20, &n)) o->context = n;
         else if (!strcmp(a, "--tolerance") && parse_tolerance(v, o)) continue;
         else {
             fprintf(stderr, "porta-validate: bad option or value: %s %s\n", a, v);

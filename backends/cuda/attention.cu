@@ -316,7 +316,7 @@ extern "C" porta_status pc_attention(pc_rec *r, const porta_node *n)
     for (int i = 0; i < 4; i++)
         if (v->shape[i] != k->shape[i])
             return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: attention k and v shapes differ", n->name);
-    /* A cache may hold more rows than the program covers. */
+    /* A cached program may cover the first B rows of a larger cache. */
     if ((cached ? k->shape[0] < a.B : k->shape[0] != a.B) || k->shape[kh] != a.H || k->shape[3] != a.D)
         return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: attention k/v do not match q[%d,%d,%d,%d]", n->name, a.B, a.T,
                        a.H, a.D);

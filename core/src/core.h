@@ -5,12 +5,6 @@
 #include "porta/porta.h"
 #include "plan.h"
 
-/* Sets the thread-local message (printf format) and returns s. */
-porta_status porta_fail(porta_status s, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
 extern const porta_host porta_core_host;
 
 struct porta_backend {

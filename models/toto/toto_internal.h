@@ -6,12 +6,6 @@
 #include <stdlib.h>
 #include "porta/toto.h"
 
-/* Core's setter of the thread-local message (returns s). */
-porta_status porta_fail(porta_status s, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
 #define toto_fail porta_fail
 
 /* A weight: its place in the model's buffer and its shape ([N, K] linears). */

@@ -364,7 +364,7 @@ static void t_cached(int B, int T, int H, int D, int L, std::vector<int32_t> pos
     porta_ref qkv = A.alloc({ B, T, 3, H, D });
     /* Even batches get a 16-byte aligned cache (float4 key loads), odd ones not. */
     A.pad((int)((B % 2 ? 5 : 4) - A.f.size() % 4) % 4);
-    porta_ref kc = A.alloc({ B, H, L, D }), vc = A.alloc({ B, H, L, D });
+    porta_ref kc = A.alloc({ rows, H, L, D }), vc = A.alloc({ rows, H, L, D });
     const char *shape = label("[%d,%d,%d,%d] L %d, rows %d, pos %d..%d, n %d..%d", B, T, H, D, L, rows, pos[0],
                               pos[B - 1], cnt[0], cnt[B - 1]);
     run(node(PORTA_OP_KV_APPEND, label("kv_append K %s", shape), kc, { qkv_part(qkv, 1) }), step.data(), rows, 0, 0);

@@ -31,6 +31,14 @@ const char *porta_last_error(void);
 /* Clears the calling thread's message. */
 void porta_clear_error(void);
 
+/* Sets the calling thread's message (printf format) and returns s: code built
+ * on porta (model builders, tools) reports its failures the same way. */
+porta_status porta_fail(porta_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 #ifdef __cplusplus
 }
 #endif

@@ -9,7 +9,12 @@ layout(std430, binding = 0) buffer Out { float o[]; };
 layout(std430, binding = 1) readonly buffer In0 { uint a[]; };
 layout(std430, binding = 2) readonly buffer In1 { uint b[]; };
 layout(std430, binding = 3) readonly buffer In2 { uint c[]; };
+// Shaders that use binding 4 as scratch (no fourth input) write it.
+#ifdef IN3_WRITABLE
+layout(std430, binding = 4) buffer In3 { uint d[]; };
+#else
 layout(std430, binding = 4) readonly buffer In3 { uint d[]; };
+#endif
 layout(std430, binding = 5) readonly buffer Step { int step[]; };
 layout(std430, binding = 6) readonly buffer Params { uint p[]; };
 

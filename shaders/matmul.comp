@@ -4,9 +4,11 @@
 // k stride 1), bias = in2, C = out dense [z][M, N].
 // P(0) M, P(1) N, P(2) K, P(3) batches, P(4..6) batch strides of A, B, C,
 // P(7) A row stride, P(8) A k stride, P(9) B k stride, P(10) B n stride,
-// P(11) bias present.
+// P(11) bias present; P(12) (GEMV) A and B are f32 with unit k stride and
+// 4-aligned row strides and K (read as vec4 when their offsets are 4-aligned).
 // Default build: square tiles through shared memory, 256 threads of TM x TM
-// outputs (TM 4: 64 x 64 tiles; TM 8: 128 x 128 for large products). With GEMV (M <= 8 rows, B contiguous along k, the decode case):
+// outputs (TM 2: 32 x 32 tiles for products too small to fill a GPU with larger
+// ones; TM 4: 64 x 64; TM 8: 128 x 128 for large products). With GEMV (M <= 8 rows, B contiguous along k, the decode case):
 // 64 threads per output column split K and reduce through shared memory.
 #include "common.glsl"
 
@@ -15,11 +17,15 @@
 #define COLS 4u
 layout(local_size_x = 256) in;
 shared float red[MAX_M][256];
+// A (in0) and B (in1) as 16-byte words: each weight row is streamed once.
+layout(std430, binding = 1) readonly buffer In0v { uvec4 a4[]; };
+layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
 
 void main()
 {
     uint M = P(0), N = P(1), K = P(2);
     uint tid = gl_LocalInvocationID.x, lane = tid % 64u;
+    bool vec = P(12) != 0u && ((A_OFF | B_OFF) & 3u) == 0u;
     for (uint z = gl_WorkGroupID.y; z < P(3); z += gl_NumWorkGroups.y) {
         for (uint n0 = gl_WorkGroupID.x * COLS; n0 < N; n0 += gl_NumWorkGroups.x * COLS) {
             uint n = n0 + tid / 64u;
@@ -28,9 +34,17 @@ void main()
             if (n < N) {
                 uint bcol = B_OFF + z * P(5) + n * P(10);
                 uint arow = A_OFF + z * P(4);
-                for (uint k = lane; k < K; k += 64u) {
-                    float w = in1(bcol + k);
-                    for (uint m = 0u; m < M; m++) acc[m] += in0(arow + m * P(7) + k * P(8)) * w;
+                if (vec) {
+                    for (uint k4 = lane; k4 < K / 4u; k4 += 64u) {
+                        vec4 w = uintBitsToFloat(b4[bcol / 4u + k4]);
+                        for (uint m = 0u; m < M; m++)
+                            acc[m] += dot(uintBitsToFloat(a4[(arow + m * P(7)) / 4u + k4]), w);
+                    }
+                } else {
+                    for (uint k = lane; k < K; k += 64u) {
+                        float w = in1(bcol + k);
+                        for (uint m = 0u; m < M; m++) acc[m] += in0(arow + m * P(7) + k * P(8)) * w;
+                    }
                 }
             }
             for (uint m = 0u; m < M; m++) red[m][tid] = acc[m];

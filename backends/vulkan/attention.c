@@ -3,6 +3,41 @@
 #include "vk.h"
 
 #define ATTN_MAX_D 256
+#define ATTN_TILE 64
+/* Rows below ATTN_SPLIT_BELOW workgroups per multiprocessor split their
+ * keys, so that decode at one row and a handful of heads reads the cache
+ * from every multiprocessor instead of one per head. Slices are sized for
+ * ATTN_SLICES_PER_CORE workgroups over the whole of max_len: only slices
+ * below the current length do work, so a context at a quarter of max_len
+ * still gives each multiprocessor a few. */
+#define ATTN_SPLIT_BELOW 2
+#define ATTN_SLICES_PER_CORE 16
+
+/* Cached attention with few query rows splits each row's key range
+ * [0, max_len) into fixed slices of whole tiles (flash-decoding); the split
+ * count depends on shapes only, never on positions. */
+static void plan_split(const vk_be *be, const porta_node *n, int64_t rows, int64_t max_len, int64_t D, vk_enc *e)
+{
+    const int64_t target = ATTN_SLICES_PER_CORE * vk_cores(be);
+    int64_t tiles = (max_len + ATTN_TILE - 1) / ATTN_TILE;
+    int64_t splits = (target + rows - 1) / rows;
+    if (n->op != PORTA_OP_ATTN_CACHED || rows > ATTN_SPLIT_BELOW * vk_cores(be) || tiles < 2) return;
+    if (splits > tiles) splits = tiles;
+    int64_t chunk = (tiles + splits - 1) / splits * ATTN_TILE;
+    splits = (max_len + chunk - 1) / chunk;
+    if (splits < 2) return;
+    uint32_t *p = e->p + VK_P_OP;
+    p[25] = (uint32_t)splits;
+    p[26] = (uint32_t)chunk;
+    e->pipe = VK_PIPE_ATTN_SPLIT;
+    e->groups[0] = vk_groups(rows, 1);
+    e->groups[1] = (uint32_t)splits;
+    e->second_pass = 1;
+    e->pipe2 = VK_PIPE_ATTN_COMBINE;
+    e->groups2[0] = vk_groups(rows, 1);
+    e->groups2[1] = e->groups2[2] = 1;
+    e->scratch_bytes = (VkDeviceSize)(rows * splits * (D + 2)) * 4;
+}
 
 porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_enc *e)
 {
@@ -32,6 +67,8 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
         p[13 + i] = (uint32_t)k->stride[kd[i]];
         p[17 + i] = (uint32_t)v->stride[kd[i]];
     }
+    p[27] = k->dtype == PORTA_F32 && p[16] == 1 && q->shape[3] % 4 == 0 && p[13] % 4 == 0 && p[14] % 4 == 0 &&
+            p[15] % 4 == 0;
     if (!cached && n->n_in > 3 && n->in[3].mem != PORTA_MEM_NONE) {
         const porta_ref *m = &n->in[3];
         if (m->ndim != 3 || m->shape[0] < 1 || q->shape[0] % m->shape[0] != 0)
@@ -41,7 +78,9 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
         for (int i = 0; i < 3; i++) p[21 + i] = (uint32_t)m->stride[i];
         p[24] = (uint32_t)m->shape[0];
     }
-    e->groups[0] = vk_groups(q->shape[0] * q->shape[1] * q->shape[2], 1);
+    const int64_t rows = q->shape[0] * q->shape[1] * q->shape[2];
+    e->groups[0] = vk_groups(rows, 1);
     e->groups[1] = e->groups[2] = 1;
+    plan_split(be, n, rows, p[4], q->shape[3], e);
     return PORTA_OK;
 }

@@ -10,7 +10,7 @@
 #include "vk.h"
 #include "half.h"
 
-#define VK_RING 3
+#define VK_RING 8
 #define VK_PARAM_BYTES (VK_PARAM_WORDS * 4)
 #define VK_BINDINGS 7
 #define VK_STAGING_BYTES ((VkDeviceSize)16 << 20)
@@ -49,9 +49,6 @@ static porta_status buf_create(vk_be *be, VkDeviceSize bytes, int kind, vk_buf *
                  VK_BUFFER_USAGE_TRANSFER_DST_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
-    if (bytes > be->max_alloc)
-        return be->host->fail(PORTA_ERR_NOMEM, "vulkan: a buffer of %llu bytes exceeds the device's largest allocation (%llu bytes)",
-                              (unsigned long long)bytes, (unsigned long long)be->max_alloc);
     VkResult cr = be->f.vkCreateBuffer(be->dev, &bci, NULL, &b->buf);
     if (cr == VK_ERROR_OUT_OF_HOST_MEMORY || cr == VK_ERROR_OUT_OF_DEVICE_MEMORY)
         return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of memory creating a buffer of %llu bytes",
@@ -74,6 +71,12 @@ static porta_status buf_create(vk_be *be, VkDeviceSize bytes, int kind, vk_buf *
         buf_destroy(be, b);
         return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: no suitable memory type for a buffer");
     }
+    const VkDeviceSize heap = be->memp.memoryHeaps[be->memp.memoryTypes[type].heapIndex].size;
+    if (req.size > heap) {
+        buf_destroy(be, b);
+        return be->host->fail(PORTA_ERR_NOMEM, "vulkan: a buffer of %llu bytes exceeds its memory heap (%llu bytes)",
+                              (unsigned long long)bytes, (unsigned long long)heap);
+    }
     VkMemoryAllocateInfo mai = {
         .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO,
         .allocationSize = req.size,
@@ -84,6 +87,14 @@ static porta_status buf_create(vk_be *be, VkDeviceSize bytes, int kind, vk_buf *
     if (r == VK_SUCCESS && kind != MEM_DEVICE) r = be->f.vkMapMemory(be->dev, b->mem, 0, VK_WHOLE_SIZE, 0, &b->map);
     if (r != VK_SUCCESS) {
         buf_destroy(be, b);
+        /* maxMemoryAllocationSize is a soft limit (NVIDIA allocates far
+         * beyond its advertised 4 GiB), so larger buffers are tried and
+         * only a refusal names it. */
+        if (bytes > be->max_alloc)
+            return be->host->fail(PORTA_ERR_NOMEM,
+                                  "vulkan: the driver refused a buffer of %llu bytes, above the device's advertised "
+                                  "largest allocation (%llu bytes)",
+                                  (unsigned long long)bytes, (unsigned long long)be->max_alloc);
         if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY || r == VK_ERROR_OUT_OF_HOST_MEMORY)
             return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of %s memory allocating %llu bytes",
                                   r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? "device" : "host",
@@ -217,9 +228,21 @@ static porta_status vkb_buf_new(void *b, porta_dtype dt, int64_t n, void **out)
     return PORTA_OK;
 }
 
+/* Waits for the copies in flight (before a buffer they may touch is freed). */
+static porta_status copies_wait(vk_be *be)
+{
+    for (int k = 0; k < VK_COPY_RING; k++) {
+        if (!be->copy_busy[k]) continue;
+        be->copy_busy[k] = 0;
+        VK_TRY(be, be->f.vkWaitForFences(be->dev, 1, &be->copy_fence[k], VK_TRUE, UINT64_MAX), "vkWaitForFences");
+    }
+    return PORTA_OK;
+}
+
 static void vkb_buf_free(void *b, void *buf)
 {
     if (!buf) return;
+    (void)copies_wait(b); /* failing only on a lost device, when nothing runs any more */
     buf_destroy(b, buf);
     free(buf);
 }
@@ -259,6 +282,39 @@ static porta_status vkb_buf_read(void *b, void *buf, int64_t off, int64_t n, flo
     return s;
 }
 
+/* One vkCmdCopyBuffer between full barriers, queued behind earlier work
+ * without waiting for it: the queue orders it like a replay. */
+static porta_status copy_submit(vk_be *be, VkBuffer src, VkDeviceSize soff, VkBuffer dst, VkDeviceSize doff,
+                                VkDeviceSize bytes)
+{
+    const int k = be->copy_next;
+    VkCommandBuffer cb = be->copy_cb[k];
+    if (be->copy_busy[k]) {
+        be->copy_busy[k] = 0;
+        VK_TRY(be, be->f.vkWaitForFences(be->dev, 1, &be->copy_fence[k], VK_TRUE, UINT64_MAX), "vkWaitForFences");
+    }
+    VkCommandBufferBeginInfo bi = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    VK_TRY(be, be->f.vkBeginCommandBuffer(cb, &bi), "vkBeginCommandBuffer");
+    full_barrier(be, cb);
+    VkBufferCopy c = { .srcOffset = soff, .dstOffset = doff, .size = bytes };
+    be->f.vkCmdCopyBuffer(cb, src, dst, 1, &c);
+    full_barrier(be, cb);
+    VK_TRY(be, be->f.vkEndCommandBuffer(cb), "vkEndCommandBuffer");
+    VK_TRY(be, be->f.vkResetFences(be->dev, 1, &be->copy_fence[k]), "vkResetFences");
+    VkSubmitInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .commandBufferCount = 1,
+        .pCommandBuffers = &cb,
+    };
+    VK_TRY(be, be->f.vkQueueSubmit(be->queue, 1, &si, be->copy_fence[k]), "vkQueueSubmit");
+    be->copy_busy[k] = 1;
+    be->copy_next = (k + 1) % VK_COPY_RING;
+    return vk_validation_status(be);
+}
+
 static porta_status vkb_buf_copy(void *b, void *dst, int64_t doff, void *src, int64_t soff, int64_t n)
 {
     vk_be *be = b;
@@ -269,15 +325,16 @@ static porta_status vkb_buf_copy(void *b, void *dst, int64_t doff, void *src, in
     if (!s) s = check_range(be, sb, soff, n, "copy source");
     if (s || n == 0) return s;
     VkDeviceSize es = vk_esize(d->dtype);
-    return xfer_copy_submit(be, sb->buf, (VkDeviceSize)soff * es, d->buf, (VkDeviceSize)doff * es, (VkDeviceSize)n * es);
+    return copy_submit(be, sb->buf, (VkDeviceSize)soff * es, d->buf, (VkDeviceSize)doff * es, (VkDeviceSize)n * es);
 }
 
-/* Buffer transfers already wait; this waits for replays in flight (their
- * outputs still reach the caller at prog_wait). */
+/* Buffer writes and reads already wait; this waits for copies and replays
+ * in flight (replays' outputs still reach the caller at prog_wait). */
 static porta_status vkb_sync(void *b)
 {
     vk_be *be = b;
     VK_TRY(be, be->f.vkQueueWaitIdle(be->queue), "vkQueueWaitIdle");
+    for (int k = 0; k < VK_COPY_RING; k++) be->copy_busy[k] = 0;
     return vk_validation_status(be);
 }
 
@@ -293,6 +350,8 @@ static void vkb_close(void *b)
         if (be->dsl) be->f.vkDestroyDescriptorSetLayout(be->dev, be->dsl, NULL);
         buf_destroy(be, &be->staging);
         if (be->xfer_fence) be->f.vkDestroyFence(be->dev, be->xfer_fence, NULL);
+        for (int k = 0; k < VK_COPY_RING; k++)
+            if (be->copy_fence[k]) be->f.vkDestroyFence(be->dev, be->copy_fence[k], NULL);
         if (be->pool) be->f.vkDestroyCommandPool(be->dev, be->pool, NULL);
     }
     vk_instance_close(be);
@@ -388,6 +447,10 @@ static porta_status backend_init(vk_be *be, const char *spec)
     VK_TRY(be, be->f.vkAllocateCommandBuffers(be->dev, &cai, &be->xfer_cb), "vkAllocateCommandBuffers");
     VkFenceCreateInfo fci = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
     VK_TRY(be, be->f.vkCreateFence(be->dev, &fci, NULL, &be->xfer_fence), "vkCreateFence");
+    cai.commandBufferCount = VK_COPY_RING;
+    VK_TRY(be, be->f.vkAllocateCommandBuffers(be->dev, &cai, be->copy_cb), "vkAllocateCommandBuffers");
+    for (int k = 0; k < VK_COPY_RING; k++)
+        VK_TRY(be, be->f.vkCreateFence(be->dev, &fci, NULL, &be->copy_fence[k]), "vkCreateFence");
     s = buf_create(be, VK_STAGING_BYTES, MEM_UPLOAD, &be->staging);
     if (!s) s = create_pipelines(be);
     return s ? s : vk_validation_status(be);
@@ -428,7 +491,7 @@ typedef struct vk_slot {
 
 typedef struct vk_prog {
     vk_be *be;
-    vk_buf arena, step, params;
+    vk_buf arena, step, params, scratch;
     VkDescriptorPool dpool;
     VkCommandPool cpool;
     VkCommandBuffer main;
@@ -522,6 +585,11 @@ static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc
         be->f.vkCmdBindDescriptorSets(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1, &sets[i], 0, NULL);
         be->f.vkCmdDispatch(p->main, enc[i].groups[0], enc[i].groups[1], enc[i].groups[2]);
         compute_barrier(be, p->main);
+        if (enc[i].second_pass) {
+            be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[enc[i].pipe2]);
+            be->f.vkCmdDispatch(p->main, enc[i].groups2[0], enc[i].groups2[1], enc[i].groups2[2]);
+            compute_barrier(be, p->main);
+        }
     }
     VK_TRY(be, be->f.vkEndCommandBuffer(p->main), "vkEndCommandBuffer");
     return PORTA_OK;
@@ -588,6 +656,7 @@ static void vkb_prog_free(void *pp)
     if (p->cpool) be->f.vkDestroyCommandPool(be->dev, p->cpool, NULL);
     if (p->dpool) be->f.vkDestroyDescriptorPool(be->dev, p->dpool, NULL);
     buf_destroy(be, &p->arena);
+    buf_destroy(be, &p->scratch);
     buf_destroy(be, &p->step);
     buf_destroy(be, &p->params);
     free(p->in_stage);
@@ -660,6 +729,10 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
             if (r->mem != PORTA_MEM_NONE) enc[i].p[VK_P_DTYPES] |= (uint32_t)r->dtype << (2 * j);
         }
         if (s) return s;
+        if (enc[i].scratch_bytes) {
+            info[4] = (VkDescriptorBufferInfo){ p->scratch.buf, 0, enc[i].scratch_bytes };
+            enc[i].p[4] = 0;
+        }
         info[5] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };
         info[6] = (VkDescriptorBufferInfo){ p->params.buf, (VkDeviceSize)i * VK_PARAM_BYTES, VK_PARAM_BYTES };
         VkWriteDescriptorSet w[VK_BINDINGS];
@@ -690,6 +763,11 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
     if (!s) s = buf_create(be, p->step_bytes, MEM_DEVICE, &p->step);
     if (!s) s = buf_create(be, (VkDeviceSize)(plan->n_nodes + 1) * VK_PARAM_BYTES, MEM_DEVICE, &p->params);
     for (int i = 0; i < plan->n_nodes && !s; i++) s = encode(be, plan, &plan->nodes[i], &enc[i]);
+    /* Nodes run one after another, so one scratch buffer serves them all. */
+    VkDeviceSize scratch = 0;
+    for (int i = 0; i < plan->n_nodes && !s; i++)
+        if (enc[i].scratch_bytes > scratch) scratch = enc[i].scratch_bytes;
+    if (!s && scratch) s = buf_create(be, scratch, MEM_DEVICE, &p->scratch);
     if (!s) s = build_sets(p, plan, sets, enc);
     if (s) return s;
     uint32_t *params = malloc(((size_t)plan->n_nodes + 1) * VK_PARAM_BYTES);

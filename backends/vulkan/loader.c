@@ -156,6 +156,22 @@ static int compute_family(vk_be *be, VkPhysicalDevice pd, uint32_t *fam)
     return 0;
 }
 
+/* Whether the device offers a device extension; offered is enough to read
+ * its properties, which size dispatches (it is never enabled). */
+static int has_extension(vk_be *be, VkPhysicalDevice pd, const char *name)
+{
+    uint32_t n = 0;
+    if (be->f.vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS || n == 0) return 0;
+    VkExtensionProperties *e = calloc(n, sizeof *e);
+    if (!e) return 0;
+    int found = 0;
+    VkResult r = be->f.vkEnumerateDeviceExtensionProperties(pd, NULL, &n, e);
+    for (uint32_t i = 0; (r == VK_SUCCESS || r == VK_INCOMPLETE) && i < n && !found; i++)
+        found = strcmp(e[i].extensionName, name) == 0;
+    free(e);
+    return found;
+}
+
 static porta_status pick_device(vk_be *be, const char *spec)
 {
     uint32_t n = 0;
@@ -204,10 +220,17 @@ static porta_status pick_device(vk_be *be, const char *spec)
         be->pd = pds[chosen];
         be->f.vkGetPhysicalDeviceProperties(be->pd, &be->props);
         be->f.vkGetPhysicalDeviceMemoryProperties(be->pd, &be->memp);
-        VkPhysicalDeviceMaintenance3Properties m3 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES };
+        VkPhysicalDeviceShaderSMBuiltinsPropertiesNV sm = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV,
+        };
+        VkPhysicalDeviceMaintenance3Properties m3 = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES,
+            .pNext = has_extension(be, be->pd, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME) ? &sm : NULL,
+        };
         VkPhysicalDeviceProperties2 p2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3 };
         be->f.vkGetPhysicalDeviceProperties2(be->pd, &p2);
         be->max_alloc = m3.maxMemoryAllocationSize;
+        be->cores = sm.shaderSMCount;
         snprintf(be->name, sizeof be->name, "%s (vulkan:%d)", be->props.deviceName, chosen);
     }
     free(pds);

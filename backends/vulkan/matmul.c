@@ -3,11 +3,20 @@
 
 #define GEMV_MAX_ROWS 8
 #define GEMV_COLS 4
+#define TILE_SMALL 32
 #define TILE 64
 #define TILE_BIG 128
-/* Large tiles only when they still give every multiprocessor of a large GPU
- * (about 132 on an H100) a couple of workgroups. */
-#define BIG_MIN_TILES 264
+/* The largest tile that still gives every multiprocessor two workgroups
+ * (128 x 128) or one (64 x 64), else 32 x 32: at 256 rows a 768-wide linear
+ * has only 48 tiles of 64 x 64 for the H100's 132 multiprocessors. */
+static int64_t pick_tile(const vk_be *be, int64_t M, int64_t N, int64_t batches)
+{
+    for (int64_t tile = TILE_BIG; tile > TILE_SMALL; tile /= 2) {
+        int64_t want = tile == TILE_BIG ? 2 * vk_cores(be) : vk_cores(be);
+        if ((M + tile - 1) / tile * ((N + tile - 1) / tile) * batches >= want) return tile;
+    }
+    return TILE_SMALL;
+}
 
 static int present(const porta_node *n, int i)
 {
@@ -55,13 +64,14 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
     }
     if (M <= GEMV_MAX_ROWS && sb_k == 1) {
         e->pipe = VK_PIPE_MATMUL_GEMV;
+        p[12] = a->dtype == PORTA_F32 && b->dtype == PORTA_F32 && sa_k == 1 && K % 4 == 0 && sa_m % 4 == 0 &&
+                sa_b % 4 == 0 && sb_n % 4 == 0 && sb_b % 4 == 0;
         e->groups[0] = vk_groups(N, GEMV_COLS);
         e->groups[1] = vk_groups(batches, 1);
         e->groups[2] = 1;
     } else {
-        int64_t big_tiles = (M + TILE_BIG - 1) / TILE_BIG * ((N + TILE_BIG - 1) / TILE_BIG) * batches;
-        int64_t tile = big_tiles >= BIG_MIN_TILES ? TILE_BIG : TILE;
-        e->pipe = tile == TILE_BIG ? VK_PIPE_MATMUL_BIG : VK_PIPE_MATMUL;
+        int64_t tile = pick_tile(be, M, N, batches);
+        e->pipe = tile == TILE_BIG ? VK_PIPE_MATMUL_BIG : tile == TILE ? VK_PIPE_MATMUL : VK_PIPE_MATMUL_SMALL;
         e->groups[0] = vk_groups(N, (uint32_t)tile);
         e->groups[1] = vk_groups(M, (uint32_t)tile);
         e->groups[2] = vk_groups(batches, 1);

@@ -16,7 +16,7 @@
 #define VK_INSTANCE_FNS(X) \
     X(vkDestroyInstance) X(vkEnumeratePhysicalDevices) X(vkGetPhysicalDeviceProperties) \
     X(vkGetPhysicalDeviceQueueFamilyProperties) X(vkGetPhysicalDeviceMemoryProperties) X(vkGetPhysicalDeviceProperties2) \
-    X(vkCreateDevice) X(vkGetDeviceProcAddr)
+    X(vkCreateDevice) X(vkGetDeviceProcAddr) X(vkEnumerateDeviceExtensionProperties)
 
 #define VK_DEVICE_FNS(X) \
     X(vkDestroyDevice) X(vkGetDeviceQueue) X(vkDeviceWaitIdle) \
@@ -55,6 +55,9 @@ typedef enum vk_pipe {
     VK_PIPE_MATMUL,
     VK_PIPE_MATMUL_BIG,
     VK_PIPE_MATMUL_GEMV,
+    VK_PIPE_ATTN_SPLIT,
+    VK_PIPE_ATTN_COMBINE,
+    VK_PIPE_MATMUL_SMALL,
     VK_PIPE_COUNT
 } vk_pipe;
 
@@ -87,6 +90,8 @@ typedef struct vk_validation {
     char first[512];
 } vk_validation;
 
+#define VK_COPY_RING 8
+
 typedef struct vk_be {
     const porta_host *host;
     void *lib;
@@ -97,7 +102,8 @@ typedef struct vk_be {
     VkPhysicalDevice pd;
     VkPhysicalDeviceProperties props;
     VkPhysicalDeviceMemoryProperties memp;
-    VkDeviceSize max_alloc; /* largest single allocation */
+    VkDeviceSize max_alloc; /* advertised largest allocation, a soft limit */
+    uint32_t cores; /* multiprocessors (VK_NV_shader_sm_builtins), 0 unknown */
     VkDevice dev;
     uint32_t qfam;
     VkQueue queue;
@@ -105,6 +111,11 @@ typedef struct vk_be {
     VkCommandPool pool;
     VkCommandBuffer xfer_cb;
     VkFence xfer_fence;
+    /* Device-to-device copies: submitted without waiting, each slot reused
+     * after its fence. */
+    VkCommandBuffer copy_cb[VK_COPY_RING];
+    VkFence copy_fence[VK_COPY_RING];
+    int copy_busy[VK_COPY_RING], copy_next;
     vk_buf staging;
     VkDescriptorSetLayout dsl;
     VkPipelineLayout layout;
@@ -122,11 +133,23 @@ typedef struct vk_be {
 #define VK_P_DTYPES 6
 #define VK_P_OP 8
 
+/* A node is one dispatch, or two (pipe, then pipe2 after a barrier, both
+ * with the node's bindings) when second_pass is set; such a node gets
+ * scratch_bytes of program-owned scratch bound in place of in3. */
 typedef struct vk_enc {
-    vk_pipe pipe;
+    vk_pipe pipe, pipe2;
+    int second_pass;
+    VkDeviceSize scratch_bytes;
     uint32_t p[VK_PARAM_WORDS];
-    uint32_t groups[3];
+    uint32_t groups[3], groups2[3];
 } vk_enc;
+
+/* Multiprocessors that dispatch sizes aim to fill; devices that do not
+ * report theirs are taken as an H100's 132. */
+static inline int64_t vk_cores(const vk_be *be)
+{
+    return be->cores ? be->cores : 132;
+}
 
 /* Largest workgroup count used along x; shaders loop over the rest. */
 #define VK_MAX_GROUPS 65535u

@@ -37,6 +37,8 @@ CASES=${CASES:-mean-v1 mean-v7 s256-v1 s256-v7}
 mkdir -p "$OUT"
 for case in $CASES; do rm -f "$OUT/$case".*.json; done
 
+# A warm machine keeps /tmp/site from an earlier call.
+[ -d /tmp/site/toto ] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 if ! python3 -c "import toto" > /dev/null 2>&1; then
   [ -d .whl ] || { echo "toto-ts is not installed and .whl/ is missing" >&2; exit 1; }
   wheels=$(python3 bench/toto_wheels.py missing .whl)

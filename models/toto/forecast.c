@@ -316,7 +316,7 @@ static float next_value(porta_toto_forecaster *f, size_t dr, int i)
 
 /* Appends patch `p` of every row: values drawn from the rows' distributions
  * (dist_rows = rows, or the series' prefill rows when every sample shares
- * one). */
+ * one), also into res unless NULL. */
 static void append_patch(porta_toto_forecaster *f, porta_toto_result *res, int p, int dist_rows)
 {
     int NP = f->Tc + f->steps, H = f->d.horizon, t0 = (p - f->Tc) * f->P;
@@ -330,7 +330,7 @@ static void append_patch(porta_toto_forecaster *f, porta_toto_result *res, int p
                     float y = next_value(f, dr, i);
                     x[i] = y;
                     w[i] = 1;
-                    if (t0 + i >= H) continue;
+                    if (!res || t0 + i >= H) continue;
                     size_t o = ((size_t)b * f->V + v) * H + t0 + i;
                     if (f->d.samples == 0) res->mean[o] = y;
                     else res->samples[o * f->S + s] = y;
@@ -365,10 +365,10 @@ static void sample_mean(const porta_toto_forecaster *f, porta_toto_result *res)
     }
 }
 
-porta_status porta_toto_forecast(porta_toto_forecaster *f, const porta_toto_inputs *in, porta_toto_result *res)
+/* The forecast's first step: the prefill of in's context, reported, then the
+ * first forecast patch appended to every row (into res unless NULL). */
+static porta_status prefill_step(porta_toto_forecaster *f, const porta_toto_inputs *in, porta_toto_result *res)
 {
-    if (!f || !in || !in->series || !res || !res->mean || (f->d.samples > 0 && !res->samples))
-        return toto_fail(PORTA_ERR_ARG, "porta_toto_forecast: null argument");
     /* Each forecast draws the same paths for the same seed and inputs. */
     toto_rng_seed(&f->rng, f->d.seed);
     porta_status s = porta_kvcache_reset(f->kv, -1);
@@ -378,6 +378,14 @@ porta_status porta_toto_forecast(porta_toto_forecaster *f, const porta_toto_inpu
     report(f, in, 0, f->B);
     if (f->S > 1) s = share_prefill(f);
     if (s == PORTA_OK) append_patch(f, res, f->Tc, f->B);
+    return s;
+}
+
+porta_status porta_toto_forecast(porta_toto_forecaster *f, const porta_toto_inputs *in, porta_toto_result *res)
+{
+    if (!f || !in || !in->series || !res || !res->mean || (f->d.samples > 0 && !res->samples))
+        return toto_fail(PORTA_ERR_ARG, "porta_toto_forecast: null argument");
+    porta_status s = prefill_step(f, in, res);
     for (int k = 1; s == PORTA_OK && k < f->steps; k++) {
         int end = f->Tc + k;
         s = run(f, f->decode, f->R, 1, end);
@@ -395,6 +403,25 @@ static void free_values(float **v, int n)
     free(v);
 }
 
+/* Compiles a traced twin of the program of `rows` rows over T patches and
+ * allocates one host array per output of it. */
+static porta_status build_traced(porta_toto_forecaster *f, int rows, int T, const char *who, porta_program **out,
+                                 float ***values, int *n_out)
+{
+    porta_program *p = NULL;
+    porta_status s = toto_build(f->m, f->kv, rows, f->V, T, 1, &p);
+    int n = s == PORTA_OK ? porta_program_n_outputs(p) : 0;
+    float **v = s == PORTA_OK ? calloc((size_t)n, sizeof *v) : NULL;
+    for (int i = 0; v && i < n && s == PORTA_OK; i++)
+        if (!(v[i] = malloc((size_t)porta_program_output_numel(p, i) * sizeof(float))))
+            s = toto_fail(PORTA_ERR_NOMEM, "%s: no host memory", who);
+    if (s == PORTA_OK && !v) s = toto_fail(PORTA_ERR_NOMEM, "%s: no host memory", who);
+    *out = p;
+    *values = v;
+    *n_out = n;
+    return s;
+}
+
 porta_status porta_toto_trace_prefill(porta_toto_forecaster *f, const porta_toto_inputs *in, porta_program **traced,
                                       float ***values)
 {
@@ -403,16 +430,51 @@ porta_status porta_toto_trace_prefill(porta_toto_forecaster *f, const porta_toto
     *traced = NULL;
     *values = NULL;
     porta_program *p = NULL;
-    porta_status s = toto_build(f->m, f->kv, f->B, f->V, f->Tc, 1, &p);
-    int n = s == PORTA_OK ? porta_program_n_outputs(p) : 0;
-    float **v = s == PORTA_OK ? calloc((size_t)n, sizeof *v) : NULL;
-    for (int i = 0; v && i < n && s == PORTA_OK; i++)
-        if (!(v[i] = malloc((size_t)porta_program_output_numel(p, i) * sizeof(float))))
-            s = toto_fail(PORTA_ERR_NOMEM, "porta_toto_trace_prefill: no host memory");
-    if (s == PORTA_OK && !v) s = toto_fail(PORTA_ERR_NOMEM, "porta_toto_trace_prefill: no host memory");
+    float **v = NULL;
+    int n = 0;
+    porta_status s = build_traced(f, f->B, f->Tc, "porta_toto_trace_prefill", &p, &v, &n);
     if (s == PORTA_OK) s = porta_kvcache_reset(f->kv, -1);
     if (s == PORTA_OK) s = load_context(f, in);
     if (s == PORTA_OK) s = replay(f, p, f->B, f->Tc, f->Tc, v);
+    if (s != PORTA_OK) {
+        free_values(v, n);
+        porta_program_free(p);
+        return s;
+    }
+    *traced = p;
+    *values = v;
+    return PORTA_OK;
+}
+
+/* Replaces the first forecast patch of every row by patch [rows * V][P]. */
+static void pin_patch(porta_toto_forecaster *f, const float *patch)
+{
+    for (size_t r = 0; r < (size_t)f->R * f->V; r++)
+        for (int i = 0; i < f->P; i++) f->x[r * f->N + f->Lp + i] = patch[r * f->P + i];
+}
+
+porta_status porta_toto_trace_decode(porta_toto_forecaster *f, const porta_toto_inputs *in, const float *first_patch,
+                                     porta_program **traced, float ***values)
+{
+    if (!f || !in || !in->series || !traced || !values)
+        return toto_fail(PORTA_ERR_ARG, "porta_toto_trace_decode: null argument");
+    *traced = NULL;
+    *values = NULL;
+    if (f->steps < 2)
+        return toto_fail(PORTA_ERR_ARG, "porta_toto_trace_decode: horizon %d is one patch: no decode step",
+                         f->d.horizon);
+    if (f->d.samples > 0)
+        return toto_fail(PORTA_ERR_ARG, "porta_toto_trace_decode: traces the mean path only (samples %d)",
+                         f->d.samples);
+    porta_program *p = NULL;
+    float **v = NULL;
+    int n = 0;
+    porta_status s = build_traced(f, f->R, 1, "porta_toto_trace_decode", &p, &v, &n);
+    porta_toto_inputs quiet = *in;
+    quiet.on_step = NULL;
+    if (s == PORTA_OK) s = prefill_step(f, &quiet, NULL);
+    if (s == PORTA_OK && first_patch) pin_patch(f, first_patch);
+    if (s == PORTA_OK) s = replay(f, p, f->R, 1, f->Tc + 1, v);
     if (s != PORTA_OK) {
         free_values(v, n);
         porta_program_free(p);

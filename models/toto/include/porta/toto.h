@@ -108,6 +108,18 @@ porta_status porta_toto_forecaster_stats(const porta_toto_forecaster *f, porta_p
 porta_status porta_toto_trace_prefill(porta_toto_forecaster *f, const porta_toto_inputs *in, porta_program **traced,
                                       float ***values);
 
+/* The same for the first decode step of the mean path (samples 0, a horizon
+ * over one patch): runs the forecaster's prefill of in's context (on_step is
+ * not called), appends the first forecast patch as porta_toto_forecast does,
+ * then runs a traced twin of the decode program (one patch, with the cache)
+ * once on it. first_patch, when not NULL, replaces that patch
+ * ([series, variates, patch], e.g. another backend's first forecast patch):
+ * an error of the prefill then stays out of the decode's input, and a
+ * comparison finds the decode's own first diverging node. The cache then holds
+ * the context and that patch. */
+porta_status porta_toto_trace_decode(porta_toto_forecaster *f, const porta_toto_inputs *in, const float *first_patch,
+                                     porta_program **traced, float ***values);
+
 /* Quantile q of n values, linear interpolation between order statistics
  * (torch.quantile's default); values is reordered. */
 double porta_toto_quantile(float *values, int n, double q);

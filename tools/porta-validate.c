@@ -54,7 +54,8 @@ static void usage(FILE *f)
             "  --steps N           decode steps after the prefill (default 3)\n"
             "  --tolerance T       relative MAE threshold: one number for the model's dtype, or\n"
             "                      DTYPE=T,... (f32, f16, bf16; defaults f32=1e-4,f16=5e-3,bf16=3e-2)\n"
-            "  --trace             also compare every node of the prefill graph and report the\n"
+            "  --trace             also compare every node of the prefill graph and of the first\n"
+            "                      decode step's and report, for each graph, the\n"
             "                      first one over the threshold, with the error's growth\n"
             "  --json              machine-readable results on stdout instead of tables\n"
             "  --help              this text\n"
@@ -238,13 +239,13 @@ static void run_fail(backend_run *r, const char *what, porta_status s)
 }
 
 /* Copies what the report needs out of the traced program. */
-static void keep_trace(backend_run *r, porta_program *p, float *const *values)
+static void keep_trace(backend_run *r, int g, porta_program *p, float *const *values)
 {
     int n = porta_program_n_traced(p);
-    r->nodes = calloc((size_t)(n ? n : 1), sizeof *r->nodes);
-    for (int i = 0; r->nodes && i < n; i++) {
+    r->nodes[g] = calloc((size_t)(n ? n : 1), sizeof *r->nodes[g]);
+    for (int i = 0; r->nodes[g] && i < n; i++) {
         porta_node_info ni;
-        trace_node *t = &r->nodes[i];
+        trace_node *t = &r->nodes[g][i];
         if (porta_program_node_info(p, i, &ni) != PORTA_OK) break;
         snprintf(t->name, sizeof t->name, "%s", ni.name);
         snprintf(t->op, sizeof t->op, "%s", ni.op);
@@ -255,15 +256,37 @@ static void keep_trace(backend_run *r, porta_program *p, float *const *values)
         int64_t len = porta_program_output_numel(p, ni.output);
         if (!(t->value = malloc((size_t)len * sizeof(double)))) break;
         for (int64_t j = 0; j < len; j++) t->value[j] = values[ni.output][j];
-        r->n_nodes = i + 1;
+        r->n_nodes[g] = i + 1;
     }
-    if (r->n_nodes != n) {
+    if (r->n_nodes[g] != n) {
         r->failed = 1;
-        snprintf(r->error, sizeof r->error, "cannot keep %d traced nodes: %s", n, porta_last_error());
+        snprintf(r->error, sizeof r->error, "cannot keep %d traced %s nodes: %s", n, graph_name[g],
+                 porta_last_error());
     }
 }
 
-/* One backend: load, forecast, optionally trace the prefill. */
+/* Traces graph g of the forecast on in's context. The decode step starts
+ * from patch (NULL: this backend's own first forecast patch). */
+static void trace_graph(porta_toto_forecaster *fc, const input *in, const float *patch, backend_run *r, int g)
+{
+    porta_program *p = NULL;
+    float **values = NULL;
+    porta_toto_inputs tin = {.series = in->x};
+    porta_status s = g == GRAPH_PREFILL ? porta_toto_trace_prefill(fc, &tin, &p, &values)
+                                        : porta_toto_trace_decode(fc, &tin, patch, &p, &values);
+    if (s != PORTA_OK) {
+        char what[32];
+        snprintf(what, sizeof what, "tracing the %s", graph_name[g]);
+        run_fail(r, what, s);
+    } else {
+        keep_trace(r, g, p, values);
+    }
+    for (int i = 0; values && i < porta_program_n_outputs(p); i++) free(values[i]);
+    free(values);
+    porta_program_free(p);
+}
+
+/* One backend: load, forecast, optionally trace the prefill and decode. */
 static void run_backend(validation *v, porta_backend *be, const input *in, backend_run *r)
 {
     porta_toto_model *m = NULL;
@@ -298,16 +321,18 @@ static void run_backend(validation *v, porta_backend *be, const input *in, backe
                 for (int i = 0; i < P; i++)
                     r->out[OUT_MEAN][st * n + row * P + i] = mean[row * H + st * P + i];
     }
-    if (!r->failed && v->trace) {
-        porta_program *p = NULL;
-        float **values = NULL;
-        porta_toto_inputs tin = {.series = in->x};
-        if ((s = porta_toto_trace_prefill(fc, &tin, &p, &values)) != PORTA_OK) run_fail(r, "tracing the prefill", s);
-        else keep_trace(r, p, values);
-        for (int i = 0; values && i < porta_program_n_outputs(p); i++) free(values[i]);
-        free(values);
-        porta_program_free(p);
+    /* Every backend decodes the reference's first patch, so that a prefill
+     * error does not reach the decode trace's input. */
+    int64_t np = output_numel(v, OUT_MEAN);
+    int pinned = v->graphs > GRAPH_DECODE && r != &v->runs[v->ref] && !v->runs[v->ref].failed;
+    float *patch = pinned ? malloc((size_t)np * sizeof(float)) : NULL;
+    if (pinned && !patch) {
+        r->failed = 1;
+        snprintf(r->error, sizeof r->error, "out of host memory");
     }
+    for (int64_t i = 0; patch && i < np; i++) patch[i] = (float)v->runs[v->ref].out[OUT_MEAN][i];
+    for (int g = 0; g < v->graphs && !r->failed; g++) trace_graph(fc, in, patch, r, g);
+    free(patch);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     fprintf(stderr, "\rporta-validate: %-10s %s in %.0f ms\n", r->name, r->failed ? "failed" : "done",
             (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6);
@@ -319,8 +344,10 @@ static void run_backend(validation *v, porta_backend *be, const input *in, backe
 static void free_run(backend_run *r)
 {
     for (int o = 0; o < OUT_COUNT; o++) free(r->out[o]);
-    for (int i = 0; i < r->n_nodes; i++) free(r->nodes[i].value);
-    free(r->nodes);
+    for (int g = 0; g < GRAPH_COUNT; g++) {
+        for (int i = 0; i < r->n_nodes[g]; i++) free(r->nodes[g][i].value);
+        free(r->nodes[g]);
+    }
 }
 
 /* Backends by name: the list given, or ref and every other that opens. The
@@ -381,12 +408,15 @@ static void check_traces(validation *v)
     for (int r = 0; r < v->n_runs; r++) {
         backend_run *b = &v->runs[r];
         if (r == v->ref || b->failed || ref->failed) continue;
-        int same = b->n_nodes == ref->n_nodes;
-        for (int i = 0; same && i < b->n_nodes; i++) same = !strcmp(b->nodes[i].name, ref->nodes[i].name);
-        if (!same) {
-            b->failed = 1;
-            snprintf(b->error, sizeof b->error, "its traced prefill has %d nodes, the reference's %d, or other names",
-                     b->n_nodes, ref->n_nodes);
+        for (int g = 0; g < v->graphs && !b->failed; g++) {
+            int same = b->n_nodes[g] == ref->n_nodes[g];
+            for (int i = 0; same && i < b->n_nodes[g]; i++)
+                same = !strcmp(b->nodes[g][i].name, ref->nodes[g][i].name);
+            if (!same) {
+                b->failed = 1;
+                snprintf(b->error, sizeof b->error, "its traced %s has %d nodes, the reference's %d, or other names",
+                         graph_name[g], b->n_nodes[g], ref->n_nodes[g]);
+            }
         }
     }
 }
@@ -433,6 +463,8 @@ int main(int argc, char **argv)
         .model = o.model, .input = in.desc, .steps = o.steps + 1, .series = in.series, .variates = in.variates,
         .patch = cfg.patch_size, .k = cfg.k_components, .dtype = dtype_tol[MODEL_DTYPE].name,
         .tol = o.tol[MODEL_DTYPE], .trace = o.trace,
+        /* --steps 0 forecasts one patch: there is no decode step to trace. */
+        .graphs = !o.trace ? 0 : o.steps > 0 ? GRAPH_COUNT : 1,
     };
     porta_backend *be[MAX_BACKENDS] = {0};
     char names[256];

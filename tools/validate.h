@@ -13,7 +13,11 @@
  * mean forecast's patch. */
 enum { OUT_DF, OUT_LOC, OUT_SCALE, OUT_LOGITS, OUT_MEAN, OUT_COUNT };
 
-/* A node of the traced prefill, as porta_program_node_info tells it. */
+/* The traced graphs: the prefill and the first decode step. */
+enum { GRAPH_PREFILL, GRAPH_DECODE, GRAPH_COUNT };
+extern const char *const graph_name[GRAPH_COUNT];
+
+/* A node of a traced graph, as porta_program_node_info tells it. */
 typedef struct trace_node {
     char name[48], op[24];
     int ndim;
@@ -23,15 +27,15 @@ typedef struct trace_node {
     double *value; /* its result on this backend */
 } trace_node;
 
-/* One backend's forecast (and traced prefill, with --trace). */
+/* One backend's forecast (and traced graphs, with --trace). */
 typedef struct backend_run {
     const char *name;
     char device[160];
     int failed; /* the run stopped with an error */
     char error[320];
     double *out[OUT_COUNT]; /* [steps][numel of one step] */
-    int n_nodes;
-    trace_node *nodes; /* execution (topological) order */
+    int n_nodes[GRAPH_COUNT];
+    trace_node *nodes[GRAPH_COUNT]; /* execution (topological) order */
 } backend_run;
 
 /* Error of a result against the reference's. */
@@ -48,6 +52,7 @@ typedef struct validation {
     const char *dtype;           /* compute dtype the threshold belongs to */
     double tol;                  /* relative MAE threshold */
     int trace;
+    int graphs;                  /* graphs traced: the prefill, and the decode when steps > 1 */
     int n_runs, ref;             /* ref: index of the reference run */
     backend_run runs[MAX_BACKENDS];
 } validation;

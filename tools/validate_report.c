@@ -81,6 +81,7 @@ static errstat step_error(const validation *v, int r, int o, int step)
 /* ---- trace -------------------------------------------------------------- */
 
 typedef struct trace_result {
+    int g;          /* graph */
     int n;
     errstat *e;     /* per node */
     int first;      /* first node over the threshold, -1: none */
@@ -89,28 +90,31 @@ typedef struct trace_result {
     int path_len;
 } trace_result;
 
-static const trace_node *node_info(const validation *v, int i) { return &v->runs[v->ref].nodes[i]; }
+const char *const graph_name[GRAPH_COUNT] = {"prefill", "decode"};
 
-static int trace_analyse(const validation *v, int r, trace_result *t)
+static const trace_node *node_info(const validation *v, int g, int i) { return &v->runs[v->ref].nodes[g][i]; }
+
+static int trace_analyse(const validation *v, int r, int g, trace_result *t)
 {
     const backend_run *a = &v->runs[r], *ref = &v->runs[v->ref];
     memset(t, 0, sizeof *t);
+    t->g = g;
     t->first = -1;
-    t->n = ref->n_nodes;
+    t->n = ref->n_nodes[g];
     t->e = calloc((size_t)(t->n ? t->n : 1), sizeof *t->e);
     t->path = malloc((size_t)(t->n ? t->n : 1) * sizeof *t->path);
     if (!t->e || !t->path) return 0;
     for (int i = 0; i < t->n; i++) {
-        const trace_node *ni = node_info(v, i);
+        const trace_node *ni = node_info(v, g, i);
         int64_t len = 1;
         for (int d = 0; d < ni->ndim; d++) len *= ni->shape[d];
-        t->e[i] = err_compare(a->nodes[i].value, ref->nodes[i].value, len);
+        t->e[i] = err_compare(a->nodes[g][i].value, ref->nodes[g][i].value, len);
         if (t->first < 0 && !err_pass(&t->e[i], v->tol)) t->first = i;
         if (t->e[i].rel > t->e[t->worst].rel) t->worst = i;
     }
     for (int i = t->first; i >= 0;) {
         t->path[t->path_len++] = i;
-        const trace_node *ni = node_info(v, i);
+        const trace_node *ni = node_info(v, g, i);
         int next = -1;
         for (int j = 0; j < ni->n_inputs; j++)
             if (ni->inputs[j] >= 0 && (next < 0 || t->e[ni->inputs[j]].rel > t->e[next].rel)) next = ni->inputs[j];
@@ -137,17 +141,17 @@ static void trace_text(const validation *v, int r, const trace_result *t, FILE *
 {
     const char *name = v->runs[r].name, *refname = v->runs[v->ref].name;
     if (t->first < 0) {
-        const trace_node *w = node_info(v, t->worst);
-        fprintf(f, "trace %s vs %s: all %d nodes within %.1e (largest: %s (%s), relative MAE %.2e)\n\n", name,
-                refname, t->n, v->tol, w->name, w->op, t->e[t->worst].rel);
+        const trace_node *w = node_info(v, t->g, t->worst);
+        fprintf(f, "trace %s %s vs %s: all %d nodes within %.1e (largest: %s (%s), relative MAE %.2e)\n\n",
+                graph_name[t->g], name, refname, t->n, v->tol, w->name, w->op, t->e[t->worst].rel);
         return;
     }
-    const trace_node *ni = node_info(v, t->first);
+    const trace_node *ni = node_info(v, t->g, t->first);
     char shape[96];
     format_shape(shape, sizeof shape, ni);
     const errstat *e = &t->e[t->first];
-    fprintf(f, "trace %s vs %s: first node over %.1e, in topological order: node %d of %d\n", name, refname, v->tol,
-            t->first, t->n);
+    fprintf(f, "trace %s %s vs %s: first node over %.1e, in topological order: node %d of %d\n", graph_name[t->g],
+            name, refname, v->tol, t->first, t->n);
     fprintf(f, "  %s (op %s, shape %s): relative MAE %.3e, MAE %.3e, max |err| %.3e", ni->name, ni->op, shape, e->rel,
             e->mae, e->max_abs);
     if (e->nonfinite) fprintf(f, ", %lld non-finite", (long long)e->nonfinite);
@@ -157,7 +161,7 @@ static void trace_text(const validation *v, int r, const trace_result *t, FILE *
             fprintf(f, "  input %d: a leaf (model input or weight), identical on both\n", j);
             continue;
         }
-        const trace_node *in = node_info(v, ni->inputs[j]);
+        const trace_node *in = node_info(v, t->g, ni->inputs[j]);
         fprintf(f, "  input %d: %s (op %s): relative MAE %.3e\n", j, in->name, in->op, t->e[ni->inputs[j]].rel);
     }
     fprintf(f, "  error growth from the inputs (through each node's worst input):\n");
@@ -165,7 +169,7 @@ static void trace_text(const validation *v, int r, const trace_result *t, FILE *
     double prev = 0;
     for (int k = t->path_len - 1; k >= 0; k--) {
         int i = t->path[k];
-        const trace_node *pi = node_info(v, i);
+        const trace_node *pi = node_info(v, t->g, i);
         fprintf(f, "    %-32s %-17s %10.3e", pi->name, pi->op, t->e[i].rel);
         if (prev > 0) fprintf(f, " %8.3g", t->e[i].rel / prev);
         fputc('\n', f);
@@ -254,15 +258,17 @@ int report_text(const validation *v, FILE *f)
     step_table(v, f);
     for (int r = 0; v->trace && r < v->n_runs; r++) {
         if (r == v->ref || v->runs[r].failed) continue;
-        trace_result t;
-        if (!trace_analyse(v, r, &t)) {
-            fprintf(f, "trace %s: out of memory\n", v->runs[r].name);
-            failed = 1;
-        } else {
-            trace_text(v, r, &t, f);
-            failed |= t.first >= 0;
+        for (int g = 0; g < v->graphs; g++) {
+            trace_result t;
+            if (!trace_analyse(v, r, g, &t)) {
+                fprintf(f, "trace %s %s: out of memory\n", graph_name[g], v->runs[r].name);
+                failed = 1;
+            } else {
+                trace_text(v, r, &t, f);
+                failed |= t.first >= 0;
+            }
+            trace_free(&t);
         }
-        trace_free(&t);
     }
     fprintf(f, "%s\n", failed ? "FAIL" : "PASS");
     return failed;
@@ -300,7 +306,7 @@ static void json_err(FILE *f, const errstat *e)
 
 static void json_node(FILE *f, const validation *v, const trace_result *t, int i)
 {
-    const trace_node *ni = node_info(v, i);
+    const trace_node *ni = node_info(v, t->g, i);
     fprintf(f, "{\"index\": %d, \"name\": ", i);
     json_str(f, ni->name);
     fprintf(f, ", \"op\": ");
@@ -312,10 +318,10 @@ static void json_node(FILE *f, const validation *v, const trace_result *t, int i
     fprintf(f, "}");
 }
 
-static int json_trace(const validation *v, int r, FILE *f)
+static int json_trace(const validation *v, int r, int g, FILE *f)
 {
     trace_result t;
-    if (!trace_analyse(v, r, &t)) {
+    if (!trace_analyse(v, r, g, &t)) {
         trace_free(&t);
         fprintf(f, "null");
         return 1;
@@ -326,7 +332,7 @@ static int json_trace(const validation *v, int r, FILE *f)
     } else {
         json_node(f, v, &t, t.first);
         fprintf(f, ", \"inputs\": [");
-        const trace_node *ni = node_info(v, t.first);
+        const trace_node *ni = node_info(v, t.g, t.first);
         for (int j = 0, k = 0; j < ni->n_inputs; j++) {
             if (ni->inputs[j] < 0) continue;
             fprintf(f, "%s", k++ ? ", " : "");
@@ -382,8 +388,12 @@ static int json_run(const validation *v, int r, FILE *f)
         }
         fprintf(f, "]");
         if (v->trace) {
-            fprintf(f, ",\n     \"trace\": ");
-            failed |= json_trace(v, r, f);
+            fprintf(f, ",\n     \"trace\": {");
+            for (int g = 0; g < v->graphs; g++) {
+                fprintf(f, "%s\"%s\": ", g ? ",\n               " : "", graph_name[g]);
+                failed |= json_trace(v, r, g, f);
+            }
+            fprintf(f, "}");
         }
     }
     fprintf(f, ",\n     \"pass\": %s}", failed ? "false" : "true");

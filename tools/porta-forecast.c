@@ -1,10 +1,12 @@
 /* porta-forecast: forecasts the series of a CSV file with a Toto checkpoint. */
+#define _POSIX_C_SOURCE 200809L /* fileno, isatty */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 #include "porta/toto.h"
 #include "csv.h"
@@ -114,13 +116,15 @@ static double now(void)
 typedef struct progress {
     int steps;
     double start;
+    int tty; /* rewrite one line on a terminal; a log gets one line per patch */
 } progress;
 
 static void on_step(void *user, const porta_toto_dist *d)
 {
     const progress *p = user;
-    fprintf(stderr, "\rporta-forecast: patch %d/%d, %.2f s", d->step + 1, p->steps, now() - p->start);
-    if (d->step + 1 == p->steps) fputc('\n', stderr);
+    int last = d->step + 1 == p->steps;
+    fprintf(stderr, "%sporta-forecast: patch %d/%d, %.2f s%s", p->tty ? "\r" : "", d->step + 1, p->steps,
+            now() - p->start, !p->tty || last ? "\n" : "");
 }
 
 static int write_csv(const options *o, const csv_table *t, const porta_toto_result *res, float *scratch)
@@ -190,7 +194,7 @@ static int forecast(const options *o, const csv_table *t)
     }
     fprintf(stderr, "porta-forecast: %s on %s: model loaded and programs compiled in %.2f s\n",
             porta_backend_kind(be), porta_backend_device(be), now() - t0);
-    progress pr = {(o->horizon + c->patch_size - 1) / c->patch_size, now()};
+    progress pr = {(o->horizon + c->patch_size - 1) / c->patch_size, now(), isatty(fileno(stderr))};
     porta_toto_inputs in = {.series = series, .on_step = on_step, .user = &pr, .step_only = 1};
     porta_toto_result res = {mean, samples};
     if ((s = porta_toto_forecast(fc, &in, &res)) != PORTA_OK) {

@@ -15,6 +15,7 @@
 #include <string.h>
 #include "porta/safetensors.h"
 #include "porta/toto.h"
+#include "toto_fixture.h"
 #include "testutil.h"
 
 #define TOL 1e-5
@@ -25,19 +26,6 @@ typedef struct ref_ctx {
     int steps_seen;
     double worst;
 } ref_ctx;
-
-static float *tensor(porta_st_file *st, const char *name, int64_t n)
-{
-    const porta_st_tensor *t = porta_st_find(st, name);
-    if (!t || porta_st_numel(t) != n) {
-        fprintf(stderr, "reference tensor %s missing or not %lld elements\n", name, (long long)n);
-        exit(1);
-    }
-    float *v = malloc((size_t)n * sizeof(float));
-    if (!v) exit(1);
-    CHECK_OK(porta_st_to_f32(t, v, n));
-    return v;
-}
 
 static double rel_mae(const double *y, const float *ref, int64_t n)
 {
@@ -53,7 +41,7 @@ static void check_step(ref_ctx *r, int step, const char *name, const double *our
 {
     char full[64], what[128];
     snprintf(full, sizeof full, "step%d.%s", step, name);
-    float *ref = tensor(r->st, full, n);
+    float *ref = fixture_tensor(r->st, full, n);
     double e = rel_mae(ours, ref, n);
     r->worst = e > r->worst ? e : r->worst;
     snprintf(what, sizeof what, "%s rel MAE %.3g <= %g", full, e, TOL);
@@ -99,23 +87,16 @@ int main(int argc, char **argv)
         return 2;
     }
     porta_backend *be = open_or_skip(argv[1]);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/reference.safetensors", argv[2]);
-    porta_st_file *st;
-    CHECK_OK(porta_st_open(path, &st));
-    const porta_st_tensor *series = porta_st_find(st, "inputs.series");
+    toto_fixture fx;
+    fixture_open(argv[2], &fx);
+    porta_st_file *st = fx.st;
     const char *hz = porta_st_metadata(st, "horizon"), *ns = porta_st_metadata(st, "num_steps");
-    if (!series || series->ndim != 3 || !hz || !ns) {
-        fprintf(stderr, "%s: inputs.series [B, V, T] or horizon / num_steps metadata missing\n", path);
+    if (!hz || !ns) {
+        fprintf(stderr, "%s: horizon / num_steps metadata missing\n", argv[2]);
         return 1;
     }
-    int B = (int)series->shape[0], V = (int)series->shape[1], T = (int)series->shape[2];
+    int B = fx.B, V = fx.V, T = fx.T;
     int H = atoi(hz), steps = atoi(ns);
-    int64_t n = (int64_t)B * V * T;
-    float *x = tensor(st, "inputs.series", n), *pad = tensor(st, "inputs.padding_mask", n);
-    float *idf = tensor(st, "inputs.id_mask", n);
-    int32_t *id = malloc((size_t)n * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) id[i] = (int32_t)lrintf(idf[i]);
 
     porta_toto_model *m;
     CHECK_OK(porta_toto_model_load(argv[2], be, &m));
@@ -126,12 +107,12 @@ int main(int argc, char **argv)
     ref_ctx r = {st, &c, 0, 0};
     float *mean = malloc((size_t)B * V * H * sizeof(float));
     fill_nan(mean, (int64_t)B * V * H);
-    porta_toto_inputs in = {.series = x, .padding_mask = pad, .id_mask = id, .on_step = on_step, .user = &r};
+    porta_toto_inputs in = {.series = fx.series, .padding_mask = fx.padding_mask, .id_mask = fx.id_mask, .on_step = on_step, .user = &r};
     porta_toto_result res = {mean, NULL};
     CHECK_OK(porta_toto_forecast(f, &in, &res));
     check_true(&c, "every reference step compared", r.steps_seen == steps);
 
-    float *ref_mean = tensor(st, "mean", (int64_t)B * V * H);
+    float *ref_mean = fixture_tensor(st, "mean", (int64_t)B * V * H);
     double *m64 = malloc((size_t)B * V * H * sizeof(double));
     for (int64_t i = 0; i < (int64_t)B * V * H; i++) m64[i] = mean[i];
     double e = rel_mae(m64, ref_mean, (int64_t)B * V * H);
@@ -149,13 +130,9 @@ int main(int argc, char **argv)
     free(m64);
     free(ref_mean);
     free(mean);
-    free(id);
-    free(idf);
-    free(pad);
-    free(x);
     porta_toto_forecaster_free(f);
     porta_toto_model_free(m);
-    porta_st_close(st);
+    fixture_close(&fx);
     porta_backend_close(be);
     return checker_exit(&c);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 #include "porta/safetensors.h"
 #include "porta/toto.h"
+#include "toto_fixture.h"
 #include "testutil.h"
 
 
@@ -44,18 +45,6 @@ static void on_step(void *user, const porta_toto_dist *d)
     }
 }
 
-static float *tensor(porta_st_file *st, const char *name, int64_t n)
-{
-    const porta_st_tensor *t = porta_st_find(st, name);
-    float *v = malloc((size_t)n * sizeof(float));
-    if (!t || !v || porta_st_numel(t) != n) {
-        fprintf(stderr, "reference tensor %s missing or not %lld elements\n", name, (long long)n);
-        exit(1);
-    }
-    CHECK_OK(porta_st_to_f32(t, v, n));
-    return v;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -69,21 +58,9 @@ int main(int argc, char **argv)
         return 2;
     }
     porta_backend *be = open_or_skip(argv[1]);
-    char path[1024];
-    snprintf(path, sizeof path, "%s/reference.safetensors", argv[2]);
-    porta_st_file *st;
-    CHECK_OK(porta_st_open(path, &st));
-    const porta_st_tensor *series = porta_st_find(st, "inputs.series");
-    if (!series || series->ndim != 3) {
-        fprintf(stderr, "%s: inputs.series [B, V, T] missing\n", path);
-        return 1;
-    }
-    int B = (int)series->shape[0], V = (int)series->shape[1], T = (int)series->shape[2];
-    int64_t n = (int64_t)B * V * T;
-    float *x = tensor(st, "inputs.series", n), *pad = tensor(st, "inputs.padding_mask", n);
-    float *idf = tensor(st, "inputs.id_mask", n);
-    int32_t *id = malloc((size_t)n * sizeof(int32_t));
-    for (int64_t i = 0; i < n; i++) id[i] = (int32_t)lrintf(idf[i]);
+    toto_fixture fx;
+    fixture_open(argv[2], &fx);
+    int B = fx.B, V = fx.V, T = fx.T;
 
     porta_toto_model *m;
     CHECK_OK(porta_toto_model_load(argv[2], be, &m));
@@ -95,7 +72,7 @@ int main(int argc, char **argv)
     porta_toto_forecast_desc dm = {B, V, T, H, 0, 0};
     CHECK_OK(porta_toto_forecaster_new(m, &dm, &fm));
     float *mean_path = malloc(nh * sizeof(float));
-    porta_toto_inputs in = {.series = x, .padding_mask = pad, .id_mask = id};
+    porta_toto_inputs in = {.series = fx.series, .padding_mask = fx.padding_mask, .id_mask = fx.id_mask};
     CHECK_OK(porta_toto_forecast(fm, &in, &(porta_toto_result){mean_path, NULL}));
 
     porta_toto_forecaster *fs;
@@ -108,7 +85,7 @@ int main(int argc, char **argv)
         smp[run] = malloc(nh * SAMPLES * sizeof(float));
         fill_nan(smp[run], (int64_t)(nh * SAMPLES));
     }
-    porta_toto_inputs ins = {.series = x, .padding_mask = pad, .id_mask = id, .on_step = on_step, .user = &first};
+    porta_toto_inputs ins = {.series = fx.series, .padding_mask = fx.padding_mask, .id_mask = fx.id_mask, .on_step = on_step, .user = &first};
     CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[0], smp[0]}));
     ins.on_step = NULL;
     CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[1], smp[1]}));
@@ -149,15 +126,11 @@ int main(int argc, char **argv)
     }
     free(first.var);
     free(mean_path);
-    free(id);
-    free(idf);
-    free(pad);
-    free(x);
     porta_toto_forecaster_free(fs2);
     porta_toto_forecaster_free(fs);
     porta_toto_forecaster_free(fm);
     porta_toto_model_free(m);
-    porta_st_close(st);
+    fixture_close(&fx);
     porta_backend_close(be);
     return checker_exit(&c);
 }

@@ -107,7 +107,8 @@ int main(int argc, char **argv)
     ref_ctx r = {st, &c, 0, 0};
     float *mean = malloc((size_t)B * V * H * sizeof(float));
     fill_nan(mean, (int64_t)B * V * H);
-    porta_toto_inputs in = {.series = fx.series, .padding_mask = fx.padding_mask, .id_mask = fx.id_mask, .on_step = on_step, .user = &r};
+    porta_toto_inputs in = {.series = fx.series, .padding_mask = fx.padding_mask, .id_mask = fx.id_mask,
+                             .on_step = on_step, .user = &r};
     porta_toto_result res = {mean, NULL};
     CHECK_OK(porta_toto_forecast(f, &in, &res));
     check_true(&c, "every reference step compared", r.steps_seen == steps);

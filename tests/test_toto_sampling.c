@@ -85,7 +85,8 @@ int main(int argc, char **argv)
         smp[run] = malloc(nh * SAMPLES * sizeof(float));
         fill_nan(smp[run], (int64_t)(nh * SAMPLES));
     }
-    porta_toto_inputs ins = {.series = fx.series, .padding_mask = fx.padding_mask, .id_mask = fx.id_mask, .on_step = on_step, .user = &first};
+    porta_toto_inputs ins = {.series = fx.series, .padding_mask = fx.padding_mask, .id_mask = fx.id_mask,
+                             .on_step = on_step, .user = &first};
     CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[0], smp[0]}));
     ins.on_step = NULL;
     CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[1], smp[1]}));

@@ -11,6 +11,7 @@
 #   DEVICE  toto-ts device, cpu or cuda (default: cuda with a GPU, else cpu)
 #   RESULTS folder for the JSON results and logs (default $BUILD/toto-bench)
 #   QUICK=1 fewer repeats everywhere
+#   PEER=0  porta only: skip toto-ts (earlier toto-ts results in RESULTS stay)
 #   CASES   cases to run (default "mean-v1 mean-v7 s256-v1 s256-v7"); results of other
 #           cases already in RESULTS stay and appear in the table
 # Cases: mean path and 256 sample paths, each for 1 and 7 variates; context
@@ -35,7 +36,11 @@ DEVICE=${DEVICE:-$([ $gpu = 1 ] && echo cuda || echo cpu)}
 if [ $# -gt 0 ]; then backends=("$@"); elif [ $gpu = 1 ]; then backends=(cuda); else backends=(cpu); fi
 CASES=${CASES:-mean-v1 mean-v7 s256-v1 s256-v7}
 mkdir -p "$OUT"
-for case in $CASES; do rm -f "$OUT/$case".*.json; done
+peer=${PEER:-1}
+for case in $CASES; do
+  rm -f "$OUT/$case".porta-*.json
+  [ "$peer" = 1 ] && rm -f "$OUT/$case".eager.json "$OUT/$case".compile.json
+done
 
 # A warm machine keeps /tmp/site from an earlier call.
 [ -d /tmp/site/toto ] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
@@ -103,6 +108,7 @@ for case in $CASES; do
     echo "[$(date -u +%T)] $case: porta $be"
     run "$case.porta-$be" "$BUILD/bin/bench_toto" --model "$MODEL" --backend "$be" "${shape[@]}" "${prep[@]}"
   done
+  [ "$peer" = 1 ] || continue
   echo "[$(date -u +%T)] $case: toto-ts eager"
   run "$case.eager" python3 bench/bench_toto_torch.py --model "$MODEL" --device "$DEVICE" --mode eager \
     --threads "$threads" "${shape[@]}" "${trep[@]}"

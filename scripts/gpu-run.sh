@@ -4,6 +4,8 @@
 #   sanitize  compute-sanitizer memcheck, racecheck, synccheck, initcheck on the CUDA tests
 #   bench     bench_decoder on cuda and vulkan
 #   toto      the Toto forecast benchmark against toto-ts (CASES as bench/run_toto_bench.sh)
+#   profile   time of each CUDA node (PORTA_CUDA_PROFILE=1): bench_decoder, and the Toto
+#             forecasts of CASES (default "mean-v7 s256-v1") without toto-ts
 #   quick     shorter benchmarks
 # (default: tests sanitize bench). Logs go to $OUT (default build-gpu/logs);
 # a summary table is printed last. Each part fits one 10-minute call.
@@ -63,6 +65,16 @@ if has toto; then
     bash bench/run_toto_bench.sh cuda vulkan > "$out/toto_bench.log" 2>&1
   tail -20 "$out/toto_bench.log"
   tar -C "$build" -czf "$out/toto-bench.tgz" toto-bench
+fi
+
+if has profile; then
+  PORTA_CUDA_PROFILE=1 run profile_decoder "$build/bin/bench_decoder" --backends cuda --quick
+  grep -B2 -A30 "porta cuda profile: 1[0-9][0-9] nodes" "$out/profile_decoder.log" | head -120
+  mkdir -p "$build/toto-profile"
+  PORTA_CUDA_PROFILE=1 PEER=0 BUILD=$build RESULTS=$build/toto-profile QUICK=1 CASES=${CASES:-mean-v7 s256-v1} \
+    bash bench/run_toto_bench.sh cuda > "$out/toto_profile.log" 2>&1
+  cp "$build/toto-profile/log.txt" "$out/toto_profile_nodes.log"
+  grep -A24 "porta cuda profile" "$out/toto_profile_nodes.log" | head -150
 fi
 
 echo; echo "== summary =="

@@ -10,7 +10,9 @@
  *
  * PORTA_CUDA_EAGER=1 at open gives a backend whose replays launch the same
  * kernels one by one instead of the graph (nothing is captured): the figure a
- * benchmark compares graph replays with. */
+ * benchmark compares graph replays with. PORTA_CUDA_PROFILE=1 also times each
+ * node (replays then wait for the GPU) and prints the times when a program is
+ * freed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,9 @@ typedef struct pc_prog {
     size_t *in_off, *out_off; /* byte offsets inside a slot */
     pc_slot slot[PC_RING];
     int next;             /* slot of the next replay; the oldest one in use */
+    cudaEvent_t *prof_ev; /* profiling backends: one event before each node and one after the last */
+    double *prof_us;      /* per node, summed over the profiled replays */
+    int prof_runs;
 } pc_prog;
 
 porta_status pc_cuda_fail(const pc_backend *be, cudaError_t e, const char *what)
@@ -211,6 +216,49 @@ static porta_status pc_check_refs(const pc_backend *be, const porta_node *n)
     return PORTA_OK;
 }
 
+/* PORTA_CUDA_PROFILE=1: the time of each node, on stderr when the program is
+ * freed (programs replayed at least 3 times): one line per op kind, then the
+ * most expensive nodes. */
+static void pc_prof_report(const pc_prog *p)
+{
+    if (p->prof_runs < 3 || p->n_nodes == 0) return;
+    double total = 0, by_op[PORTA_OP_COUNT] = { 0 };
+    int count[PORTA_OP_COUNT] = { 0 };
+    for (int i = 0; i < p->n_nodes; i++) {
+        double us = p->prof_us[i] / p->prof_runs;
+        total += us;
+        by_op[p->nodes[i].op] += us;
+        count[p->nodes[i].op]++;
+    }
+    fprintf(stderr, "\nporta cuda profile: %d nodes, %.1f us of kernels per replay (mean of %d)\n", p->n_nodes, total,
+            p->prof_runs);
+    fprintf(stderr, "  %-12s %6s %10s %6s %9s\n", "op", "nodes", "us", "%", "us/node");
+    for (int o = 0; o < PORTA_OP_COUNT; o++)
+        if (count[o])
+            fprintf(stderr, "  %-12s %6d %10.1f %5.1f%% %9.2f\n", porta_op_name((porta_op)o), count[o], by_op[o],
+                    100 * by_op[o] / total, by_op[o] / count[o]);
+    int top[12], nt = 0;
+    for (int i = 0; i < p->n_nodes; i++) {
+        int j = nt < 12 ? nt++ : 11;
+        if (j == 11 && nt == 12 && p->prof_us[i] <= p->prof_us[top[11]]) continue;
+        top[j] = i;
+        for (; j > 0 && p->prof_us[top[j]] > p->prof_us[top[j - 1]]; j--) {
+            int t = top[j];
+            top[j] = top[j - 1];
+            top[j - 1] = t;
+        }
+    }
+    fprintf(stderr, "  most expensive nodes:\n");
+    for (int k = 0; k < nt; k++) {
+        const porta_node *n = &p->nodes[top[k]];
+        char shape[96] = "";
+        for (int d = 0, at = 0; d < n->out.ndim && at < (int)sizeof shape - 24; d++)
+            at += snprintf(shape + at, sizeof shape - (size_t)at, d ? "x%lld" : "%lld", (long long)n->out.shape[d]);
+        fprintf(stderr, "  %4d %-12s %-28s out %-20s %9.2f us\n", top[k], porta_op_name(n->op), n->name, shape,
+                p->prof_us[top[k]] / p->prof_runs);
+    }
+}
+
 static void pc_prog_free(void *prog)
 {
     pc_prog *p = prog;
@@ -225,6 +273,13 @@ static void pc_prog_free(void *prog)
         if (p->slot[k].done) pc_quiet(be, cudaEventDestroy(p->slot[k].done), "cudaEventDestroy");
         free(p->slot[k].dst);
     }
+    if (p->prof_ev) {
+        pc_prof_report(p);
+        for (int i = 0; i <= p->n_nodes; i++)
+            if (p->prof_ev[i]) pc_quiet(be, cudaEventDestroy(p->prof_ev[i]), "cudaEventDestroy");
+    }
+    free(p->prof_ev);
+    free(p->prof_us);
     if (p->arena) pc_quiet(be, cudaFree(p->arena), "cudaFree");
     if (p->scratch) pc_quiet(be, cudaFree(p->scratch), "cudaFree");
     if (p->step) pc_quiet(be, cudaFree(p->step), "cudaFree");
@@ -327,6 +382,12 @@ static porta_status pc_prog_build(pc_prog *p, const porta_plan *plan)
     p->nodes = malloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1) * sizeof *p->nodes);
     if (!p->nodes) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
     memcpy(p->nodes, plan->nodes, (size_t)plan->n_nodes * sizeof *p->nodes);
+    if (be->profile) {
+        p->prof_ev = calloc((size_t)plan->n_nodes + 1, sizeof *p->prof_ev);
+        p->prof_us = calloc((size_t)plan->n_nodes + 1, sizeof *p->prof_us);
+        if (!p->prof_ev || !p->prof_us) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
+        for (int i = 0; i <= plan->n_nodes; i++) PC_CK(be, cudaEventCreate(&p->prof_ev[i]));
+    }
     return PORTA_OK;
 }
 
@@ -378,9 +439,23 @@ static porta_status pc_prog_run(void *prog, const int32_t *step_block, const flo
         PC_CK(be, cudaMemcpyAsync(p->in_dev[i], s->host + p->in_off[i], bytes, cudaMemcpyHostToDevice, st));
     }
     if (be->eager) {
+        /* Profiling: the GPU waits while the host launches every node, so
+         * the events time the kernels back to back, not the launches. */
+        if (p->prof_ev) PC_CK(be, pc_spin(st, 20000LL * (p->n_nodes + 1)));
         for (int i = 0; i < p->n_nodes; i++) {
+            if (p->prof_ev) PC_CK(be, cudaEventRecord(p->prof_ev[i], st));
             porta_status e = pc_node(&p->rec, &p->nodes[i]);
             if (e) return e;
+        }
+        if (p->prof_ev) {
+            PC_CK(be, cudaEventRecord(p->prof_ev[p->n_nodes], st));
+            PC_CK(be, cudaEventSynchronize(p->prof_ev[p->n_nodes]));
+            for (int i = 0; i < p->n_nodes; i++) {
+                float ms = 0;
+                PC_CK(be, cudaEventElapsedTime(&ms, p->prof_ev[i], p->prof_ev[i + 1]));
+                p->prof_us[i] += 1e3 * ms;
+            }
+            p->prof_runs++;
         }
     } else {
         PC_CK(be, cudaGraphLaunch(p->exec, st));
@@ -469,7 +544,9 @@ static porta_status pc_setup(pc_backend *be, int discrete)
     PC_CK(be, cudaMalloc(&be->blas_ws, be->blas_ws_bytes));
     PC_BLAS(be, cublasSetWorkspace(be->blas, be->blas_ws, be->blas_ws_bytes));
     const char *eager = getenv("PORTA_CUDA_EAGER");
-    be->eager = eager && strcmp(eager, "1") == 0;
+    const char *profile = getenv("PORTA_CUDA_PROFILE");
+    be->profile = profile && strcmp(profile, "1") == 0;
+    be->eager = (eager && strcmp(eager, "1") == 0) || be->profile;
     const char *tf32 = getenv("PORTA_CUDA_TF32");
     int use_tf32 = tf32 && strcmp(tf32, "1") == 0;
     PC_BLAS(be, cublasSetMathMode(be->blas, use_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));

@@ -6,6 +6,19 @@ static __global__ void copy_strided(float *out, const float *in, pc_strided s, i
     PC_GRID_STRIDE(i, n) out[i] = in[pc_offset(s, i)];
 }
 
+static __global__ void spin(long long cycles)
+{
+    long long t0 = clock64();
+    while (clock64() - t0 < cycles) {
+    }
+}
+
+extern "C" cudaError_t pc_spin(cudaStream_t s, long long cycles)
+{
+    spin<<<1, 1, 0, s>>>(cycles);
+    return cudaGetLastError();
+}
+
 extern "C" cudaError_t pc_probe_kernels(void)
 {
     cudaFuncAttributes fa;

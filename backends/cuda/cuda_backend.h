@@ -25,6 +25,7 @@ typedef struct pc_backend {
     int device;
     int smem_optin;           /* bytes of shared memory a block may opt into */
     int eager;                /* replays launch kernels one by one (PORTA_CUDA_EAGER=1) */
+    int profile;              /* eager, and each node timed (PORTA_CUDA_PROFILE=1) */
     /* One stream for every program and buffer operation of this backend, so
      * that buffer copies, cache row copies and replays of different programs
      * sharing a KV cache are ordered by submission with no cross-stream events. */
@@ -154,6 +155,9 @@ porta_status pc_softmax(pc_rec *r, const porta_node *n);
 porta_status pc_rope(pc_rec *r, const porta_node *n);
 porta_status pc_kv_update(pc_rec *r, const porta_node *n);   /* KV_APPEND */
 porta_status pc_attention(pc_rec *r, const porta_node *n);   /* ATTN_CACHED, ATTN */
+
+/* Keeps the stream busy for about `cycles` GPU clocks. */
+cudaError_t pc_spin(cudaStream_t s, long long cycles);
 
 /* Fails unless this module carries kernel code the current device can run. */
 cudaError_t pc_probe_kernels(void);

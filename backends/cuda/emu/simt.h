@@ -45,6 +45,7 @@ inline float simt_exchange(float v, int src)
     return r;
 }
 template <class T> inline T __ldg(const T *p) { return *p; }
+inline long long clock64() { static thread_local long long t = 0; return t += 1000000000LL; }
 template <class T> inline T __ldcs(const T *p) { return *p; }
 inline float __shfl_sync(unsigned, float v, int src) { return simt_exchange(v, src & 31); }
 inline float __shfl_xor_sync(unsigned, float v, int m) { return simt_exchange(v, (int)(threadIdx.x % 32) ^ m); }

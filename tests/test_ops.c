@@ -104,6 +104,30 @@ static porta_tensor *b_layernorm(porta_graph *g, params *P, porta_kvcache *kv, c
     return porta_layernorm(g, x, w, b, c->f);
 }
 
+/* The chains core fuses into one linear for backends that take fused
+ * linears: x -> rmsnorm -> linear -> add(x), or with flag 4 the MLP
+ * x -> rmsnorm -> linear -> swiglu -> linear -> add(x). d = {B, M, E, F};
+ * flag 1: biases, 2: a norm scale. */
+static porta_tensor *b_fused(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)kv;
+    int64_t B = c->d[0], M = c->d[1], E = c->d[2], F = c->d[3];
+    porta_tensor *x = IN(g, "x", B, M, E);
+    porta_tensor *h = porta_rmsnorm(g, x, c->flag & 2 ? mkparam(g, P, 1, (int64_t[]){ E }) : NULL, c->f);
+    porta_tensor *y;
+    if (c->flag & 4) {
+        porta_tensor *u = porta_linear(g, h, mkparam(g, P, 2, (int64_t[]){ 2 * F, E }),
+                                       c->flag & 1 ? mkparam(g, P, 1, (int64_t[]){ 2 * F }) : NULL);
+        y = porta_linear(g, porta_swiglu(g, u), mkparam(g, P, 2, (int64_t[]){ E, F }),
+                         c->flag & 1 ? mkparam(g, P, 1, (int64_t[]){ E }) : NULL);
+    } else {
+        y = porta_linear(g, porta_reshape(g, h, 2, (int64_t[]){ B * M, E }), mkparam(g, P, 2, (int64_t[]){ F, E }),
+                         c->flag & 1 ? mkparam(g, P, 1, (int64_t[]){ F }) : NULL);
+        y = porta_reshape(g, y, 3, (int64_t[]){ B, M, F });
+    }
+    return porta_add(g, E == F || (c->flag & 4) ? x : IN(g, "r", B, M, F), y);
+}
+
 static porta_tensor *b_silu(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
 {
     (void)P, (void)kv;
@@ -175,6 +199,16 @@ static const opcase cases[] = {
     { "linear 8x3072 -> 768 +bias", 1e-5, b_linear, { 8, 3072, 768 }, 0, 1, 0, 1 },
     { "linear 17x768 -> 768", 1e-5, b_linear, { 17, 768, 768 }, 0, 0, 0, 1 },
     { "linear 64x768 -> 3072 +bias", 1e-5, b_linear, { 64, 768, 3072 }, 0, 1, 0, 1 },
+    { "rmsnorm+linear+add [1,1,768] -> 768 +bias", 1e-5, b_fused, { 1, 1, 768, 768 }, 1e-6f, 3, 0, 1 },
+    { "rmsnorm+linear+add [2,3,64] -> 200 +bias", 1e-5, b_fused, { 2, 3, 64, 200 }, 1e-5f, 3, 0, 1 },
+    { "rmsnorm+linear+add [1,8,96] -> 96", 1e-5, b_fused, { 1, 8, 96, 96 }, 1e-6f, 0, 0, 1 },
+    { "rmsnorm+linear+add [5,9,64] -> 64 +bias", 1e-5, b_fused, { 5, 9, 64, 64 }, 1e-6f, 3, 0, 1 },
+    { "rmsnorm+linear+add [1,2,30] -> 30 (odd K)", 1e-5, b_fused, { 1, 2, 30, 30 }, 1e-6f, 3, 0, 1 },
+    { "mlp [1,1,768] F 3072 +bias", 1e-5, b_fused, { 1, 1, 768, 3072 }, 1e-6f, 7, 0, 1 },
+    { "mlp [1,7,128] F 256 +bias", 1e-5, b_fused, { 1, 7, 128, 256 }, 1e-6f, 7, 0, 1 },
+    { "mlp [2,2,64] F 96 no bias, no scale", 1e-5, b_fused, { 2, 2, 64, 96 }, 1e-6f, 4, 0, 1 },
+    { "mlp [4,16,64] F 160 +bias", 1e-5, b_fused, { 4, 16, 64, 160 }, 1e-6f, 7, 0, 1 },
+    { "mlp [1,3,62] F 33 +bias (odd K)", 1e-5, b_fused, { 1, 3, 62, 33 }, 1e-6f, 7, 0, 1 },
     { "matmul [6,17,19]@[19,5]", 1e-5, b_matmul, { 6, 17, 19, 5 }, 0, 0, 0, 1 },
     { "matmul [5,33,70]@[5,70,9] batched", 1e-5, b_matmul, { 5, 33, 70, 9 }, 0, 1, 0, 1 },
     { "matmul [1,1,100]@[100,37]", 1e-5, b_matmul, { 1, 1, 100, 37 }, 0, 0, 0, 1 },
@@ -298,6 +332,18 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
         teardown(&X);
         teardown(&Rf);
         return 0;
+    }
+    if (c->build == b_fused) {
+        /* The CUDA backend takes fused linears: the chain is one node (two for the MLP). */
+        const char *nf = getenv("PORTA_NO_FUSE");
+        int fused = !strcmp(porta_backend_kind(be), "cuda") && !(nf && !strcmp(nf, "1"));
+        uint64_t want = c->flag & 4 ? (fused ? 2 : 5) : (fused ? 1 : 3);
+        porta_program_stats ps;
+        CHECK_OK(porta_program_stats_get(X.p, &ps));
+        if (ps.nodes != want) {
+            printf("FAIL %s: %llu nodes, want %llu\n", c->name, (unsigned long long)ps.nodes, (unsigned long long)want);
+            ck->failed++;
+        }
     }
     int steps = c->steps ? c->steps : 1, ok = 1;
     int B = (int)c->d[0], T = (int)c->d[1];

@@ -34,9 +34,10 @@ typedef struct attn_args {
     int rows;                       /* step block rows: n[b] is step[rows + b] */
     float scale;
     int causal;
-    int kvec;                       /* K rows are 16-byte aligned, unit stride: float4 loads */
+    int kvec;                       /* K and V rows 16-byte aligned, unit stride: float4 loads */
     const int32_t *step;            /* cached: pos[B], n[B]; NULL otherwise */
     int chunk, splits;              /* decode: keys per split, splits */
+    int tk;                         /* decode: keys per staged tile */
     float *part;                    /* decode: [B,T,H,splits][D+2] = m, l, acc */
 } attn_args;
 
@@ -146,17 +147,88 @@ static __global__ void __launch_bounds__(PF_WARPS * 32) attn_prefill(attn_args a
     }
 }
 
+/* Copies keys [0, nk) of a K and a V tile (rows rs apart) into shared memory
+ * rows of D + 1 floats, issuing DC_LOADS loads per lane before the first
+ * store, so a tile costs a couple of memory round trips, not one per key. */
+#define DC_LOADS 8
+static __device__ __forceinline__ void stage_kv(float *ksh, float *vsh, const float *k, int64_t ks, int64_t kcs,
+                                                const float *v, int64_t vs, int64_t vcs, int nk, int D, int vec,
+                                                int lane)
+{
+    const int DP = D + 1;
+    if (vec) { /* unit column strides, 16-byte aligned rows, D % 4 == 0 */
+        int per = D / 4, total = nk * per;
+        for (int e0 = 0; e0 < total; e0 += 32 * DC_LOADS) {
+            float4 tk[DC_LOADS] = {}, tv[DC_LOADS] = {};
+#pragma unroll
+            for (int u = 0; u < DC_LOADS; u++) {
+                int e = e0 + u * 32 + lane;
+                if (e < total) {
+                    int j = e / per, d4 = e - j * per;
+                    tk[u] = __ldg(reinterpret_cast<const float4 *>(k + j * ks) + d4);
+                    tv[u] = __ldg(reinterpret_cast<const float4 *>(v + j * vs) + d4);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < DC_LOADS; u++) {
+                int e = e0 + u * 32 + lane;
+                if (e < total) {
+                    int j = e / per, d = 4 * (e - j * per);
+                    float *kr = ksh + j * DP + d, *vr = vsh + j * DP + d;
+                    kr[0] = tk[u].x, kr[1] = tk[u].y, kr[2] = tk[u].z, kr[3] = tk[u].w;
+                    vr[0] = tv[u].x, vr[1] = tv[u].y, vr[2] = tv[u].z, vr[3] = tv[u].w;
+                }
+            }
+        }
+        return;
+    }
+    int total = nk * D;
+    for (int e0 = 0; e0 < total; e0 += 32 * DC_LOADS) {
+        float tk[DC_LOADS] = {}, tv[DC_LOADS] = {};
+#pragma unroll
+        for (int u = 0; u < DC_LOADS; u++) {
+            int e = e0 + u * 32 + lane;
+            if (e < total) {
+                int j = e / D, d = e - j * D;
+                tk[u] = k[j * ks + d * kcs];
+                tv[u] = v[j * vs + d * vcs];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < DC_LOADS; u++) {
+            int e = e0 + u * 32 + lane;
+            if (e < total) {
+                int j = e / D, d = e - j * D;
+                ksh[j * DP + d] = tk[u];
+                vsh[j * DP + d] = tv[u];
+            }
+        }
+    }
+}
+
+/* Each warp stages tiles of a.tk keys and their values in its own shared
+ * memory, scores them with one lane per key and folds them into its running
+ * (m, l, acc); the block then merges its warps. With one split the block
+ * writes the output itself; else its split's partial result, which
+ * attn_combine merges. */
 static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
 {
     extern __shared__ float sh[];
-    const int D = a.D;
+    const int D = a.D, DP = D + 1, TK = a.tk;
     float *qsh = sh;                    /* [D], pre-scaled */
     float *wsh = sh + D;                /* [DC_WARPS][D + 2]: each warp's m, l, acc */
     int s = blockIdx.x % a.splits, b = blockIdx.x / a.splits, h = blockIdx.y;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *ksh = wsh + DC_WARPS * (D + 2) + warp * 2 * TK * DP, *vsh = ksh + TK * DP;
     int pos = a.step[b], cnt = a.step[a.rows + b];
     const float *k = a.k + b * a.ks[0] + h * a.ks[2], *v = a.v + b * a.vs[0] + h * a.vs[2];
-    for (int t = 0; t < a.T && t < cnt; t++) {
+    for (int t = 0; t < a.T; t++) {
+        float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * D;
+        if (t >= cnt) { /* no query this step: a zero row, as the other kernels */
+            if (a.splits == 1)
+                for (int d = threadIdx.x; d < D; d += blockDim.x) y[d] = 0.0f;
+            continue;
+        }
         int k0 = s * a.chunk, k1 = min(k0 + a.chunk, min(pos + t + 1, a.Tk));
         if (k0 >= k1) continue;
         __syncthreads();
@@ -166,24 +238,21 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
         float m = -INFINITY, l = 0.0f, acc[DPL];
 #pragma unroll
         for (int c = 0; c < DPL; c++) acc[c] = 0.0f;
-        for (int base = k0 + warp * KT; base < k1; base += DC_WARPS * KT) {
-            int key = base + lane;
+        for (int base = k0 + warp * TK; base < k1; base += DC_WARPS * TK) {
+            int nk = min(TK, k1 - base);
+            __syncwarp();
+            stage_kv(ksh, vsh, k + base * a.ks[1], a.ks[1], a.ks[3], v + base * a.vs[1], a.vs[1], a.vs[3], nk, D,
+                     a.kvec, lane);
+            __syncwarp();
             float sc = -INFINITY;
-            if (key < k1) {
-                const float *kr = k + key * a.ks[1];
+            if (lane < nk) {
+                const float *kr = ksh + lane * DP;
                 float dot = 0.0f;
-                if (a.kvec) {
-                    const float4 *k4 = (const float4 *)kr, *q4 = (const float4 *)qsh;
-                    for (int d = 0; d < D / 4; d++) {
-                        float4 x = k4[d], y = q4[d];
-                        dot += y.x * x.x + y.y * x.y + y.z * x.z + y.w * x.w;
-                    }
-                } else {
-                    for (int d = 0; d < D; d++) dot += qsh[d] * kr[d * a.ks[3]];
-                }
+#pragma unroll 8
+                for (int d = 0; d < D; d++) dot += qsh[d] * kr[d];
                 sc = dot;
             }
-            ONLINE_UPDATE(sc, min(KT, k1 - base), m, l, acc, v + (base + jj) * a.vs[1], a.vs[3]);
+            ONLINE_UPDATE(sc, nk, m, l, acc, vsh + jj * DP, 1);
         }
         float *w = wsh + warp * (D + 2);
         if (lane == 0) {
@@ -198,6 +267,17 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
         __syncthreads();
         float M = -INFINITY;
         for (int i = 0; i < DC_WARPS; i++) M = fmaxf(M, wsh[i * (D + 2)]);
+        if (a.splits == 1) {
+            float L = 0.0f;
+            for (int i = 0; i < DC_WARPS; i++) L += expf(wsh[i * (D + 2)] - M) * wsh[i * (D + 2) + 1];
+            float inv = 1.0f / L;
+            for (int d = threadIdx.x; d < D; d += blockDim.x) {
+                float sum = 0.0f;
+                for (int i = 0; i < DC_WARPS; i++) sum += expf(wsh[i * (D + 2)] - M) * wsh[i * (D + 2) + 2 + d];
+                y[d] = sum * inv;
+            }
+            continue;
+        }
         float *part = a.part + ((((int64_t)b * a.T + t) * a.H + h) * a.splits + s) * (D + 2);
         for (int e = threadIdx.x; e < D + 2; e += blockDim.x) {
             float sum = 0.0f;
@@ -252,18 +332,26 @@ static porta_status decode(pc_rec *r, attn_args *a)
     a->chunk = chunk;
     a->splits = (a->Tk + chunk - 1) / chunk;
     if (a->splits < 1) a->splits = 1;
-    int64_t need = (int64_t)a->B * a->T * a->H * a->splits * (a->D + 2);
+    /* Staged tiles: 32 keys up to head dim 64, fewer for larger heads, so
+     * that four warps' K and V tiles stay near 70 KB of shared memory. */
+    a->tk = a->D <= 64 ? KT : a->D <= 128 ? KT / 2 : KT / 4;
+    size_t smem = (size_t)(a->D + DC_WARPS * (a->D + 2) + DC_WARPS * 2 * a->tk * (a->D + 1)) * sizeof(float);
+    int64_t need = a->splits > 1 ? (int64_t)a->B * a->T * a->H * a->splits * (a->D + 2) : 0;
     int64_t blocks = (int64_t)a->B * a->splits;
     if (blocks > 0x7fffffff) return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda: attention grid too large");
+    if (smem > (size_t)r->be->smem_optin)
+        return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda: attention head dim %d needs %zu bytes of shared memory",
+                       a->D, smem);
     if (r->dry) {
         if (need > r->scratch_elems) r->scratch_elems = need;
+        if (smem > 48 * 1024)
+            PC_CK(r->be, cudaFuncSetAttribute(attn_decode, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         return PORTA_OK;
     }
     a->part = r->scratch;
-    size_t smem = (size_t)(a->D + DC_WARPS * (a->D + 2)) * sizeof(float);
     attn_decode<<<dim3((unsigned)blocks, a->H), DC_WARPS * 32, smem, r->be->stream>>>(*a);
     porta_status st = launch_check(r);
-    if (st) return st;
+    if (st || a->splits == 1) return st;
     int64_t rows = (int64_t)a->B * a->T * a->H;
     attn_combine<<<(unsigned)((rows + DC_WARPS - 1) / DC_WARPS), DC_WARPS * 32, 0, r->be->stream>>>(*a);
     return launch_check(r);
@@ -350,9 +438,10 @@ extern "C" porta_status pc_attention(pc_rec *r, const porta_node *n)
     a.rows = r->step_rows;
     a.q = pc_ptr(r, q);
     a.k = pc_ptr(r, k);
-    a.kvec = a.ks[3] == 1 && a.D % 4 == 0 && a.ks[0] % 4 == 0 && a.ks[1] % 4 == 0 && a.ks[2] % 4 == 0 &&
-             ((uintptr_t)a.k & 15) == 0;
     a.v = pc_ptr(r, v);
+    a.kvec = a.ks[3] == 1 && a.vs[3] == 1 && a.D % 4 == 0 && a.ks[0] % 4 == 0 && a.ks[1] % 4 == 0 &&
+             a.ks[2] % 4 == 0 && a.vs[0] % 4 == 0 && a.vs[1] % 4 == 0 && a.vs[2] % 4 == 0 &&
+             ((uintptr_t)a.k & 15) == 0 && ((uintptr_t)a.v & 15) == 0;
     a.out = pc_ptr(r, o);
     if (!r->dry && (int64_t)a.B * a.T * a.H == 0) return PORTA_OK;
     return cached && a.T <= DC_MAX_T ? decode(r, &a) : prefill(r, &a);

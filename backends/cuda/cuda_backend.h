@@ -151,6 +151,10 @@ porta_status pc_copy(pc_rec *r, const porta_node *n);
 porta_status pc_matmul(pc_rec *r, const porta_node *n);      /* LINEAR, MATMUL */
 porta_status pc_eltwise(pc_rec *r, const porta_node *n);     /* ADD, MUL, SILU, SWIGLU */
 porta_status pc_norm(pc_rec *r, const porta_node *n);        /* RMSNORM, LAYERNORM */
+/* RMSNorm of M rows of K (row stride xrs, column stride xcs) into dense out,
+ * times g (stride gs) when not NULL. */
+porta_status pc_rmsnorm_rows(pc_rec *r, float *out, const float *x, int64_t M, int64_t K, int64_t xrs, int64_t xcs,
+                             const float *g, int64_t gs, float eps);
 porta_status pc_softmax(pc_rec *r, const porta_node *n);
 porta_status pc_rope(pc_rec *r, const porta_node *n);
 porta_status pc_kv_update(pc_rec *r, const porta_node *n);   /* KV_APPEND */

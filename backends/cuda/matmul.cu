@@ -45,66 +45,168 @@ static __global__ void fill_bias(float *out, int64_t ldo, const float *bias, int
     }
 }
 
-/* Decode-sized products (a few rows) are bound by reading the weights once:
- * one warp per weight row streams it with 16-byte loads and keeps one
- * accumulator per input row; cuBLAS's GEMM kernels leave most of the memory
- * bandwidth unused at these shapes. */
+/* Decode-sized products (a few rows) are bound by reading the weights once.
+ * A block of GV_WARPS warps takes GV_R weight rows and splits K between its
+ * threads: each thread streams its 16-byte pieces of the GV_R rows (each
+ * weight byte is read once, past the caches) and reuses every x load for
+ * GV_R rows, so the x rows (L1 hits) cost 1/GV_R of a load per weight load.
+ * The partial sums meet in shared memory. The same kernel carries the fused
+ * forms: an RMSNorm of x (its sum of squares gathered from the x loads the
+ * product makes anyway, the scale folded into x), bias, SwiGLU (the block's
+ * rows are gate rows j and value rows j + F) and a residual. */
 #define GEMV_MAX_ROWS 8
-#define GEMV_WARPS 4
+#define GV_WARPS 4
+#define GV_R 4
+
+typedef struct gemv_args {
+    const float *x, *w, *bias, *res, *g; /* bias, res, g may be NULL */
+    float *out;
+    int64_t xrs, wrs, bs;
+    int M, N2, Nout, K4;                 /* N2 weight rows; Nout = N2 or N2 / 2 (swiglu) */
+    int norm, swiglu;
+    float eps;
+} gemv_args;
+
+static __device__ __forceinline__ float gv_dot(float4 a, float4 b, float acc)
+{
+    return fmaf(a.x, b.x, fmaf(a.y, b.y, fmaf(a.z, b.z, fmaf(a.w, b.w, acc))));
+}
+
+static __device__ __forceinline__ float gv_silu(float x) { return x / (1.0f + expf(-x)); }
 
 template <int MM>
-static __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    gemv_rows(const float *__restrict__ x, int64_t xrs, const float *__restrict__ w, int64_t wrs,
-              const float *__restrict__ bias, int64_t bs, float *__restrict__ out, int64_t ors, int M, int N, int K4)
+static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
 {
-    int row = blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-    if (row >= N) return; /* whole warps leave together */
-    const float4 *wr = reinterpret_cast<const float4 *>(w + (int64_t)row * wrs);
-    float acc[MM];
+    extern __shared__ float sh[]; /* [GV_WARPS][GV_R * MM + MM]: partial sums, sums of squares */
+    const int RW = GV_R * MM + MM;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    /* The block's weight rows: GV_R consecutive ones, or GV_R / 2 gate rows
+     * and the value rows F further. */
+    int row[GV_R];
 #pragma unroll
-    for (int m = 0; m < MM; m++) acc[m] = 0.0f;
-#pragma unroll 4
-    for (int k = lane; k < K4; k += 32) {
-        float4 wv = __ldcs(wr + k); /* read once: keep it out of the caches */
+    for (int r = 0; r < GV_R; r++) {
+        if (a.swiglu) {
+            int j = blockIdx.x * (GV_R / 2) + (r % (GV_R / 2));
+            row[r] = j < a.Nout ? j + (r < GV_R / 2 ? 0 : a.Nout) : -1;
+        } else {
+            int j = blockIdx.x * GV_R + r;
+            row[r] = j < a.N2 ? j : -1;
+        }
+    }
+    float acc[GV_R][MM], ss[MM];
+#pragma unroll
+    for (int m = 0; m < MM; m++) {
+        ss[m] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < GV_R; r++) acc[r][m] = 0.0f;
+    }
+    const float4 *x4 = reinterpret_cast<const float4 *>(a.x), *g4 = reinterpret_cast<const float4 *>(a.g);
+    const int64_t xr4 = a.xrs / 4, wr4 = a.wrs / 4;
+#pragma unroll 2
+    for (int k = tid; k < a.K4; k += GV_WARPS * 32) {
+        float4 wv[GV_R];
+#pragma unroll
+        for (int r = 0; r < GV_R; r++)
+            wv[r] = row[r] >= 0 ? __ldcs(reinterpret_cast<const float4 *>(a.w) + row[r] * wr4 + k)
+                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        float4 gv = g4 ? __ldg(g4 + k) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
 #pragma unroll
         for (int m = 0; m < MM; m++) {
-            if (m < M) {
-                float4 xv = __ldg(reinterpret_cast<const float4 *>(x + m * xrs) + k);
-                acc[m] = fmaf(wv.x, xv.x, fmaf(wv.y, xv.y, fmaf(wv.z, xv.z, fmaf(wv.w, xv.w, acc[m]))));
+            if (m >= a.M) break;
+            float4 xv = __ldg(x4 + m * xr4 + k);
+            if (a.norm) {
+                ss[m] = gv_dot(xv, xv, ss[m]);
+                xv = make_float4(xv.x * gv.x, xv.y * gv.y, xv.z * gv.z, xv.w * gv.w);
             }
+#pragma unroll
+            for (int r = 0; r < GV_R; r++) acc[r][m] = gv_dot(wv[r], xv, acc[r][m]);
         }
     }
 #pragma unroll
-    for (int m = 0; m < MM; m++) acc[m] = pc_warp_sum(acc[m]);
-    if (lane == 0) {
-        float b = bias ? bias[(int64_t)row * bs] : 0.0f;
+    for (int m = 0; m < MM; m++) {
+        if (a.norm) ss[m] = pc_warp_sum(ss[m]);
 #pragma unroll
-        for (int m = 0; m < MM; m++)
-            if (m < M) out[m * ors + row] = acc[m] + b;
+        for (int r = 0; r < GV_R; r++) acc[r][m] = pc_warp_sum(acc[r][m]);
     }
+    if (lane == 0) {
+#pragma unroll
+        for (int m = 0; m < MM; m++) {
+            sh[warp * RW + GV_R * MM + m] = ss[m];
+#pragma unroll
+            for (int r = 0; r < GV_R; r++) sh[warp * RW + r * MM + m] = acc[r][m];
+        }
+    }
+    __syncthreads();
+    /* One thread per output: (row slot r, input row m). */
+    const int outs = a.swiglu ? GV_R / 2 : GV_R;
+    if (tid >= outs * MM) return;
+    int r = tid / MM, m = tid % MM;
+    if (m >= a.M || row[r] < 0) return;
+    float y = 0.0f, y2 = 0.0f, q = 0.0f;
+    for (int w = 0; w < GV_WARPS; w++) {
+        y += sh[w * RW + r * MM + m];
+        if (a.swiglu) y2 += sh[w * RW + (r + GV_R / 2) * MM + m];
+        q += sh[w * RW + GV_R * MM + m];
+    }
+    if (a.norm) {
+        float inv = 1.0f / sqrtf(q / (float)(4 * a.K4) + a.eps);
+        y *= inv;
+        y2 *= inv;
+    }
+    if (a.bias) {
+        y += a.bias[(int64_t)row[r] * a.bs];
+        if (a.swiglu) y2 += a.bias[(int64_t)row[r + GV_R / 2] * a.bs];
+    }
+    if (a.swiglu) y = gv_silu(y) * y2;
+    int col = row[r];
+    if (a.res) y += a.res[(int64_t)m * a.Nout + col];
+    a.out[(int64_t)m * a.Nout + col] = y;
 }
 
 static int aligned16(const void *p, int64_t stride) { return ((uintptr_t)p & 15u) == 0 && stride % 4 == 0; }
 
-/* Launches the GEMV path when the shapes and alignment allow; 0 when not. */
-static int try_gemv(pc_rec *r, const porta_node *n, int64_t M, int64_t N, int64_t K, int64_t xrs, int64_t xcs,
-                    int64_t wrs, int64_t wcs, int64_t ors, int64_t ocs)
+/* The GEMV path when the shapes and alignment allow; 0 when not. Output and
+ * residual are dense [M, Nout]. */
+static int gemv_ok(const float *x, int64_t M, int64_t K, int64_t xrs, int64_t xcs, const porta_ref *w, int64_t wrs,
+                   int64_t wcs, const float *wp, const float *g, int64_t gs)
 {
-    const float *x = pc_ptr(r, &n->in[0]), *w = pc_ptr(r, &n->in[1]);
-    if (M > GEMV_MAX_ROWS || xcs != 1 || wcs != 1 || ocs != 1 || K % 4 || n->in[1].dtype != PORTA_F32 ||
-        !aligned16(x, M > 1 ? xrs : 0) || !aligned16(w, wrs))
-        return 0;
-    const float *bias = pc_has(n, 2) ? pc_ptr(r, &n->in[2]) : NULL;
-    int64_t bs = pc_has(n, 2) ? n->in[2].stride[n->in[2].ndim - 1] : 0;
-    unsigned grid = (unsigned)((N + GEMV_WARPS - 1) / GEMV_WARPS);
-    float *out = pc_ptr(r, &n->out);
+    return M <= GEMV_MAX_ROWS && xcs == 1 && wcs == 1 && K % 4 == 0 && K / 4 <= INT_MAX && w->dtype == PORTA_F32 &&
+           aligned16(x, M > 1 ? xrs : 0) && aligned16(wp, wrs) && (!g || aligned16(g, 0)) && (!g || gs == 1);
+}
+
+static porta_status launch_gemv(pc_rec *r, const gemv_args *a)
+{
+    unsigned grid = (unsigned)(a->swiglu ? (a->Nout + GV_R / 2 - 1) / (GV_R / 2) : (a->N2 + GV_R - 1) / GV_R);
     cudaStream_t st = r->be->stream;
-    int m = (int)M, nn = (int)N, k4 = (int)(K / 4);
-    if (M == 1) gemv_rows<1><<<grid, GEMV_WARPS * 32, 0, st>>>(x, xrs, w, wrs, bias, bs, out, ors, m, nn, k4);
-    else if (M == 2) gemv_rows<2><<<grid, GEMV_WARPS * 32, 0, st>>>(x, xrs, w, wrs, bias, bs, out, ors, m, nn, k4);
-    else if (M <= 4) gemv_rows<4><<<grid, GEMV_WARPS * 32, 0, st>>>(x, xrs, w, wrs, bias, bs, out, ors, m, nn, k4);
-    else gemv_rows<8><<<grid, GEMV_WARPS * 32, 0, st>>>(x, xrs, w, wrs, bias, bs, out, ors, m, nn, k4);
-    return 1;
+#define GV_SMEM(MM) (GV_WARPS * (GV_R * (MM) + (MM)) * sizeof(float))
+    if (a->M == 1) gemv_fused<1><<<grid, GV_WARPS * 32, GV_SMEM(1), st>>>(*a);
+    else if (a->M == 2) gemv_fused<2><<<grid, GV_WARPS * 32, GV_SMEM(2), st>>>(*a);
+    else if (a->M <= 4) gemv_fused<4><<<grid, GV_WARPS * 32, GV_SMEM(4), st>>>(*a);
+    else gemv_fused<8><<<grid, GV_WARPS * 32, GV_SMEM(8), st>>>(*a);
+#undef GV_SMEM
+    PC_CK(r->be, cudaGetLastError());
+    return PORTA_OK;
+}
+
+/* Fallback pieces of a fused linear for the GEMM path. */
+static __global__ void fill_res_bias(float *out, const float *res, const float *bias, int64_t bs, int64_t M,
+                                     int64_t N)
+{
+    PC_GRID_STRIDE(i, M * N)
+    {
+        int64_t c = i % N;
+        out[i] = (res ? res[i] : 0.0f) + (bias ? bias[c * bs] : 0.0f);
+    }
+}
+
+static __global__ void swiglu_res(float *out, const float *y, const float *res, int64_t M, int64_t F)
+{
+    PC_GRID_STRIDE(i, M * F)
+    {
+        int64_t m = i / F, f = i - m * F;
+        float v = gv_silu(y[m * 2 * F + f]) * y[m * 2 * F + F + f];
+        out[i] = res ? v + res[i] : v;
+    }
 }
 
 /* out[M,N] = x[M,K] w[N,K]^T (+ bias): out^T = w x^T, i.e. A = w, B = x. */
@@ -126,9 +228,12 @@ static porta_status linear(pc_rec *r, const porta_node *n)
         return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: bias has %lld elements, want %lld", n->name,
                        (long long)porta_ref_numel(&n->in[2]), (long long)N);
     if (r->dry) return PORTA_OK;
-    if (try_gemv(r, n, M, N, K, xrs, xcs, wrs, wcs, ors, ocs)) {
-        PC_CK(r->be, cudaGetLastError());
-        return PORTA_OK;
+    const float *xp = pc_ptr(r, &n->in[0]), *wp = pc_ptr(r, &n->in[1]);
+    if (ocs == 1 && ors == N && gemv_ok(xp, M, K, xrs, xcs, &n->in[1], wrs, wcs, wp, NULL, 0)) {
+        gemv_args g = { xp, wp, bias ? pc_ptr(r, &n->in[2]) : NULL, NULL, NULL, pc_ptr(r, &n->out), xrs, wrs,
+                        bias ? n->in[2].stride[n->in[2].ndim - 1] : 0, (int)M, (int)N, (int)N, (int)(K / 4), 0, 0,
+                        0.0f };
+        return launch_gemv(r, &g);
     }
 
     float *out = pc_ptr(r, &n->out);
@@ -182,7 +287,69 @@ static porta_status matmul(pc_rec *r, const porta_node *n)
     return PORTA_OK;
 }
 
+/* LINEAR_FUSED: the GEMV kernel does everything for a few rows; otherwise
+ * norm into scratch, cuBLAS, then SwiGLU, with the residual and bias folded
+ * into the GEMM's accumulator (beta = 1) or the SwiGLU kernel. */
+static porta_status linear_fused(pc_rec *r, const porta_node *n)
+{
+    int64_t M, K, N2, K2, Mo, No, xrs, xcs, wrs, wcs, ors, ocs;
+    if (!pc_matrix(&n->in[0], &M, &K, &xrs, &xcs) || !pc_matrix(&n->in[1], &N2, &K2, &wrs, &wcs) ||
+        !pc_matrix(&n->out, &Mo, &No, &ors, &ocs))
+        return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: fused linear operands do not collapse to matrices",
+                       n->name);
+    int swiglu = n->p.lin.swiglu, norm = n->p.lin.norm;
+    int64_t Nout = swiglu ? N2 / 2 : N2;
+    int bias = pc_has(n, 2), res = pc_has(n, 3), scale = pc_has(n, 4);
+    if (K != K2 || Mo != M || No != Nout || (swiglu && N2 % 2) || !fits_int(M, N2, K) || !porta_ref_dense(&n->out) ||
+        (bias && porta_ref_numel(&n->in[2]) != N2) || (res && porta_ref_numel(&n->in[3]) != M * Nout) ||
+        (res && !porta_ref_dense(&n->in[3])) || (scale && porta_ref_numel(&n->in[4]) != K))
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: fused linear x[%lld,%lld] w[%lld,%lld] -> out[%lld,%lld]",
+                       n->name, (long long)M, (long long)K, (long long)N2, (long long)K2, (long long)Mo, (long long)No);
+    const float *xp = pc_ptr(r, &n->in[0]), *wp = pc_ptr(r, &n->in[1]);
+    const float *bp = bias ? pc_ptr(r, &n->in[2]) : NULL, *rp = res ? pc_ptr(r, &n->in[3]) : NULL;
+    const float *gp = scale ? pc_ptr(r, &n->in[4]) : NULL;
+    int64_t bs = bias ? n->in[2].stride[n->in[2].ndim - 1] : 0, gs = scale ? n->in[4].stride[n->in[4].ndim - 1] : 0;
+    float *out = pc_ptr(r, &n->out);
+    if (gemv_ok(xp, M, K, xrs, xcs, &n->in[1], wrs, wcs, wp, gp, gs)) {
+        if (r->dry) return PORTA_OK;
+        gemv_args g = { xp, wp, bp, rp, gp, out, xrs, wrs, bs, (int)M, (int)N2, (int)Nout, (int)(K / 4), norm, swiglu,
+                        n->p.lin.eps };
+        return launch_gemv(r, &g);
+    }
+    /* GEMM path: scratch holds the normed x [M, K], then y [M, N2] for SwiGLU. */
+    gemm_operand a, b;
+    int64_t need = (norm ? M * K : 0) + (swiglu ? M * N2 : 0);
+    if (!operand(wp, N2, K, wrs, wcs, &a) || (!norm && !operand(xp, M, K, xrs, xcs, &b)))
+        return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: fused linear operand strides cuBLAS cannot take", n->name);
+    if (r->dry) {
+        if (need > r->scratch_elems) r->scratch_elems = need;
+        return PORTA_OK;
+    }
+    float *xn = r->scratch, *y = swiglu ? r->scratch + (norm ? M * K : 0) : out;
+    if (norm) {
+        porta_status st = pc_rmsnorm_rows(r, xn, xp, M, K, xrs, xcs, gp, gs, n->p.lin.eps);
+        if (st) return st;
+        operand(xn, M, K, K, 1, &b);
+    }
+    const float *fill_res = swiglu ? NULL : rp;
+    int beta = bias || fill_res;
+    if (beta) {
+        fill_res_bias<<<pc_blocks(M * N2, PC_THREADS), PC_THREADS, 0, r->be->stream>>>(y, fill_res, bp, bs, M, N2);
+        PC_CK(r->be, cudaGetLastError());
+    }
+    const float one = 1.0f, zero = 0.0f;
+    PC_BLAS(r->be, cublasSgemm(r->be->blas, a.trans ? CUBLAS_OP_N : CUBLAS_OP_T, b.trans ? CUBLAS_OP_T : CUBLAS_OP_N,
+                               (int)N2, (int)M, (int)K, &one, a.p, (int)a.ld, b.p, (int)b.ld, beta ? &one : &zero, y,
+                               (int)N2));
+    if (swiglu) {
+        swiglu_res<<<pc_blocks(M * Nout, PC_THREADS), PC_THREADS, 0, r->be->stream>>>(out, y, rp, M, Nout);
+        PC_CK(r->be, cudaGetLastError());
+    }
+    return PORTA_OK;
+}
+
 extern "C" porta_status pc_matmul(pc_rec *r, const porta_node *n)
 {
+    if (n->op == PORTA_OP_LINEAR_FUSED) return linear_fused(r, n);
     return n->op == PORTA_OP_LINEAR ? linear(r, n) : matmul(r, n);
 }

@@ -14,8 +14,8 @@
 #include "porta/backend.h"
 
 #define PORTA_PLAN_MAX_DIMS 6
-#define PORTA_PLAN_MAX_IN 4
-#define PORTA_MODULE_ABI 1
+#define PORTA_PLAN_MAX_IN 5
+#define PORTA_MODULE_ABI 2
 
 typedef enum porta_op {
     PORTA_OP_COPY = 0,   /* in0 (strided) -> out (dense) */
@@ -32,6 +32,13 @@ typedef enum porta_op {
     PORTA_OP_KV_APPEND,  /* in0 x[B,T,H,D] strided, out = cache layer [B,H,L,D] */
     PORTA_OP_ATTN_CACHED,/* in0 q[B,T,H,D] strided, in1 K, in2 V [B,H,L,D] -> out[B,T,H,D] */
     PORTA_OP_ATTN,       /* in0 q[B,Tq,H,D], in1 k, in2 v [B,Tk,H,D] strided, in3 mask[Bm,Tq,Tk] or none */
+    /* Made by core's fusion pass, only for backends whose vtable sets
+     * PORTA_CAP_FUSED_LINEAR: in0 x (rows of K, leading dims collapse),
+     * in1 w[N2,K], in2 bias[N2] or none, in3 residual (dense, numel of out) or
+     * none, in4 RMSNorm scale[K] or none. y = rmsnorm(x) (p.lin.norm, eps
+     * p.lin.eps, times in4 when present) w^T + bias; when p.lin.swiglu,
+     * y = silu(y[:, :N2/2]) * y[:, N2/2:]; out = y + residual. */
+    PORTA_OP_LINEAR_FUSED,
     PORTA_OP_COUNT
 } porta_op;
 
@@ -61,6 +68,7 @@ typedef struct porta_node {
         /* cached: positions from the step block; else pos 0, n = T */
         struct { float theta, scale_base; int xpos, is_key, cached; } rope;
         struct { float scale; int causal; } attn;
+        struct { float eps; int norm, swiglu; } lin;  /* LINEAR_FUSED */
     } p;
 } porta_node;
 
@@ -89,9 +97,13 @@ typedef struct porta_backend_counts {
  * queue: a prefill program and a decode program share one KV cache, and a
  * replay must see the cache writes of the replays submitted before it. */
 
+/* Capabilities a backend declares in its vtable. */
+#define PORTA_CAP_FUSED_LINEAR 1u /* takes PORTA_OP_LINEAR_FUSED nodes */
+
 typedef struct porta_backend_vt {
     int abi;
     const char *kind;
+    unsigned caps;         /* PORTA_CAP_* */
     void (*close)(void *be);
     const char *(*device_name)(void *be);
     porta_status (*buf_new)(void *be, porta_dtype dt, int64_t n, void **buf);

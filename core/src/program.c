@@ -185,11 +185,149 @@ static void free_program(porta_program *p)
     free(p);
 }
 
+/* ---- fusion --------------------------------------------------------------
+ * For backends with PORTA_CAP_FUSED_LINEAR, chains around a linear become one
+ * PORTA_OP_LINEAR_FUSED node: rmsnorm -> linear, linear -> swiglu and
+ * linear -> add (residual). A node is absorbed only when its result has no
+ * other reader and is no output (so traced programs, whose every node is an
+ * output, are never fused); the fused node takes the place of the chain's
+ * last node. PORTA_NO_FUSE=1 in the environment turns the pass off. */
+
+/* What a planned node computes: the tensor's own op and inputs, or a fusion. */
+typedef struct pnode {
+    porta_op op;
+    int n_in;
+    porta_tensor *in[PORTA_PLAN_MAX_IN];
+    porta_node params;
+} pnode;
+
+static pnode own_node(const porta_tensor *t)
+{
+    pnode d;
+    memset(&d, 0, sizeof d);
+    d.op = t->op;
+    d.n_in = t->n_in;
+    memcpy(d.in, t->in, sizeof d.in);
+    d.params = t->params;
+    return d;
+}
+
+static int dense(const porta_tensor *t)
+{
+    int64_t st = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != st) return 0;
+        st *= t->shape[i];
+    }
+    return 1;
+}
+
+/* Rows of a unit-stride last dim whose leading dims collapse to one stride. */
+static int row_major_rows(const porta_tensor *t)
+{
+    if (t->ndim < 1 || (t->shape[t->ndim - 1] != 1 && t->stride[t->ndim - 1] != 1)) return 0;
+    int64_t n = 1, st = 0;
+    int have = 0;
+    for (int i = t->ndim - 2; i >= 0; i--) {
+        if (t->shape[i] == 1) continue;
+        if (!have) st = t->stride[i], have = 1;
+        else if (t->stride[i] != st * n) return 0;
+        n *= t->shape[i];
+    }
+    return 1;
+}
+
+/* A plain (non-fused-away) linear node that only `reader` reads, directly. */
+static int sole_linear(const porta_tensor *t, const int *uses, const char *emit, const pnode *d)
+{
+    return t && t->kind == PORTA_T_NODE && t->root == t && !t->ext && emit[t->id] && uses[t->id] == 1 &&
+           (d[t->id].op == PORTA_OP_LINEAR || d[t->id].op == PORTA_OP_LINEAR_FUSED);
+}
+
+static void as_fused(pnode *n)
+{
+    if (n->op == PORTA_OP_LINEAR_FUSED) return;
+    n->op = PORTA_OP_LINEAR_FUSED;
+    n->n_in = 5;
+    memset(&n->params.p, 0, sizeof n->params.p);
+}
+
+static void fuse(const porta_graph *g, char *emit, pnode *d, int *uses)
+{
+    for (int i = 0; i < g->n; i++) {
+        const porta_tensor *t = g->t[i];
+        if (!emit[i]) continue;
+        for (int k = 0; k < t->n_in; k++)
+            if (t->in[k]) uses[t->in[k]->root->id]++;
+    }
+    for (int i = 0; i < g->n_outputs; i++) uses[g->outputs[i]->root->id] += 1 << 20;
+    for (int i = 0; i < g->n; i++) {
+        const porta_tensor *t = g->t[i];
+        if (!emit[i]) continue;
+        pnode *n = &d[i];
+        if (t->op == PORTA_OP_LINEAR) {
+            /* rmsnorm -> linear, the norm's result read whole, maybe reshaped. */
+            const porta_tensor *v = t->in[0], *r = v->root;
+            if (r->kind == PORTA_T_NODE && r->op == PORTA_OP_RMSNORM && emit[r->id] && uses[r->id] == 1 && !r->ext &&
+                v->offset == 0 && dense(v) && porta_tensor_numel(v) == porta_tensor_numel(r) &&
+                v->shape[v->ndim - 1] == r->shape[r->ndim - 1] && row_major_rows(r->in[0])) {
+                as_fused(n);
+                n->in[0] = r->in[0];
+                n->in[4] = r->in[1];
+                n->params.p.lin.norm = 1;
+                n->params.p.lin.eps = r->params.p.eps;
+                emit[r->id] = 0;
+            }
+        } else if (t->op == PORTA_OP_SWIGLU && sole_linear(t->in[0], uses, emit, d) && !d[t->in[0]->id].params.p.lin.swiglu &&
+                   !(d[t->in[0]->id].op == PORTA_OP_LINEAR_FUSED && d[t->in[0]->id].in[3])) {
+            *n = d[t->in[0]->id];
+            as_fused(n);
+            n->params.p.lin.swiglu = 1;
+            emit[t->in[0]->id] = 0;
+        } else if (t->op == PORTA_OP_ADD) {
+            for (int k = 0; k < 2; k++) {
+                /* The linear's result, maybe through a reshape that keeps its rows. */
+                const porta_tensor *v = t->in[k], *l = v->root, *res = t->in[1 - k];
+                if (v != l && (v->offset || !dense(v) || v->shape[v->ndim - 1] != l->shape[l->ndim - 1]))
+                    continue;
+                if (!sole_linear(l, uses, emit, d) || (d[l->id].op == PORTA_OP_LINEAR_FUSED && d[l->id].in[3]) ||
+                    porta_tensor_numel(l) != porta_tensor_numel(t) || porta_tensor_numel(res) != porta_tensor_numel(t) ||
+                    !dense(res) || res->root->kind == PORTA_T_PARAM)
+                    continue;
+                *n = d[l->id];
+                as_fused(n);
+                n->in[3] = t->in[1 - k];
+                emit[l->id] = 0;
+                break;
+            }
+        }
+    }
+}
+
 static porta_status plan_program(porta_graph *g, porta_program *p, const char *live)
 {
     int64_t *arena_off = calloc((size_t)g->n, sizeof *arena_off);
     int *last_use = calloc((size_t)g->n, sizeof *last_use);
-    int n_nodes = (int)p->stats.nodes;
+    int *uses = calloc((size_t)g->n, sizeof *uses);
+    char *emit = calloc((size_t)g->n, 1);
+    pnode *d = calloc((size_t)g->n, sizeof *d);
+    if (!uses || !emit || !d) {
+        free(arena_off);
+        free(last_use);
+        free(uses);
+        free(emit);
+        free(d);
+        return porta_fail(PORTA_ERR_NOMEM, "porta_compile: out of memory");
+    }
+    for (int i = 0; i < g->n; i++) {
+        emit[i] = live[i] && g->t[i]->kind == PORTA_T_NODE;
+        if (emit[i]) d[i] = own_node(g->t[i]);
+    }
+    const char *no_fuse = getenv("PORTA_NO_FUSE");
+    if ((p->be->vt->caps & PORTA_CAP_FUSED_LINEAR) && !(no_fuse && strcmp(no_fuse, "1") == 0)) fuse(g, emit, d, uses);
+    int n_nodes = 0;
+    for (int i = 0; i < g->n; i++) n_nodes += emit[i];
+    p->stats.nodes = (uint64_t)n_nodes;
     p->nodes = calloc((size_t)(n_nodes ? n_nodes : 1), sizeof *p->nodes);
     p->io = calloc((size_t)(g->n_inputs + g->n_outputs + 1), sizeof *p->io);
     p->names = calloc((size_t)(n_nodes ? n_nodes : 1), sizeof(((porta_tensor *)0)->name));
@@ -202,10 +340,9 @@ static porta_status plan_program(porta_graph *g, porta_program *p, const char *l
     /* Last use of every arena root, through any view. Outputs never die. */
     enum { FOREVER = 0x7fffffff };
     for (int i = 0; i < g->n; i++) {
-        const porta_tensor *t = g->t[i];
-        if (!live[i] || t->kind != PORTA_T_NODE) continue;
-        for (int k = 0; k < t->n_in; k++)
-            if (t->in[k] && last_use[t->in[k]->root->id] < i) last_use[t->in[k]->root->id] = i;
+        if (!emit[i]) continue;
+        for (int k = 0; k < d[i].n_in; k++)
+            if (d[i].in[k] && last_use[d[i].in[k]->root->id] < i) last_use[d[i].in[k]->root->id] = i;
     }
     for (int i = 0; i < g->n_outputs; i++) last_use[g->outputs[i]->root->id] = FOREVER;
     /* Inputs are rewritten at every run, so they hold their place throughout. */
@@ -218,7 +355,8 @@ static porta_status plan_program(porta_graph *g, porta_program *p, const char *l
     int k = 0;
     for (int i = 0; i < g->n; i++) {
         const porta_tensor *t = g->t[i];
-        if (!live[i] || t->kind != PORTA_T_NODE) continue;
+        if (!emit[i]) continue;
+        const pnode *dn = &d[i];
         if (in_arena(t)) {
             arena_off[i] = arena_alloc(&a, porta_tensor_numel(t));
             naive += round_up(porta_tensor_numel(t));
@@ -227,18 +365,18 @@ static porta_status plan_program(porta_graph *g, porta_program *p, const char *l
         porta_node *n = &p->nodes[k];
         char *name = p->names + (size_t)k * sizeof t->name;
         memcpy(name, t->name, sizeof t->name);
-        n->op = t->op;
+        n->op = dn->op;
         n->name = name;
-        n->p = t->params.p;
+        n->p = dn->params.p;
         make_ref(t, arena_off, &n->out);
-        n->n_in = t->n_in;
-        for (int j = 0; j < t->n_in; j++)
-            if (t->in[j]) make_ref(t->in[j], arena_off, &n->in[j]);
+        n->n_in = dn->n_in;
+        for (int j = 0; j < dn->n_in; j++)
+            if (dn->in[j]) make_ref(dn->in[j], arena_off, &n->in[j]);
         k++;
         /* Free every arena root whose last reader is this node (after its own
          * output was placed, so a node never reads and writes one span). */
-        for (int j = 0; j < t->n_in; j++) {
-            const porta_tensor *r = t->in[j] ? t->in[j]->root : NULL;
+        for (int j = 0; j < dn->n_in; j++) {
+            const porta_tensor *r = dn->in[j] ? dn->in[j]->root : NULL;
             if (r && in_arena(r) && last_use[r->id] == i) {
                 last_use[r->id] = -1;
                 if (!arena_free(&a, arena_off[r->id], porta_tensor_numel(r))) {
@@ -274,6 +412,9 @@ done:
     free(a.free);
     free(arena_off);
     free(last_use);
+    free(uses);
+    free(emit);
+    free(d);
     return s;
 }
 

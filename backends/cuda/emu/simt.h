@@ -33,6 +33,7 @@ inline thread_local simt_block *simt_cur;
 
 inline float *simt_shared() { return simt_cur->shared.data(); }
 inline void __syncthreads() { simt_cur->bar->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { simt_cur->warp_bar[threadIdx.x / 32]->arrive_and_wait(); }
 
 inline float simt_exchange(float v, int src)
 {

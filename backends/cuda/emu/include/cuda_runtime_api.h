@@ -71,6 +71,7 @@ struct dim3 {
 struct float4 {
     float x, y, z, w;
 };
+inline float4 make_float4(float x, float y, float z, float w) { return { x, y, z, w }; }
 /* Runs f now, or records it when s is being captured. */
 void emu_enqueue(cudaStream_t s, std::function<void()> f);
 template <class F> cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int) { return cudaSuccess; }

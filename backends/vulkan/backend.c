@@ -12,7 +12,8 @@
 
 #define VK_RING 8
 #define VK_PARAM_BYTES (VK_PARAM_WORDS * 4)
-#define VK_BINDINGS 7
+#define VK_BINDINGS 7    /* out, in0..in3 (in3 or scratch), step block, params */
+#define VK_IN_BINDINGS 4
 #define VK_STAGING_BYTES ((VkDeviceSize)16 << 20)
 
 enum { MEM_DEVICE, MEM_UPLOAD, MEM_READBACK };
@@ -722,7 +723,9 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
         if (n->out.dtype != PORTA_F32)
             return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: only f32 outputs are supported", n->name);
         porta_status s = bind_ref(p, n, &n->out, &info[0], &enc[i].p[0]);
-        for (int j = 0; j < PORTA_PLAN_MAX_IN && !s; j++) {
+        /* Bindings 1..4 hold inputs 0..3: the fused linear, the one op with a
+         * fifth input, is never planned for this backend (no caps). */
+        for (int j = 0; j < VK_IN_BINDINGS && !s; j++) {
             porta_ref none = { .mem = PORTA_MEM_NONE };
             const porta_ref *r = j < n->n_in ? &n->in[j] : &none;
             s = bind_ref(p, n, r, &info[1 + j], &enc[i].p[1 + j]);

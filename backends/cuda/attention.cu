@@ -73,6 +73,7 @@ static __device__ __forceinline__ int key_end(const attn_args &a, int pos, int c
 
 static __global__ void __launch_bounds__(PF_WARPS * 32) attn_prefill(attn_args a)
 {
+    pc_dep_wait();
     extern __shared__ float sh[];
     const int D = a.D;
     float *qsh = sh;                    /* [PF_ROWS][D], pre-scaled */
@@ -213,6 +214,7 @@ static __device__ __forceinline__ void stage_kv(float *ksh, float *vsh, const fl
  * attn_combine merges. */
 static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
 {
+    pc_dep_wait();
     extern __shared__ float sh[];
     const int D = a.D, DP = D + 1, TK = a.tk;
     float *qsh = sh;                    /* [D], pre-scaled */
@@ -290,6 +292,7 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
 /* One warp per (batch, row, head): merges the splits that held visible keys. */
 static __global__ void __launch_bounds__(DC_WARPS * 32) attn_combine(attn_args a)
 {
+    pc_dep_wait();
     int64_t idx = (int64_t)blockIdx.x * DC_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (idx >= (int64_t)a.B * a.T * a.H) return;
@@ -349,11 +352,12 @@ static porta_status decode(pc_rec *r, attn_args *a)
         return PORTA_OK;
     }
     a->part = r->scratch;
-    attn_decode<<<dim3((unsigned)blocks, a->H), DC_WARPS * 32, smem, r->be->stream>>>(*a);
+    PC_CK(r->be, pc_launch(r, attn_decode, dim3((unsigned)blocks, a->H), dim3(DC_WARPS * 32), smem, *a));
     porta_status st = launch_check(r);
     if (st || a->splits == 1) return st;
     int64_t rows = (int64_t)a->B * a->T * a->H;
-    attn_combine<<<(unsigned)((rows + DC_WARPS - 1) / DC_WARPS), DC_WARPS * 32, 0, r->be->stream>>>(*a);
+    PC_CK(r->be, pc_launch(r, attn_combine, dim3((unsigned)((rows + DC_WARPS - 1) / DC_WARPS)), dim3(DC_WARPS * 32),
+                           0, *a));
     return launch_check(r);
 }
 
@@ -371,7 +375,7 @@ static porta_status prefill(pc_rec *r, attn_args *a)
         return PORTA_OK;
     }
     if (blocks == 0) return PORTA_OK;
-    attn_prefill<<<dim3((unsigned)blocks, a->H), PF_WARPS * 32, smem, r->be->stream>>>(*a);
+    PC_CK(r->be, pc_launch(r, attn_prefill, dim3((unsigned)blocks, a->H), dim3(PF_WARPS * 32), smem, *a));
     return launch_check(r);
 }
 

@@ -388,7 +388,8 @@ static porta_status pc_prog_build(pc_prog *p, const porta_plan *plan)
     if (be->profile) {
         p->prof_ev = calloc((size_t)plan->n_nodes + 1, sizeof *p->prof_ev);
         p->prof_us = calloc((size_t)plan->n_nodes + 1, sizeof *p->prof_us);
-        if (!p->prof_ev || !p->prof_us) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
+        if (!p->prof_ev || !p->prof_us)
+            return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
         for (int i = 0; i <= plan->n_nodes; i++) PC_CK(be, cudaEventCreate(&p->prof_ev[i]));
     }
     return PORTA_OK;
@@ -539,6 +540,8 @@ static porta_status pc_setup(pc_backend *be, int discrete)
         return be->host->fail(PORTA_ERR_UNAVAILABLE, "cuda: no kernel in this build runs on device %d (%s, sm_%d%d): %s",
                               be->device, prop.name, prop.major, prop.minor, cudaGetErrorString(e));
     be->smem_optin = (int)prop.sharedMemPerBlockOptin;
+    const char *pdl = getenv("PORTA_CUDA_PDL");
+    be->pdl = prop.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
     snprintf(be->name, sizeof be->name, "%s (cuda:%d, sm_%d%d)", prop.name, be->device, prop.major, prop.minor);
     PC_CK(be, cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking));
     PC_BLAS(be, cublasCreate(&be->blas));

@@ -3,6 +3,7 @@
 
 static __global__ void copy_strided(float *out, const float *in, pc_strided s, int64_t n)
 {
+    pc_dep_wait();
     PC_GRID_STRIDE(i, n) out[i] = in[pc_offset(s, i)];
 }
 
@@ -42,7 +43,8 @@ extern "C" porta_status pc_copy(pc_rec *r, const porta_node *n)
                                      r->be->stream));
         return PORTA_OK;
     }
-    copy_strided<<<pc_blocks(numel, PC_THREADS), PC_THREADS, 0, r->be->stream>>>(dst, src, pc_view(in), numel);
+    PC_CK(r->be, pc_launch(r, copy_strided, dim3(pc_blocks(numel, PC_THREADS)), dim3(PC_THREADS), 0, dst, src,
+                           pc_view(in), numel));
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;
 }

@@ -26,6 +26,7 @@ typedef struct pc_backend {
     int smem_optin;           /* bytes of shared memory a block may opt into */
     int eager;                /* replays launch kernels one by one (PORTA_CUDA_EAGER=1) */
     int profile;              /* eager, and each node timed (PORTA_CUDA_PROFILE=1) */
+    int pdl;                  /* programmatic dependent launch (sm_90+, unless PORTA_CUDA_PDL=0) */
     /* One stream for every program and buffer operation of this backend, so
      * that buffer copies, cache row copies and replays of different programs
      * sharing a KV cache are ordered by submission with no cross-stream events. */

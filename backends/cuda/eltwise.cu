@@ -17,6 +17,7 @@ static __device__ __forceinline__ float apply(int op, float a, float b)
  * repeats over a. */
 static __global__ void ew_dense4(int op, float4 *out, const float4 *a, const float4 *b, int64_t n4, int64_t nb4)
 {
+    pc_dep_wait();
     PC_GRID_STRIDE(i, n4)
     {
         float4 x = a[i], y = b ? b[i % nb4] : x, z;
@@ -31,6 +32,7 @@ static __global__ void ew_dense4(int op, float4 *out, const float4 *a, const flo
 static __global__ void ew_strided(int op, float *out, const float *a, pc_strided sa, const float *b, pc_strided sb,
                                   int64_t n, int64_t nb)
 {
+    pc_dep_wait();
     PC_GRID_STRIDE(i, n)
     {
         float x = a[pc_offset(sa, i)];
@@ -40,6 +42,7 @@ static __global__ void ew_strided(int op, float *out, const float *a, pc_strided
 
 static __global__ void swiglu(float *out, const float *x, int64_t rs, int64_t cs, int64_t M, int64_t F)
 {
+    pc_dep_wait();
     PC_GRID_STRIDE(i, M * F)
     {
         int64_t m = i / F, f = i - m * F;
@@ -64,8 +67,8 @@ static porta_status swiglu_node(pc_rec *r, const porta_node *n)
     if (!porta_ref_dense(&n->out))
         return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: swiglu into a strided output", n->name);
     if (r->dry || M * F == 0) return PORTA_OK;
-    swiglu<<<pc_blocks(M * F, PC_THREADS), PC_THREADS, 0, r->be->stream>>>(pc_ptr(r, &n->out), pc_ptr(r, &n->in[0]),
-                                                                          rs, cs, M, F);
+    PC_CK(r->be, pc_launch(r, swiglu, dim3(pc_blocks(M * F, PC_THREADS)), dim3(PC_THREADS), 0, pc_ptr(r, &n->out),
+                           pc_ptr(r, &n->in[0]), rs, cs, M, F));
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;
 }
@@ -85,14 +88,14 @@ extern "C" porta_status pc_eltwise(pc_rec *r, const porta_node *n)
 
     float *out = pc_ptr(r, &n->out);
     const float *a = pc_ptr(r, ra), *b = rb ? pc_ptr(r, rb) : NULL;
-    cudaStream_t st = r->be->stream;
     if (porta_ref_dense(ra) && (!rb || (porta_ref_dense(rb) && nb % 4 == 0 && aligned4(b))) && numel % 4 == 0 &&
         aligned4(out) && aligned4(a)) {
-        ew_dense4<<<pc_blocks(numel / 4, PC_THREADS), PC_THREADS, 0, st>>>(op, (float4 *)out, (const float4 *)a,
-                                                                          (const float4 *)b, numel / 4, nb / 4);
+        PC_CK(r->be, pc_launch(r, ew_dense4, dim3(pc_blocks(numel / 4, PC_THREADS)), dim3(PC_THREADS), 0, op,
+                               (float4 *)out, (const float4 *)a, (const float4 *)b, numel / 4, nb / 4));
     } else {
         pc_strided sb = pc_view(rb ? rb : ra);
-        ew_strided<<<pc_blocks(numel, PC_THREADS), PC_THREADS, 0, st>>>(op, out, a, pc_view(ra), b, sb, numel, nb);
+        PC_CK(r->be, pc_launch(r, ew_strided, dim3(pc_blocks(numel, PC_THREADS)), dim3(PC_THREADS), 0, op, out, a,
+                               pc_view(ra), b, sb, numel, nb));
     }
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;

@@ -14,6 +14,7 @@ typedef struct kv_args {
 
 static __global__ void kv_append(kv_args a)
 {
+    pc_dep_wait();
     PC_GRID_STRIDE(i, (int64_t)a.B * a.T * a.H * a.D)
     {
         int d = (int)(i % a.D);
@@ -56,7 +57,7 @@ extern "C" porta_status pc_kv_update(pc_rec *r, const porta_node *n)
     }
     a.step = r->step;
     a.rows = r->step_rows;
-    kv_append<<<pc_blocks(total, PC_THREADS), PC_THREADS, 0, r->be->stream>>>(a);
+    PC_CK(r->be, pc_launch(r, kv_append, dim3(pc_blocks(total, PC_THREADS)), dim3(PC_THREADS), 0, a));
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;
 }

@@ -38,6 +38,7 @@ static int fits_int(int64_t a, int64_t b, int64_t c)
 
 static __global__ void fill_bias(float *out, int64_t ldo, const float *bias, int64_t bs, int64_t M, int64_t N)
 {
+    pc_dep_wait();
     PC_GRID_STRIDE(i, M * N)
     {
         int64_t m = i / N, c = i - m * N;
@@ -77,6 +78,7 @@ static __device__ __forceinline__ float gv_silu(float x) { return x / (1.0f + ex
 template <int MM>
 static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
 {
+    pc_dep_wait();
     extern __shared__ float sh[]; /* [GV_WARPS][GV_R * MM + MM]: partial sums, sums of squares */
     const int RW = GV_R * MM + MM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -177,12 +179,11 @@ static int gemv_ok(const float *x, int64_t M, int64_t K, int64_t xrs, int64_t xc
 static porta_status launch_gemv(pc_rec *r, const gemv_args *a)
 {
     unsigned grid = (unsigned)(a->swiglu ? (a->Nout + GV_R / 2 - 1) / (GV_R / 2) : (a->N2 + GV_R - 1) / GV_R);
-    cudaStream_t st = r->be->stream;
 #define GV_SMEM(MM) (GV_WARPS * (GV_R * (MM) + (MM)) * sizeof(float))
-    if (a->M == 1) gemv_fused<1><<<grid, GV_WARPS * 32, GV_SMEM(1), st>>>(*a);
-    else if (a->M == 2) gemv_fused<2><<<grid, GV_WARPS * 32, GV_SMEM(2), st>>>(*a);
-    else if (a->M <= 4) gemv_fused<4><<<grid, GV_WARPS * 32, GV_SMEM(4), st>>>(*a);
-    else gemv_fused<8><<<grid, GV_WARPS * 32, GV_SMEM(8), st>>>(*a);
+    if (a->M == 1) PC_CK(r->be, pc_launch(r, gemv_fused<1>, dim3(grid), dim3(GV_WARPS * 32), GV_SMEM(1), *a));
+    else if (a->M == 2) PC_CK(r->be, pc_launch(r, gemv_fused<2>, dim3(grid), dim3(GV_WARPS * 32), GV_SMEM(2), *a));
+    else if (a->M <= 4) PC_CK(r->be, pc_launch(r, gemv_fused<4>, dim3(grid), dim3(GV_WARPS * 32), GV_SMEM(4), *a));
+    else PC_CK(r->be, pc_launch(r, gemv_fused<8>, dim3(grid), dim3(GV_WARPS * 32), GV_SMEM(8), *a));
 #undef GV_SMEM
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;
@@ -192,6 +193,7 @@ static porta_status launch_gemv(pc_rec *r, const gemv_args *a)
 static __global__ void fill_res_bias(float *out, const float *res, const float *bias, int64_t bs, int64_t M,
                                      int64_t N)
 {
+    pc_dep_wait();
     PC_GRID_STRIDE(i, M * N)
     {
         int64_t c = i % N;
@@ -201,6 +203,7 @@ static __global__ void fill_res_bias(float *out, const float *res, const float *
 
 static __global__ void swiglu_res(float *out, const float *y, const float *res, int64_t M, int64_t F)
 {
+    pc_dep_wait();
     PC_GRID_STRIDE(i, M * F)
     {
         int64_t m = i / F, f = i - m * F;
@@ -239,8 +242,8 @@ static porta_status linear(pc_rec *r, const porta_node *n)
     float *out = pc_ptr(r, &n->out);
     if (bias) {
         const porta_ref *bref = &n->in[2];
-        fill_bias<<<pc_blocks(M * N, PC_THREADS), PC_THREADS, 0, r->be->stream>>>(
-            out, ors, pc_ptr(r, bref), bref->stride[bref->ndim - 1], M, N);
+        PC_CK(r->be, pc_launch(r, fill_bias, dim3(pc_blocks(M * N, PC_THREADS)), dim3(PC_THREADS), 0, out, ors,
+                               pc_ptr(r, bref), bref->stride[bref->ndim - 1], M, N));
         PC_CK(r->be, cudaGetLastError());
     }
     const float one = 1.0f, zero = 0.0f;
@@ -334,7 +337,8 @@ static porta_status linear_fused(pc_rec *r, const porta_node *n)
     const float *fill_res = swiglu ? NULL : rp;
     int beta = bias || fill_res;
     if (beta) {
-        fill_res_bias<<<pc_blocks(M * N2, PC_THREADS), PC_THREADS, 0, r->be->stream>>>(y, fill_res, bp, bs, M, N2);
+        PC_CK(r->be, pc_launch(r, fill_res_bias, dim3(pc_blocks(M * N2, PC_THREADS)), dim3(PC_THREADS), 0, y,
+                               fill_res, bp, bs, M, N2));
         PC_CK(r->be, cudaGetLastError());
     }
     const float one = 1.0f, zero = 0.0f;
@@ -342,7 +346,8 @@ static porta_status linear_fused(pc_rec *r, const porta_node *n)
                                (int)N2, (int)M, (int)K, &one, a.p, (int)a.ld, b.p, (int)b.ld, beta ? &one : &zero, y,
                                (int)N2));
     if (swiglu) {
-        swiglu_res<<<pc_blocks(M * Nout, PC_THREADS), PC_THREADS, 0, r->be->stream>>>(out, y, rp, M, Nout);
+        PC_CK(r->be, pc_launch(r, swiglu_res, dim3(pc_blocks(M * Nout, PC_THREADS)), dim3(PC_THREADS), 0, out, y, rp,
+                               M, Nout));
         PC_CK(r->be, cudaGetLastError());
     }
     return PORTA_OK;

@@ -19,6 +19,7 @@ typedef struct norm_args {
 #define NV 8
 static __global__ void norm_rows_vec(norm_args a)
 {
+    pc_dep_wait();
     int64_t m = (int64_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31, E4 = (int)(a.E / 4);
     if (m >= a.M) return;
@@ -56,6 +57,7 @@ static __global__ void norm_rows_vec(norm_args a)
 
 static __global__ void norm_rows(norm_args a)
 {
+    pc_dep_wait();
     int64_t m = (int64_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (m >= a.M) return;
@@ -86,8 +88,8 @@ static porta_status launch_norm(pc_rec *r, const norm_args &a)
     int64_t blocks = (a.M + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
     int vec = a.cs == 1 && a.E % 4 == 0 && a.E <= 32 * 4 * NV && a.rs % 4 == 0 && ((uintptr_t)a.x & 15) == 0 &&
               ((uintptr_t)a.out & 15) == 0;
-    if (vec) norm_rows_vec<<<(unsigned)blocks, 32 * ROWS_PER_BLOCK, 0, r->be->stream>>>(a);
-    else norm_rows<<<(unsigned)blocks, 32 * ROWS_PER_BLOCK, 0, r->be->stream>>>(a);
+    if (vec) PC_CK(r->be, pc_launch(r, norm_rows_vec, dim3((unsigned)blocks), dim3(32 * ROWS_PER_BLOCK), 0, a));
+    else PC_CK(r->be, pc_launch(r, norm_rows, dim3((unsigned)blocks), dim3(32 * ROWS_PER_BLOCK), 0, a));
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;
 }

@@ -22,6 +22,7 @@ static __device__ double xpos_u(int k, int D)
 
 static __global__ void rope(rope_args a)
 {
+    pc_dep_wait();
     int half = a.D / 2;
     PC_GRID_STRIDE(i, (int64_t)a.B * a.T * a.H * half)
     {
@@ -87,7 +88,7 @@ extern "C" porta_status pc_rope(pc_rec *r, const porta_node *n)
     a.scale_base = n->p.rope.scale_base;
     a.xpos = n->p.rope.xpos;
     a.is_key = n->p.rope.is_key;
-    rope<<<pc_blocks(total, PC_THREADS), PC_THREADS, 0, r->be->stream>>>(a);
+    PC_CK(r->be, pc_launch(r, rope, dim3(pc_blocks(total, PC_THREADS)), dim3(PC_THREADS), 0, a));
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;
 }

@@ -5,6 +5,7 @@
 
 static __global__ void softmax_rows(float *out, const float *in, int64_t rs, int64_t cs, int64_t M, int64_t E)
 {
+    pc_dep_wait();
     int64_t m = (int64_t)blockIdx.x * ROWS_PER_BLOCK + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (m >= M) return;
@@ -30,8 +31,8 @@ extern "C" porta_status pc_softmax(pc_rec *r, const porta_node *n)
     int64_t blocks = (M + ROWS_PER_BLOCK - 1) / ROWS_PER_BLOCK;
     if (blocks > 0x7fffffff) return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: too many rows", n->name);
     if (r->dry || M == 0) return PORTA_OK;
-    softmax_rows<<<(unsigned)blocks, 32 * ROWS_PER_BLOCK, 0, r->be->stream>>>(pc_ptr(r, &n->out),
-                                                                             pc_ptr(r, &n->in[0]), rs, cs, M, E);
+    PC_CK(r->be, pc_launch(r, softmax_rows, dim3((unsigned)blocks), dim3(32 * ROWS_PER_BLOCK), 0, pc_ptr(r, &n->out),
+                                                                             pc_ptr(r, &n->in[0]), rs, cs, M, E));
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;
 }

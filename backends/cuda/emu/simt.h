@@ -103,3 +103,12 @@ template <class K> struct launcher {
 template <class K> launcher<K> launch(config c, K k) { return { c, k }; }
 
 } // namespace simt
+
+/* Emulated launches run one after another: no programmatic overlap. */
+#define PORTA_SIMT 1
+inline void pc_dep_wait() {}
+template <class R, class K, class... A> cudaError_t pc_launch(const R *r, K k, dim3 g, dim3 b, size_t smem, A... args)
+{
+    simt::launch(simt::cfg(g, b, smem, r->be->stream), k)(args...);
+    return cudaSuccess;
+}

@@ -71,8 +71,9 @@ static porta_status alloc_host(porta_toto_forecaster *f)
 {
     size_t RV = (size_t)f->R * f->V, P = (size_t)f->P, K = (size_t)f->K;
     size_t in_rows = (size_t)f->B * f->Tc > (size_t)f->R ? (size_t)f->B * f->Tc : (size_t)f->R;
-    f->x = malloc(RV * f->N * sizeof(double));
-    f->w = malloc(RV * f->N * sizeof(double));
+    /* Zeroed: a sample row's context part is never written (share_prefill). */
+    f->x = calloc(RV * f->N, sizeof(double));
+    f->w = calloc(RV * f->N, sizeof(double));
     f->id = malloc(RV * (size_t)(f->Tc + f->steps) * sizeof(int32_t));
     f->scaler = malloc(RV * sizeof *f->scaler);
     f->ploc = malloc((size_t)(f->N / f->P) * sizeof(double));
@@ -345,8 +346,8 @@ static porta_status share_prefill(porta_toto_forecaster *f)
     size_t BV = (size_t)f->B * f->V, NP = (size_t)f->Tc + f->steps;
     for (size_t r = BV; r < (size_t)f->R * f->V; r++) {
         size_t src = r % BV;
-        memcpy(f->x + r * f->N, f->x + src * f->N, (size_t)f->Lp * sizeof(double));
-        memcpy(f->w + r * f->N, f->w + src * f->N, (size_t)f->Lp * sizeof(double));
+        /* The context's values stay with the series' rows: after the prefill
+         * only the scaler sums and the patches appended since are read. */
         memcpy(f->id + r * NP, f->id + src * NP, (size_t)f->Tc * sizeof(int32_t));
         f->scaler[r] = f->scaler[src];
     }

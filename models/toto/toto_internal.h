@@ -80,4 +80,13 @@ double toto_rng_uniform(toto_rng *r); /* (0, 1) */
 double toto_rng_normal(toto_rng *r);
 double toto_rng_student_t(toto_rng *r, double df);
 
+/* Mixture parameters from the head's raw outputs, as distribution.py. */
+double toto_student_df(float raw);
+double toto_mixture_scale(float raw);
+/* One draw from each of n mixtures of K Student-t components into y [n]:
+ * head holds the raw df, loc, scale and logits of the n mixtures, each
+ * [n][K]; work [K] is scratch. */
+void toto_mixture_sample(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], double *work,
+                         double *y);
+
 #endif

@@ -77,7 +77,6 @@ typedef struct toto_rng {
 } toto_rng;
 void toto_rng_seed(toto_rng *r, uint64_t seed);
 double toto_rng_uniform(toto_rng *r); /* (0, 1) */
-double toto_rng_normal(toto_rng *r);
 double toto_rng_student_t(toto_rng *r, double df);
 
 /* Mixture parameters from the head's raw outputs, as distribution.py. */

@@ -88,8 +88,9 @@ static double ref_gamma(toto_rng *r, double shape)
 
 static double ref_softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
 
-static void ref_sample(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], double *e, double *y)
+static void ref_sample(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], void *work, double *y)
 {
+    double *e = work;
     for (int i = 0; i < n; i++) {
         const float *lg = head[TOTO_HEAD_LOGITS] + (size_t)i * K;
         double mx = lg[0], sum = 0;
@@ -109,10 +110,11 @@ static void ref_sample(toto_rng *r, int n, int K, const float *const head[TOTO_H
 
 /* ---- harness ------------------------------------------------------------- */
 
-typedef void sampler_fn(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], double *work,
+/* work: K * TOTO_MIXTURE_BLOCK floats or doubles. */
+typedef void sampler_fn(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], void *work,
                         double *y);
 
-static void porta_sample(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], double *work,
+static void porta_sample(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], void *work,
                          double *y)
 {
     toto_mixture_sample(r, n, K, head, work, y);
@@ -144,7 +146,7 @@ static int cmp_double(const void *a, const void *b)
 
 /* Median seconds of one step (every row's patch) over o->repeat steps after
  * a warm-up; *check gets the median of the last step's draws. */
-static double time_step(const options *o, sampler_fn *fn, float *const head[TOTO_HEAD_COUNT], double *work,
+static double time_step(const options *o, sampler_fn *fn, float *const head[TOTO_HEAD_COUNT], void *work,
                         double *y, double *times, double *check)
 {
     toto_rng r;
@@ -178,7 +180,7 @@ int main(int argc, char **argv)
     float *head[TOTO_HEAD_COUNT];
     int ok = 1;
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) ok &= (head[k] = malloc(n * sizeof(float))) != NULL;
-    double *work = malloc((size_t)o.k * sizeof(double)), *y = malloc(draws * sizeof(double));
+    double *work = malloc((size_t)o.k * TOTO_MIXTURE_BLOCK * sizeof(double)), *y = malloc(draws * sizeof(double));
     double *times = malloc((size_t)o.repeat * sizeof(double));
     if (!ok || !work || !y || !times) {
         fprintf(stderr, "bench_toto_sampling: out of host memory\n");

@@ -29,6 +29,7 @@ struct porta_toto_forecaster {
     float *out[TOTO_HEAD_COUNT];
     double *dist[TOTO_HEAD_COUNT]; /* parameters for on_step only */
     double *probs;      /* [K] unnormalised mixture weights of one value */
+    float *mix_work;    /* [K * TOTO_MIXTURE_BLOCK] the sampler's scratch */
     double *draw;       /* [P] one row's forecast patch before scaling */
     int32_t *row_new;   /* prefill counts per cache row: the first sample's rows only */
 };
@@ -54,6 +55,7 @@ void porta_toto_forecaster_free(porta_toto_forecaster *f)
         free(f->dist[k]);
     }
     free(f->probs);
+    free(f->mix_work);
     free(f->draw);
     free(f->row_new);
     free(f);
@@ -84,10 +86,11 @@ static porta_status alloc_host(porta_toto_forecaster *f)
     f->in_x = malloc(in_rows * f->V * P * sizeof(float));
     f->in_mask = malloc(in_rows * f->V * f->V * sizeof(float));
     f->probs = malloc(K * sizeof(double));
+    f->mix_work = malloc(K * TOTO_MIXTURE_BLOCK * sizeof(float));
     f->draw = malloc(P * sizeof(double));
     f->row_new = malloc(RV * sizeof(int32_t));
     int ok = f->x && f->w && f->id && f->scaler && f->ploc && f->pscale && f->sloc && f->sscale && f->in_x &&
-             f->in_mask && f->probs && f->draw && f->row_new;
+             f->in_mask && f->probs && f->mix_work && f->draw && f->row_new;
     for (size_t r = 0; ok && r < RV; r++) f->row_new[r] = r < (size_t)f->B * f->V ? f->Tc : 0;
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) {
         f->out[k] = malloc(RV * P * K * sizeof(float));
@@ -289,7 +292,7 @@ static void next_values(porta_toto_forecaster *f, size_t dr, double *y)
     if (f->d.samples > 0) {
         const float *head[TOTO_HEAD_COUNT];
         for (int h = 0; h < TOTO_HEAD_COUNT; h++) head[h] = f->out[h] + o;
-        toto_mixture_sample(&f->rng, f->P, f->K, head, f->probs, y);
+        toto_mixture_sample(&f->rng, f->P, f->K, head, f->mix_work, y);
         return;
     }
     for (int i = 0; i < f->P; i++, o += f->K) {

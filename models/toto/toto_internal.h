@@ -84,8 +84,9 @@ double toto_student_df(float raw);
 double toto_mixture_scale(float raw);
 /* One draw from each of n mixtures of K Student-t components into y [n]:
  * head holds the raw df, loc, scale and logits of the n mixtures, each
- * [n][K]; work [K] is scratch. */
-void toto_mixture_sample(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], double *work,
+ * [n][K]; work [K * TOTO_MIXTURE_BLOCK] is scratch. */
+#define TOTO_MIXTURE_BLOCK 64
+void toto_mixture_sample(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], float *work,
                          double *y);
 
 #endif

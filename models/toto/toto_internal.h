@@ -76,8 +76,29 @@ typedef struct toto_rng {
     uint64_t s[4];
 } toto_rng;
 void toto_rng_seed(toto_rng *r, uint64_t seed);
-double toto_rng_uniform(toto_rng *r); /* (0, 1) */
-double toto_rng_student_t(toto_rng *r, double df);
+
+static inline uint64_t toto_rng_next(toto_rng *r)
+{
+    uint64_t *s = r->s, x = s[1] * 5, t = s[1] << 17;
+    x = ((x << 7) | (x >> 57)) * 9;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = (s[3] << 45) | (s[3] >> 19);
+    return x;
+}
+
+/* Uniform in (0, 1), 53 bits. */
+static inline double toto_rng_uniform(toto_rng *r) { return ((double)(toto_rng_next(r) >> 11) + 0.5) * 0x1.0p-53; }
+
+/* Gamma(shape >= 1, 1) by Marsaglia and Tsang's method, whose first
+ * candidate is the normal z and the uniform u, fresh draws after a
+ * rejection. Its squeeze u < 1 - 0.0331 z^4 lies below the exact test: a
+ * caller may take the first candidate, d v^3, itself where the squeeze
+ * accepts it, and call this otherwise. */
+double toto_rng_gamma(toto_rng *r, double shape, double z, double u);
 
 /* Mixture parameters from the head's raw outputs, as distribution.py. */
 double toto_student_df(float raw);

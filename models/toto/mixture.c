@@ -11,6 +11,8 @@
 #include <string.h>
 #include "toto_internal.h"
 
+_Static_assert(TOTO_MIXTURE_BLOCK % TOTO_RNG_LANES == 0, "a block takes whole rounds of the generator");
+
 static double softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
 
 double toto_student_df(float raw)
@@ -94,6 +96,7 @@ static void draw_components(toto_rng *r, int m, int K, const float *lg, float *w
 {
     enum { NB = TOTO_MIXTURE_BLOCK };
     float mx[NB], acc[NB], t[NB];
+    double u[NB];
     for (int i = 0; i < m; i++) mx[i] = work[i] = lg[(size_t)i * K];
     for (int k = 1; k < K; k++)
         for (int i = 0; i < m; i++) {
@@ -113,7 +116,8 @@ static void draw_components(toto_rng *r, int m, int K, const float *lg, float *w
     for (int k = 0; k < K; k++)
         for (int i = 0; i < m; i++) work[k * NB + i] = acc[i] += exp_nonpos(work[k * NB + i]);
     /* 0 < t <= total: the component found has a positive weight. */
-    for (int i = 0; i < m; i++) t[i] = (float)(toto_rng_uniform(r) * acc[i]);
+    for (int i = 0; i < m; i += TOTO_RNG_LANES) toto_rng_uniforms(r, u + i);
+    for (int i = 0; i < m; i++) t[i] = (float)(u[i] * acc[i]);
     for (int i = 0; i < m; i++) comp[i] = 0;
     for (int k = 0; k < K - 1; k++)
         for (int i = 0; i < m; i++) comp[i] += work[k * NB + i] < t[i];
@@ -136,13 +140,17 @@ static inline double softplus_floor(double x)
  * logarithms and roots of all of them in one vector loop. */
 static void normal_pairs(toto_rng *r, int m, double *z0, double *z1)
 {
-    double q[TOTO_MIXTURE_BLOCK];
+    double q[TOTO_MIXTURE_BLOCK], cu[TOTO_RNG_LANES], cv[TOTO_RNG_LANES];
     for (int j = 0; j < m;) {
-        double u = 2 * toto_rng_uniform(r) - 1, v = 2 * toto_rng_uniform(r) - 1;
-        z0[j] = u;
-        z1[j] = v;
-        q[j] = u * u + v * v;
-        j += q[j] < 1; /* q > 0: |u| >= 2^-53 */
+        toto_rng_uniforms(r, cu);
+        toto_rng_uniforms(r, cv);
+        for (int l = 0; l < TOTO_RNG_LANES && j < m; l++) {
+            double u = 2 * cu[l] - 1, v = 2 * cv[l] - 1;
+            z0[j] = u;
+            z1[j] = v;
+            q[j] = u * u + v * v;
+            j += q[j] < 1; /* q > 0: |u| >= 2^-52 */
+        }
     }
     for (int i = 0; i < m; i++) {
         double f = sqrt(-2 * log_d(q[i]) / q[i]);
@@ -161,7 +169,7 @@ static void student_t_block(toto_rng *r, int m, const double *rdf, const double 
     enum { NB = TOTO_MIXTURE_BLOCK };
     double df[NB], z0[NB], z1[NB], u[NB], v[NB], squeeze[NB], g[NB];
     normal_pairs(r, m, z0, z1);
-    for (int i = 0; i < m; i++) u[i] = toto_rng_uniform(r);
+    for (int i = 0; i < m; i += TOTO_RNG_LANES) toto_rng_uniforms(r, u + i);
     for (int i = 0; i < m; i++) {
         df[i] = 2 + softplus_floor(rdf[i]);
         double d = df[i] / 2 - 1.0 / 3, zz = z0[i] * z0[i];

@@ -12,9 +12,23 @@ static uint64_t splitmix64(uint64_t *x)
     return z ^ (z >> 31);
 }
 
+/* Stream j + 1 starts 2^128 steps after stream j (xoshiro256's jump). */
 void toto_rng_seed(toto_rng *r, uint64_t seed)
 {
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+    static const uint64_t jump[4] = {0x180ec6d33cfd0abaull, 0xd5a61266f0c9392cull, 0xa9582618e03fc9aaull,
+                                     0x39abdc4529b1661cull};
+    for (int i = 0; i < 4; i++) r->s[i][0] = splitmix64(&seed);
+    for (int j = 1; j < TOTO_RNG_LANES; j++) {
+        uint64_t t[4] = {0, 0, 0, 0};
+        for (int i = 0; i < 4; i++) r->s[i][j] = r->s[i][j - 1];
+        for (int w = 0; w < 4; w++)
+            for (int b = 0; b < 64; b++) {
+                if ((jump[w] >> b) & 1)
+                    for (int i = 0; i < 4; i++) t[i] ^= r->s[i][j];
+                toto_rng_step(r, j);
+            }
+        for (int i = 0; i < 4; i++) r->s[i][j] = t[i];
+    }
 }
 
 /* Two independent standard normals: the polar method yields a pair for one

@@ -13,6 +13,21 @@
 
 _Static_assert(TOTO_MIXTURE_BLOCK % TOTO_RNG_LANES == 0, "a block takes whole rounds of the generator");
 
+/* The sampler is built for AVX-512 and AVX2 as well as the baseline, the
+ * loader picking one (GNU ifunc); every helper below is inlined into each
+ * build. With contraction off (CMakeLists.txt) all of them compute the same
+ * values. A static function: clang names an exported clone set apart. */
+#if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute)
+#if __has_attribute(target_clones) && __has_attribute(always_inline)
+#define TOTO_SAMPLER_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#define TOTO_INLINE __attribute__((always_inline)) inline
+#endif
+#endif
+#ifndef TOTO_SAMPLER_CLONES
+#define TOTO_SAMPLER_CLONES
+#define TOTO_INLINE inline
+#endif
+
 static double softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
 
 double toto_student_df(float raw)
@@ -27,14 +42,14 @@ double toto_mixture_scale(float raw)
     return sc > FLT_EPSILON ? sc : FLT_EPSILON;
 }
 
-static inline uint64_t bits_of(double x)
+static TOTO_INLINE uint64_t bits_of(double x)
 {
     uint64_t b;
     memcpy(&b, &x, sizeof b);
     return b;
 }
 
-static inline double from_bits(uint64_t b)
+static TOTO_INLINE double from_bits(uint64_t b)
 {
     double x;
     memcpy(&x, &b, sizeof x);
@@ -43,7 +58,7 @@ static inline double from_bits(uint64_t b)
 
 /* exp(x) for x in [-1022 ln 2, 1023 ln 2], Cephes exp's reduction and Pade
  * form, n = x / ln 2 rounded by adding 0x1.8p52. */
-static inline double exp_d(double x)
+static TOTO_INLINE double exp_d(double x)
 {
     double t = x * 1.4426950408889634 + 0x1.8p52, n = t - 0x1.8p52;
     double r = x - n * 6.93145751953125e-1 - n * 1.42860682030941723212e-6, rr = r * r;
@@ -55,7 +70,7 @@ static inline double exp_d(double x)
 
 /* log(x) for a positive normal x: x = 2^k z with z in [sqrt(1/2), sqrt(2))
  * by integer steps, then Cephes log's rational form in z - 1. */
-static inline double log_d(double x)
+static TOTO_INLINE double log_d(double x)
 {
     uint64_t ix = bits_of(x), kb = (ix - 0x3FE6A09E667F3BCDull + 0x3FF0000000000000ull) >> 52; /* k + 1023 */
     double k = from_bits(0x4330000000000000ull | kb) - (0x1p52 + 1023);
@@ -70,7 +85,7 @@ static inline double log_d(double x)
 
 /* exp(x) for x in [-87, 0] (Cephes expf's reduction and polynomial),
  * 0x1.8p23f rounding n = x / ln 2 to an integer without a conversion. */
-static inline float exp_nonpos(float x)
+static TOTO_INLINE float exp_nonpos(float x)
 {
     float t = x * 1.44269504088896341f + 0x1.8p23f, n = t - 0x1.8p23f;
     uint32_t tb, sb;
@@ -92,7 +107,7 @@ static inline float exp_nonpos(float x)
 /* The drawn component of each of the m <= TOTO_MIXTURE_BLOCK mixtures with
  * logits lg [m][K] into comp [m]: the first whose cumulative weight reaches
  * u times the total, u uniform in (0, 1). Work: [K][TOTO_MIXTURE_BLOCK]. */
-static void draw_components(toto_rng *r, int m, int K, const float *lg, float *work, int32_t *comp)
+static TOTO_INLINE void draw_components(toto_rng *r, int m, int K, const float *lg, float *work, int32_t *comp)
 {
     enum { NB = TOTO_MIXTURE_BLOCK };
     float mx[NB], acc[NB], t[NB];
@@ -127,7 +142,7 @@ static void draw_components(toto_rng *r, int m, int K, const float *lg, float *w
  * below x = -20 the value is under the floor, so x is clamped there; above
  * 20 it is x. log1p(e) as log(1 + e) e / ((1 + e) - 1), exact to rounding
  * wherever the result clears the floor. */
-static inline double softplus_floor(double x)
+static TOTO_INLINE double softplus_floor(double x)
 {
     double xc = x < -20 ? -20 : x > 20 ? 20 : x;
     double e = exp_d(xc), w = 1 + e, sp = log_d(w) * (e / (w - 1));
@@ -138,7 +153,7 @@ static inline double softplus_floor(double x)
 /* m pairs of independent standard normals by the polar method: the
  * candidates first (a rejected one is overwritten, no branch), then the
  * logarithms and roots of all of them in one vector loop. */
-static void normal_pairs(toto_rng *r, int m, double *z0, double *z1)
+static TOTO_INLINE void normal_pairs(toto_rng *r, int m, double *z0, double *z1)
 {
     double q[TOTO_MIXTURE_BLOCK], cu[TOTO_RNG_LANES], cv[TOTO_RNG_LANES];
     for (int j = 0; j < m;) {
@@ -164,7 +179,8 @@ static void normal_pairs(toto_rng *r, int m, double *z0, double *z1)
  * whose first Marsaglia-Tsang candidate takes z0 of the same polar pair. The
  * candidates the squeeze accepts (most) are taken here, in vector loops;
  * toto_rng_gamma finishes the others. */
-static void student_t_block(toto_rng *r, int m, const double *rdf, const double *rsc, const double *loc, double *y)
+static TOTO_INLINE void student_t_block(toto_rng *r, int m, const double *rdf, const double *rsc, const double *loc,
+                                        double *y)
 {
     enum { NB = TOTO_MIXTURE_BLOCK };
     double df[NB], z0[NB], z1[NB], u[NB], v[NB], squeeze[NB], g[NB];
@@ -182,16 +198,28 @@ static void student_t_block(toto_rng *r, int m, const double *rdf, const double 
     for (int i = 0; i < m; i++) y[i] = loc[i] + softplus_floor(rsc[i]) * z1[i] * sqrt(df[i] / (2 * g[i]));
 }
 
+/* The whole sampler, one block after another: the build the CPU runs. */
+static TOTO_SAMPLER_CLONES void mixture_sample_blocks(toto_rng *r, int n, int K,
+                                                      const float *const head[TOTO_HEAD_COUNT], float *work, double *y)
+{
+    enum { NB = TOTO_MIXTURE_BLOCK };
+    int32_t comp[NB];
+    double df[NB], scale[NB], loc[NB];
+    for (int i0 = 0; i0 < n; i0 += NB) {
+        int m = n - i0 < NB ? n - i0 : NB;
+        draw_components(r, m, K, head[TOTO_HEAD_LOGITS] + (size_t)i0 * K, work, comp);
+        for (int i = 0; i < m; i++) {
+            size_t o = (size_t)(i0 + i) * K + comp[i];
+            df[i] = head[TOTO_HEAD_DF][o];
+            scale[i] = head[TOTO_HEAD_SCALE][o];
+            loc[i] = head[TOTO_HEAD_LOC][o];
+        }
+        student_t_block(r, m, df, scale, loc, y + i0);
+    }
+}
+
 void toto_mixture_sample(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], float *work,
                          double *y)
 {
-    int32_t comp[TOTO_MIXTURE_BLOCK];
-    double raw[TOTO_HEAD_COUNT - 1][TOTO_MIXTURE_BLOCK];
-    for (int i0 = 0; i0 < n; i0 += TOTO_MIXTURE_BLOCK) {
-        int m = n - i0 < TOTO_MIXTURE_BLOCK ? n - i0 : TOTO_MIXTURE_BLOCK;
-        draw_components(r, m, K, head[TOTO_HEAD_LOGITS] + (size_t)i0 * K, work, comp);
-        for (int h = 0; h < TOTO_HEAD_COUNT - 1; h++)
-            for (int i = 0; i < m; i++) raw[h][i] = head[h][(size_t)(i0 + i) * K + comp[i]];
-        student_t_block(r, m, raw[TOTO_HEAD_DF], raw[TOTO_HEAD_SCALE], raw[TOTO_HEAD_LOC], y + i0);
-    }
+    mixture_sample_blocks(r, n, K, head, work, y);
 }

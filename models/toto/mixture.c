@@ -1,11 +1,12 @@
 /* Draws from Toto's output distribution, a mixture of Student-t components
  * (distribution.py's MixtureOfStudentTsOutput), from the head's raw outputs.
  *
- * The component weights are the only part computed in float: a block of
- * draws at a time, one draw per vector lane and a loop over the components,
- * so that every loop vectorises (exp by a branch-free polynomial, within
- * 1 ulp of the exact value on [-87, 0]). The drawn component's Student-t is
- * drawn in double. */
+ * A block of draws at a time, one draw per vector lane, in loops the
+ * compiler vectorises: no libm call, no branch on data but the rare gamma
+ * rejection. The component weights are the only part computed in float
+ * (exp by a polynomial within 1 ulp of the exact value on [-87, 0]); the
+ * drawn component's df and scale, its Student-t draw and the normals are
+ * double, by exp and log within 2 ulp of libm's. */
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -119,17 +120,14 @@ static TOTO_INLINE void draw_components(toto_rng *r, int m, int K, const float *
             work[k * NB + i] = l;
             mx[i] = l > mx[i] ? l : mx[i];
         }
-    /* Logits more than 87 below the largest (and NaN) weigh exp(-87), which
-     * is zero next to the largest weight, 1. A loop of its own: inlined
-     * into the next, the clamp would keep it from vectorising. */
+    /* Cumulative weights. A logit more than 87 below the largest (or NaN)
+     * weighs exp(-87), nothing next to the largest weight, 1. */
+    for (int i = 0; i < m; i++) acc[i] = 0;
     for (int k = 0; k < K; k++)
         for (int i = 0; i < m; i++) {
             float x = work[k * NB + i] - mx[i];
-            work[k * NB + i] = x > -87.0f ? x : -87.0f;
+            work[k * NB + i] = acc[i] += exp_nonpos(x > -87.0f ? x : -87.0f);
         }
-    for (int i = 0; i < m; i++) acc[i] = 0;
-    for (int k = 0; k < K; k++)
-        for (int i = 0; i < m; i++) work[k * NB + i] = acc[i] += exp_nonpos(work[k * NB + i]);
     /* 0 < t <= total: the component found has a positive weight. */
     for (int i = 0; i < m; i += TOTO_RNG_LANES) toto_rng_uniforms(r, u + i);
     for (int i = 0; i < m; i++) t[i] = (float)(u[i] * acc[i]);
@@ -188,6 +186,7 @@ static TOTO_INLINE void student_t_block(toto_rng *r, int m, const double *rdf, c
     for (int i = 0; i < m; i += TOTO_RNG_LANES) toto_rng_uniforms(r, u + i);
     for (int i = 0; i < m; i++) {
         df[i] = 2 + softplus_floor(rdf[i]);
+        df[i] = df[i] < FLT_MAX ? df[i] : FLT_MAX; /* Marsaglia-Tsang never accepts an infinite shape */
         double d = df[i] / 2 - 1.0 / 3, zz = z0[i] * z0[i];
         v[i] = 1 + z0[i] / sqrt(9 * d);
         g[i] = d * (v[i] * v[i] * v[i]);

@@ -144,28 +144,58 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Median seconds of one step (every row's patch) over o->repeat steps after
- * a warm-up; *check gets the median of the last step's draws. */
-static double time_step(const options *o, sampler_fn *fn, float *const head[TOTO_HEAD_COUNT], void *work,
-                        double *y, double *times, double *check)
+typedef struct sampler {
+    const char *name;
+    sampler_fn *fn;
+    toto_rng rng;
+    double *y, *times; /* [rows * points] the last step's draws; [repeat] */
+    double median, min, median_draw;
+} sampler;
+
+/* One step (every row's patch) of s, timed. */
+static double step(const options *o, sampler *s, float *const head[TOTO_HEAD_COUNT], void *work)
 {
-    toto_rng r;
-    toto_rng_seed(&r, o->seed);
     size_t row = (size_t)o->points * o->k;
-    for (int rep = -1; rep < o->repeat; rep++) {
-        double t0 = now();
-        for (int b = 0; b < o->rows; b++) {
-            const float *h[TOTO_HEAD_COUNT];
-            for (int k = 0; k < TOTO_HEAD_COUNT; k++) h[k] = head[k] + b * row;
-            fn(&r, o->points, o->k, h, work, y + (size_t)b * o->points);
-        }
-        if (rep >= 0) times[rep] = now() - t0;
+    double t0 = now();
+    for (int b = 0; b < o->rows; b++) {
+        const float *h[TOTO_HEAD_COUNT];
+        for (int k = 0; k < TOTO_HEAD_COUNT; k++) h[k] = head[k] + b * row;
+        s->fn(&s->rng, o->points, o->k, h, work, s->y + (size_t)b * o->points);
     }
+    return now() - t0;
+}
+
+/* The samplers take turns, one warm-up step each and then o->repeat timed
+ * ones, so that both see the same machine. */
+static void run(const options *o, sampler *s, int n, float *const head[TOTO_HEAD_COUNT], void *work)
+{
+    for (int rep = -1; rep < o->repeat; rep++)
+        for (int j = 0; j < n; j++) {
+            double t = step(o, &s[j], head, work);
+            if (rep >= 0) s[j].times[rep] = t;
+        }
     size_t draws = (size_t)o->rows * o->points;
-    qsort(y, draws, sizeof *y, cmp_double);
-    *check = y[draws / 2];
-    qsort(times, (size_t)o->repeat, sizeof *times, cmp_double);
-    return times[o->repeat / 2];
+    for (int j = 0; j < n; j++) {
+        qsort(s[j].y, draws, sizeof *s[j].y, cmp_double);
+        s[j].median_draw = s[j].y[draws / 2];
+        qsort(s[j].times, (size_t)o->repeat, sizeof *s[j].times, cmp_double);
+        s[j].median = s[j].times[o->repeat / 2];
+        s[j].min = s[j].times[0];
+    }
+}
+
+/* The build toto_mixture_sample runs (its clones' order: AVX-512, AVX2,
+ * baseline), as far as the CPU's features tell. */
+static const char *sampler_build(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+        return "AVX-512 (x86-64-v4) build, where the library has clones";
+    if (__builtin_cpu_supports("avx2")) return "AVX2 build, where the library has clones";
+#endif
+    return "baseline build";
 }
 
 int main(int argc, char **argv)
@@ -180,27 +210,34 @@ int main(int argc, char **argv)
     float *head[TOTO_HEAD_COUNT];
     int ok = 1;
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) ok &= (head[k] = malloc(n * sizeof(float))) != NULL;
-    double *work = malloc((size_t)o.k * TOTO_MIXTURE_BLOCK * sizeof(double)), *y = malloc(draws * sizeof(double));
-    double *times = malloc((size_t)o.repeat * sizeof(double));
-    if (!ok || !work || !y || !times) {
+    double *work = malloc((size_t)o.k * TOTO_MIXTURE_BLOCK * sizeof(double));
+    sampler s[2] = {{.name = "porta (toto_mixture_sample)", .fn = porta_sample},
+                    {.name = "peer: double-precision sampler", .fn = ref_sample}};
+    for (int j = 0; j < 2; j++) {
+        toto_rng_seed(&s[j].rng, o.seed);
+        ok &= (s[j].y = malloc(draws * sizeof(double))) != NULL;
+        ok &= (s[j].times = malloc((size_t)o.repeat * sizeof(double))) != NULL;
+    }
+    if (!ok || !work) {
         fprintf(stderr, "bench_toto_sampling: out of host memory\n");
         return 1;
     }
     fill_head(&o, head);
-    double mine_check, peer_check;
-    double mine = time_step(&o, porta_sample, head, work, y, times, &mine_check);
-    double peer = time_step(&o, ref_sample, head, work, y, times, &peer_check);
-    printf("Toto sampling, host: %d rows x %d points (%zu draws a step), %d components, median of %d steps\n",
-           o.rows, o.points, draws, o.k, o.repeat);
-    printf("  %-34s %9s %9s %12s\n", "", "ns/draw", "ms/step", "median draw");
-    printf("  %-34s %9.1f %9.3f %12.5f\n", "porta (toto_mixture_sample)", 1e9 * mine / (double)draws, 1e3 * mine,
-           mine_check);
-    printf("  %-34s %9.1f %9.3f %12.5f\n", "peer: double-precision sampler", 1e9 * peer / (double)draws, 1e3 * peer,
-           peer_check);
-    printf("  %-34s %9.2f\n", "speed-up (peer / porta)", peer / mine);
+    run(&o, s, 2, head, work);
+    printf("Toto sampling, host: %d rows x %d points (%zu draws a step), %d components, %d steps each\n", o.rows,
+           o.points, draws, o.k, o.repeat);
+    printf("toto_mixture_sample here: %s\n", sampler_build());
+    printf("  %-32s %14s %14s %12s\n", "", "ns/draw", "ms/step", "median");
+    printf("  %-32s %7s %6s %7s %6s %12s\n", "", "median", "min", "median", "min", "draw");
+    for (int j = 0; j < 2; j++)
+        printf("  %-32s %7.1f %6.1f %7.3f %6.3f %12.5f\n", s[j].name, 1e9 * s[j].median / (double)draws,
+               1e9 * s[j].min / (double)draws, 1e3 * s[j].median, 1e3 * s[j].min, s[j].median_draw);
+    printf("  %-32s %7.2f %6.2f\n", "speed-up (peer / porta)", s[1].median / s[0].median, s[1].min / s[0].min);
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) free(head[k]);
+    for (int j = 0; j < 2; j++) {
+        free(s[j].y);
+        free(s[j].times);
+    }
     free(work);
-    free(y);
-    free(times);
     return 0;
 }

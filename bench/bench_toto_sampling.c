@@ -45,7 +45,7 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, options *o)
 {
     *o = (options){.rows = 256, .points = 64, .k = 24, .repeat = 30, .seed = 1};
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
         int seed = 0;
@@ -59,7 +59,6 @@ static int parse_args(int argc, char **argv, options *o)
             return -1;
         }
         if (!strcmp(a, "--seed")) o->seed = (unsigned)seed;
-        i++;
     }
     return 0;
 }

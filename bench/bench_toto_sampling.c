@@ -183,16 +183,17 @@ static void run(const options *o, sampler *s, int n, float *const head[TOTO_HEAD
     }
 }
 
-/* The build toto_mixture_sample runs (its clones' order: AVX-512, AVX2,
- * baseline), as far as the CPU's features tell. */
+/* The build toto_mixture_sample runs (its clones, in the loader's order:
+ * x86-64-v4, x86-64-v3, baseline), as far as the main CPU features tell. */
 static const char *sampler_build(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+    int v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+    if (v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-        return "AVX-512 (x86-64-v4) build, where the library has clones";
-    if (__builtin_cpu_supports("avx2")) return "AVX2 build, where the library has clones";
+        return "x86-64-v4 (AVX-512) build, where the library has clones";
+    if (v3) return "x86-64-v3 (AVX2, FMA) build, where the library has clones";
 #endif
     return "baseline build";
 }

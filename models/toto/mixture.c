@@ -14,13 +14,15 @@
 
 _Static_assert(TOTO_MIXTURE_BLOCK % TOTO_RNG_LANES == 0, "a block takes whole rounds of the generator");
 
-/* The sampler is built for AVX-512 and AVX2 as well as the baseline, the
- * loader picking one (GNU ifunc); every helper below is inlined into each
- * build. With contraction off (CMakeLists.txt) all of them compute the same
- * values. A static function: clang names an exported clone set apart. */
+/* The sampler is built for x86-64-v4 (AVX-512) and x86-64-v3 (AVX2, FMA)
+ * as well as the baseline, the loader picking one (GNU ifunc); every helper
+ * below is inlined into each build. Contraction into fused multiply-adds is
+ * on (CMakeLists.txt): the two FMA builds draw the same values, the
+ * baseline build differs from them in rounding. A static function: clang
+ * names an exported clone set apart. */
 #if defined(__x86_64__) && defined(__GLIBC__) && defined(__has_attribute)
 #if __has_attribute(target_clones) && __has_attribute(always_inline)
-#define TOTO_SAMPLER_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#define TOTO_SAMPLER_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define TOTO_INLINE __attribute__((always_inline)) inline
 #endif
 #endif

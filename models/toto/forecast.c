@@ -29,6 +29,8 @@ struct porta_toto_forecaster {
     float *out[TOTO_HEAD_COUNT];
     double *dist[TOTO_HEAD_COUNT]; /* parameters for on_step only */
     double *probs;      /* [K] unnormalised mixture weights of one value */
+    float *mix_work;    /* [K * TOTO_MIXTURE_BLOCK] the sampler's scratch */
+    double *draw;       /* [P] one row's forecast patch before scaling */
     int32_t *row_new;   /* prefill counts per cache row: the first sample's rows only */
 };
 
@@ -53,6 +55,8 @@ void porta_toto_forecaster_free(porta_toto_forecaster *f)
         free(f->dist[k]);
     }
     free(f->probs);
+    free(f->mix_work);
+    free(f->draw);
     free(f->row_new);
     free(f);
 }
@@ -83,9 +87,11 @@ static porta_status alloc_host(porta_toto_forecaster *f)
     f->in_x = malloc(in_rows * f->V * P * sizeof(float));
     f->in_mask = malloc(in_rows * f->V * f->V * sizeof(float));
     f->probs = malloc(K * sizeof(double));
+    f->mix_work = malloc(K * TOTO_MIXTURE_BLOCK * sizeof(float));
+    f->draw = malloc(P * sizeof(double));
     f->row_new = malloc(RV * sizeof(int32_t));
     int ok = f->x && f->w && f->id && f->scaler && f->ploc && f->pscale && f->sloc && f->sscale && f->in_x &&
-             f->in_mask && f->probs && f->row_new;
+             f->in_mask && f->probs && f->mix_work && f->draw && f->row_new;
     for (size_t r = 0; ok && r < RV; r++) f->row_new[r] = r < (size_t)f->B * f->V ? f->Tc : 0;
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) {
         f->out[k] = malloc(RV * P * K * sizeof(float));
@@ -220,28 +226,13 @@ static void space_mask(porta_toto_forecaster *f, int rows, int T, int end)
                                                                                                      : -INFINITY;
 }
 
-static double softplus(double x) { return x > 20 ? x : log1p(exp(x)); }
-
-/* Raw head outputs to mixture parameters, as distribution.py. */
-static double student_df(float raw)
-{
-    double df = softplus(raw);
-    return 2.0 + (df > FLT_EPSILON ? df : FLT_EPSILON);
-}
-
-static double mixture_scale(float raw)
-{
-    double sc = softplus(raw);
-    return sc > FLT_EPSILON ? sc : FLT_EPSILON;
-}
-
 /* Every value's mixture parameters, for on_step. */
 static void to_dist(porta_toto_forecaster *f, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        f->dist[TOTO_HEAD_DF][i] = student_df(f->out[TOTO_HEAD_DF][i]);
+        f->dist[TOTO_HEAD_DF][i] = toto_student_df(f->out[TOTO_HEAD_DF][i]);
         f->dist[TOTO_HEAD_LOC][i] = f->out[TOTO_HEAD_LOC][i];
-        f->dist[TOTO_HEAD_SCALE][i] = mixture_scale(f->out[TOTO_HEAD_SCALE][i]);
+        f->dist[TOTO_HEAD_SCALE][i] = toto_mixture_scale(f->out[TOTO_HEAD_SCALE][i]);
         f->dist[TOTO_HEAD_LOGITS][i] = f->out[TOTO_HEAD_LOGITS][i];
     }
 }
@@ -294,25 +285,23 @@ static float tame(double v)
     return isfinite(x) && fabsf(x) < FLT_MAX / 2 ? x : 0.0f;
 }
 
-/* The value of time i of the forecast patch from distribution row dr:
- * the mixture mean, or one draw, which needs the Student-t parameters of the
- * drawn component only. */
-static float next_value(porta_toto_forecaster *f, size_t dr, int i)
+/* The patch forecast from distribution row dr, unscaled, into y [P]: the
+ * mixture means, or one draw from each mixture. */
+static void next_values(porta_toto_forecaster *f, size_t dr, double *y)
 {
-    size_t o = (dr * f->P + i) * f->K;
-    const float *loc = f->out[TOTO_HEAD_LOC] + o;
-    double sum = mixture_weights(f->probs, f->out[TOTO_HEAD_LOGITS] + o, f->K), y;
-    if (f->d.samples == 0) {
-        y = 0;
-        for (int k = 0; k < f->K; k++) y += f->probs[k] / sum * loc[k];
-    } else {
-        double u = toto_rng_uniform(&f->rng), acc = 0;
-        int k = 0;
-        while (k < f->K - 1 && (acc += f->probs[k] / sum) < u) k++;
-        y = loc[k] + mixture_scale(f->out[TOTO_HEAD_SCALE][o + k]) *
-                         toto_rng_student_t(&f->rng, student_df(f->out[TOTO_HEAD_DF][o + k]));
+    size_t o = dr * f->P * f->K;
+    if (f->d.samples > 0) {
+        const float *head[TOTO_HEAD_COUNT];
+        for (int h = 0; h < TOTO_HEAD_COUNT; h++) head[h] = f->out[h] + o;
+        toto_mixture_sample(&f->rng, f->P, f->K, head, f->mix_work, y);
+        return;
     }
-    return tame(f->sloc[dr] + f->sscale[dr] * y);
+    for (int i = 0; i < f->P; i++, o += f->K) {
+        const float *loc = f->out[TOTO_HEAD_LOC] + o;
+        double sum = mixture_weights(f->probs, f->out[TOTO_HEAD_LOGITS] + o, f->K);
+        y[i] = 0;
+        for (int k = 0; k < f->K; k++) y[i] += f->probs[k] / sum * loc[k];
+    }
 }
 
 /* Appends patch `p` of every row: values drawn from the rows' distributions
@@ -327,8 +316,9 @@ static void append_patch(porta_toto_forecaster *f, porta_toto_result *res, int p
                 size_t r = ((size_t)s * f->B + b) * f->V + v;
                 size_t dr = dist_rows == f->B ? (size_t)b * f->V + v : r;
                 double *x = f->x + r * f->N + (size_t)p * f->P, *w = f->w + r * f->N + (size_t)p * f->P;
+                next_values(f, dr, f->draw);
                 for (int i = 0; i < f->P; i++) {
-                    float y = next_value(f, dr, i);
+                    float y = tame(f->sloc[dr] + f->sscale[dr] * f->draw[i]);
                     x[i] = y;
                     w[i] = 1;
                     if (!res || t0 + i >= H) continue;

@@ -86,6 +86,7 @@ static void pc_close(void *impl)
         cublasStatus_t s = cublasDestroy(be->blas);
         if (s != CUBLAS_STATUS_SUCCESS) pc_blas_fail(be, s, "cublasDestroy");
     }
+    pc_tuner_free(be);
     if (be->blas_ws) pc_quiet(be, cudaFree(be->blas_ws), "cudaFree");
     if (be->stream) pc_quiet(be, cudaStreamDestroy(be->stream), "cudaStreamDestroy");
     free(be);
@@ -556,8 +557,8 @@ static porta_status pc_setup(pc_backend *be, int discrete)
     be->profile = profile && strcmp(profile, "1") == 0;
     be->eager = (eager && strcmp(eager, "1") == 0) || be->profile;
     const char *tf32 = getenv("PORTA_CUDA_TF32");
-    int use_tf32 = tf32 && strcmp(tf32, "1") == 0;
-    PC_BLAS(be, cublasSetMathMode(be->blas, use_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    be->tf32 = tf32 && strcmp(tf32, "1") == 0;
+    PC_BLAS(be, cublasSetMathMode(be->blas, be->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     return PORTA_OK;
 }
 

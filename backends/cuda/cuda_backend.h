@@ -20,6 +20,8 @@ extern "C" {
 /* Largest head dimension the attention kernels hold in registers (8 per lane). */
 #define PC_MAX_HEAD_DIM 256
 
+typedef struct pc_tuner pc_tuner;
+
 typedef struct pc_backend {
     const porta_host *host;
     int device;
@@ -34,6 +36,8 @@ typedef struct pc_backend {
     cublasHandle_t blas;
     void *blas_ws;            /* cuBLAS workspace, required under stream capture */
     size_t blas_ws_bytes;
+    int tf32;                 /* PORTA_CUDA_TF32=1 */
+    pc_tuner *tuner;          /* GEMM algorithms chosen per shape (matmul.cu) */
     char name[320];
 } pc_backend;
 
@@ -160,6 +164,9 @@ porta_status pc_softmax(pc_rec *r, const porta_node *n);
 porta_status pc_rope(pc_rec *r, const porta_node *n);
 porta_status pc_kv_update(pc_rec *r, const porta_node *n);   /* KV_APPEND */
 porta_status pc_attention(pc_rec *r, const porta_node *n);   /* ATTN_CACHED, ATTN */
+
+/* Frees the GEMM choices made for this backend. */
+void pc_tuner_free(pc_backend *be);
 
 /* Keeps the stream busy for about `cycles` GPU clocks. */
 cudaError_t pc_spin(cudaStream_t s, long long cycles);

@@ -4,6 +4,8 @@
  * in memory, its own transpose as a column-major C x R matrix. Each product is
  * therefore computed transposed (out^T = ...), which needs no data movement. */
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 #include "common.cuh"
 
 /* A row-major R x C operand as cuBLAS sees it: the memory holds X^T (trans 0,
@@ -212,6 +214,195 @@ static __global__ void swiglu_res(float *out, const float *y, const float *res, 
     }
 }
 
+/* ---- tuned GEMMs ----------------------------------------------------------
+ * Products of more than GEMV_MAX_ROWS rows go to cuBLASLt. Each distinct
+ * shape is tuned once, in the dry pass before capture: the heuristic's
+ * candidates (tile shapes, split-K) are timed on scratch matrices of that
+ * shape and the fastest is kept in the backend. At the 256-row decode and
+ * 448-row prefill shapes of a 768-wide model, cuBLAS' default choice leaves
+ * most multiprocessors idle (a 256 x 768 output is 12 tiles of 128 x 128).
+ * The emulated build, and any shape without a tuned choice, use cublasSgemm. */
+#define PC_TUNE_CANDIDATES 16
+#define PC_TUNE_RUNS 3
+
+typedef struct pc_gemm_shape {
+    int ta, tb, m, n, k, lda, ldb, ldc, beta;
+} pc_gemm_shape;
+
+#ifndef PORTA_SIMT
+#include <cublasLt.h>
+
+typedef struct pc_tuned {
+    pc_gemm_shape s;
+    cublasLtMatmulAlgo_t algo;
+    int ok;              /* 0: keep cublasSgemm for this shape */
+} pc_tuned;
+
+struct pc_tuner {
+    cublasLtHandle_t lt;
+    int n, cap;
+    pc_tuned *t;
+};
+
+extern "C" void pc_tuner_free(pc_backend *be)
+{
+    pc_tuner *t = be->tuner;
+    if (!t) return;
+    if (t->lt) cublasLtDestroy(t->lt);
+    free(t->t);
+    free(t);
+    be->tuner = NULL;
+}
+
+static int same_shape(const pc_gemm_shape *a, const pc_gemm_shape *b) { return !memcmp(a, b, sizeof *a); }
+
+static const pc_tuned *find_tuned(const pc_backend *be, const pc_gemm_shape *s)
+{
+    const pc_tuner *t = be->tuner;
+    for (int i = 0; t && i < t->n; i++)
+        if (same_shape(&t->t[i].s, s)) return &t->t[i];
+    return NULL;
+}
+
+/* Descriptors of one shape for cuBLASLt. */
+typedef struct lt_desc {
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+} lt_desc;
+
+static void lt_desc_free(lt_desc *d)
+{
+    if (d->op) cublasLtMatmulDescDestroy(d->op);
+    if (d->a) cublasLtMatrixLayoutDestroy(d->a);
+    if (d->b) cublasLtMatrixLayoutDestroy(d->b);
+    if (d->c) cublasLtMatrixLayoutDestroy(d->c);
+}
+
+static cublasStatus_t lt_desc_make(const pc_backend *be, const pc_gemm_shape *s, lt_desc *d)
+{
+    memset(d, 0, sizeof *d);
+    cublasOperation_t ta = s->ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb = s->tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasStatus_t st = cublasLtMatmulDescCreate(&d->op, be->tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F,
+                                                 CUDA_R_32F);
+    if (!st) st = cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta);
+    if (!st) st = cublasLtMatmulDescSetAttribute(d->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb);
+    if (!st) st = cublasLtMatrixLayoutCreate(&d->a, CUDA_R_32F, s->ta ? s->k : s->m, s->ta ? s->m : s->k, s->lda);
+    if (!st) st = cublasLtMatrixLayoutCreate(&d->b, CUDA_R_32F, s->tb ? s->n : s->k, s->tb ? s->k : s->n, s->ldb);
+    if (!st) st = cublasLtMatrixLayoutCreate(&d->c, CUDA_R_32F, s->m, s->n, s->ldc);
+    return st;
+}
+
+/* Times the heuristic's candidates for s on scratch matrices; records the
+ * fastest (or, when none runs, that s stays with cublasSgemm). */
+static porta_status tune(pc_backend *be, const pc_gemm_shape *s)
+{
+    if (find_tuned(be, s)) return PORTA_OK;
+    pc_tuner *t = be->tuner;
+    if (!t) {
+        if (!(t = (pc_tuner *)calloc(1, sizeof *t))) return be->host->fail(PORTA_ERR_NOMEM, "cuda: no host memory");
+        be->tuner = t;
+        PC_BLAS(be, cublasLtCreate(&t->lt));
+    }
+    if (t->n == t->cap) {
+        int cap = t->cap ? 2 * t->cap : 16;
+        pc_tuned *nt = (pc_tuned *)realloc(t->t, (size_t)cap * sizeof *nt);
+        if (!nt) return be->host->fail(PORTA_ERR_NOMEM, "cuda: no host memory");
+        t->t = nt;
+        t->cap = cap;
+    }
+    pc_tuned *e = &t->t[t->n];
+    memset(e, 0, sizeof *e);
+    e->s = *s;
+    lt_desc d;
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res[PC_TUNE_CANDIDATES];
+    int nres = 0;
+    size_t ws = be->blas_ws_bytes;
+    cublasStatus_t bs = lt_desc_make(be, s, &d);
+    if (!bs) bs = cublasLtMatmulPreferenceCreate(&pref);
+    if (!bs)
+        bs = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    if (!bs)
+        bs = cublasLtMatmulAlgoGetHeuristic(t->lt, d.op, d.a, d.b, d.c, d.c, pref, PC_TUNE_CANDIDATES, res, &nres);
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    float *A = NULL, *B = NULL, *C = NULL;
+    cudaEvent_t e0 = NULL, e1 = NULL;
+    size_t na = (size_t)s->lda * (s->ta ? s->m : s->k), nb = (size_t)s->ldb * (s->tb ? s->k : s->n),
+           nc = (size_t)s->ldc * s->n;
+    cudaError_t ce = bs ? cudaSuccess : cudaMalloc((void **)&A, na * sizeof(float));
+    if (!bs && !ce) ce = cudaMalloc((void **)&B, nb * sizeof(float));
+    if (!bs && !ce) ce = cudaMalloc((void **)&C, nc * sizeof(float));
+    if (!bs && !ce) ce = cudaMemsetAsync(A, 0, na * sizeof(float), be->stream);
+    if (!bs && !ce) ce = cudaMemsetAsync(B, 0, nb * sizeof(float), be->stream);
+    if (!bs && !ce) ce = cudaMemsetAsync(C, 0, nc * sizeof(float), be->stream);
+    if (!bs && !ce) ce = cudaEventCreate(&e0);
+    if (!bs && !ce) ce = cudaEventCreate(&e1);
+    float best = 0.0f;
+    const float one = 1.0f, zero = 0.0f;
+    for (int i = 0; !bs && !ce && i < nres; i++) {
+        if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        /* One untimed run, then the best of PC_TUNE_RUNS. */
+        float fastest = 0.0f;
+        for (int run = 0; run <= PC_TUNE_RUNS && !ce; run++) {
+            ce = cudaEventRecord(e0, be->stream);
+            cublasStatus_t ms = cublasLtMatmul(t->lt, d.op, &one, A, d.a, B, d.b, s->beta ? &one : &zero, C, d.c, C,
+                                               d.c, &res[i].algo, be->blas_ws, ws, be->stream);
+            if (!ce) ce = cudaEventRecord(e1, be->stream);
+            if (!ce) ce = cudaEventSynchronize(e1);
+            float ms_t = 0.0f;
+            if (!ce) ce = cudaEventElapsedTime(&ms_t, e0, e1);
+            if (ms != CUBLAS_STATUS_SUCCESS) {
+                fastest = 0.0f;
+                break;
+            }
+            if (run > 0 && (fastest == 0.0f || ms_t < fastest)) fastest = ms_t;
+        }
+        if (fastest > 0.0f && (!e->ok || fastest < best)) {
+            best = fastest;
+            e->algo = res[i].algo;
+            e->ok = 1;
+        }
+    }
+    if (e0) cudaEventDestroy(e0);
+    if (e1) cudaEventDestroy(e1);
+    cudaFree(A);
+    cudaFree(B);
+    cudaFree(C);
+    lt_desc_free(&d);
+    if (ce) return pc_cuda_fail(be, ce, "tuning a GEMM");
+    t->n++; /* a shape cuBLASLt refused stays recorded, with ok 0 */
+    return PORTA_OK;
+}
+#else
+extern "C" void pc_tuner_free(pc_backend *be) { be->tuner = NULL; }
+static porta_status tune(pc_backend *, const pc_gemm_shape *) { return PORTA_OK; }
+#endif
+
+/* C[m,n] (column-major, ldc) = op(A) op(B) (+ C when beta). Dry pass: tunes. */
+static porta_status pc_sgemm(pc_rec *r, int ta, int tb, int m, int n, int k, const float *A, int lda, const float *B,
+                             int ldb, int beta, float *C, int ldc)
+{
+    pc_gemm_shape s = { ta, tb, m, n, k, lda, ldb, ldc, beta };
+    if (r->dry) return tune(r->be, &s);
+    const float one = 1.0f, zero = 0.0f;
+#ifndef PORTA_SIMT
+    const pc_tuned *e = find_tuned(r->be, &s);
+    if (e && e->ok) {
+        lt_desc d;
+        cublasStatus_t bs = lt_desc_make(r->be, &s, &d);
+        if (!bs)
+            bs = cublasLtMatmul(r->be->tuner->lt, d.op, &one, A, d.a, B, d.b, beta ? &one : &zero, C, d.c, C, d.c,
+                                &e->algo, r->be->blas_ws, r->be->blas_ws_bytes, r->be->stream);
+        lt_desc_free(&d);
+        if (bs) return pc_blas_fail(r->be, bs, "cublasLtMatmul");
+        return PORTA_OK;
+    }
+#endif
+    PC_BLAS(r->be, cublasSgemm(r->be->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
+                               &one, A, lda, B, ldb, beta ? &one : &zero, C, ldc));
+    return PORTA_OK;
+}
+
 /* out[M,N] = x[M,K] w[N,K]^T (+ bias): out^T = w x^T, i.e. A = w, B = x. */
 static porta_status linear(pc_rec *r, const porta_node *n)
 {
@@ -230,9 +421,9 @@ static porta_status linear(pc_rec *r, const porta_node *n)
     if (bias && porta_ref_numel(&n->in[2]) != N)
         return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: bias has %lld elements, want %lld", n->name,
                        (long long)porta_ref_numel(&n->in[2]), (long long)N);
-    if (r->dry) return PORTA_OK;
     const float *xp = pc_ptr(r, &n->in[0]), *wp = pc_ptr(r, &n->in[1]);
     if (ocs == 1 && ors == N && gemv_ok(xp, M, K, xrs, xcs, &n->in[1], wrs, wcs, wp, NULL, 0)) {
+        if (r->dry) return PORTA_OK;
         gemv_args g = { xp, wp, bias ? pc_ptr(r, &n->in[2]) : NULL, NULL, NULL, pc_ptr(r, &n->out), xrs, wrs,
                         bias ? n->in[2].stride[n->in[2].ndim - 1] : 0, (int)M, (int)N, (int)N, (int)(K / 4), 0, 0,
                         0.0f };
@@ -240,17 +431,14 @@ static porta_status linear(pc_rec *r, const porta_node *n)
     }
 
     float *out = pc_ptr(r, &n->out);
-    if (bias) {
+    if (bias && !r->dry) {
         const porta_ref *bref = &n->in[2];
         PC_CK(r->be, pc_launch(r, fill_bias, dim3(pc_blocks(M * N, PC_THREADS)), dim3(PC_THREADS), 0, out, ors,
                                pc_ptr(r, bref), bref->stride[bref->ndim - 1], M, N));
         PC_CK(r->be, cudaGetLastError());
     }
-    const float one = 1.0f, zero = 0.0f;
-    PC_BLAS(r->be, cublasSgemm(r->be->blas, a.trans ? CUBLAS_OP_N : CUBLAS_OP_T, b.trans ? CUBLAS_OP_T : CUBLAS_OP_N,
-                               (int)N, (int)M, (int)K, &one, a.p, (int)a.ld, b.p, (int)b.ld, bias ? &one : &zero, out,
-                               (int)ors));
-    return PORTA_OK;
+    return pc_sgemm(r, !a.trans, b.trans, (int)N, (int)M, (int)K, a.p, (int)a.ld, b.p, (int)b.ld, bias, out,
+                    (int)ors);
 }
 
 /* out[Bt,M,N] = a[Bt,M,K] b[Bt or 1,K,N]: out^T = b^T a^T, i.e. A = b, B = a. */
@@ -324,9 +512,13 @@ static porta_status linear_fused(pc_rec *r, const porta_node *n)
     int64_t need = (norm ? M * K : 0) + (swiglu ? M * N2 : 0);
     if (!operand(wp, N2, K, wrs, wcs, &a) || (!norm && !operand(xp, M, K, xrs, xcs, &b)))
         return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: fused linear operand strides cuBLAS cannot take", n->name);
+    const float *fill_res = swiglu ? NULL : rp;
+    int beta = bias || fill_res;
     if (r->dry) {
         if (need > r->scratch_elems) r->scratch_elems = need;
-        return PORTA_OK;
+        /* The GEMM as it will run: on the normed copy when norm, into y. */
+        return pc_sgemm(r, !a.trans, norm ? 0 : b.trans, (int)N2, (int)M, (int)K, a.p, (int)a.ld, NULL,
+                        norm ? (int)K : (int)b.ld, beta, NULL, (int)N2);
     }
     float *xn = r->scratch, *y = swiglu ? r->scratch + (norm ? M * K : 0) : out;
     if (norm) {
@@ -334,17 +526,14 @@ static porta_status linear_fused(pc_rec *r, const porta_node *n)
         if (st) return st;
         operand(xn, M, K, K, 1, &b);
     }
-    const float *fill_res = swiglu ? NULL : rp;
-    int beta = bias || fill_res;
     if (beta) {
         PC_CK(r->be, pc_launch(r, fill_res_bias, dim3(pc_blocks(M * N2, PC_THREADS)), dim3(PC_THREADS), 0, y,
                                fill_res, bp, bs, M, N2));
         PC_CK(r->be, cudaGetLastError());
     }
-    const float one = 1.0f, zero = 0.0f;
-    PC_BLAS(r->be, cublasSgemm(r->be->blas, a.trans ? CUBLAS_OP_N : CUBLAS_OP_T, b.trans ? CUBLAS_OP_T : CUBLAS_OP_N,
-                               (int)N2, (int)M, (int)K, &one, a.p, (int)a.ld, b.p, (int)b.ld, beta ? &one : &zero, y,
-                               (int)N2));
+    porta_status gs2 = pc_sgemm(r, !a.trans, b.trans, (int)N2, (int)M, (int)K, a.p, (int)a.ld, b.p, (int)b.ld, beta,
+                                y, (int)N2);
+    if (gs2) return gs2;
     if (swiglu) {
         PC_CK(r->be, pc_launch(r, swiglu_res, dim3(pc_blocks(M * Nout, PC_THREADS)), dim3(PC_THREADS), 0, out, y, rp,
                                M, Nout));

@@ -335,9 +335,11 @@ static porta_status decode(pc_rec *r, attn_args *a)
     a->chunk = chunk;
     a->splits = (a->Tk + chunk - 1) / chunk;
     if (a->splits < 1) a->splits = 1;
-    /* Staged tiles: 32 keys up to head dim 64, fewer for larger heads, so
-     * that four warps' K and V tiles stay near 70 KB of shared memory. */
-    a->tk = a->D <= 64 ? KT : a->D <= 128 ? KT / 2 : KT / 4;
+    /* Staged tiles of 16 keys up to head dim 64, fewer for larger heads:
+     * four warps' K and V tiles stay near 34 KB of shared memory, so six
+     * blocks fit a multiprocessor (with 32-key tiles, three: at 256 rows of
+     * short context the kernel waited on blocks, not on memory). */
+    a->tk = a->D <= 64 ? KT / 2 : a->D <= 128 ? KT / 4 : KT / 8;
     size_t smem = (size_t)(a->D + DC_WARPS * (a->D + 2) + DC_WARPS * 2 * a->tk * (a->D + 1)) * sizeof(float);
     int64_t need = a->splits > 1 ? (int64_t)a->B * a->T * a->H * a->splits * (a->D + 2) : 0;
     int64_t blocks = (int64_t)a->B * a->splits;

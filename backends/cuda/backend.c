@@ -200,7 +200,8 @@ static porta_status pc_node(pc_rec *r, const porta_node *n)
     case PORTA_OP_RMSNORM:
     case PORTA_OP_LAYERNORM: return pc_norm(r, n);
     case PORTA_OP_SOFTMAX: return pc_softmax(r, n);
-    case PORTA_OP_ROPE: return pc_rope(r, n);
+    case PORTA_OP_ROPE:
+    case PORTA_OP_KV_APPEND_ROPE: return pc_rope(r, n);
     case PORTA_OP_KV_APPEND: return pc_kv_update(r, n);
     case PORTA_OP_ATTN_CACHED:
     case PORTA_OP_ATTN: return pc_attention(r, n);
@@ -495,7 +496,7 @@ static porta_status pc_prog_wait(void *prog)
 static const porta_backend_vt pc_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "cuda",
-    .caps = PORTA_CAP_FUSED_LINEAR,
+    .caps = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND,
     .close = pc_close,
     .device_name = pc_device_name,
     .buf_new = pc_buf_new,

@@ -161,7 +161,7 @@ porta_status pc_norm(pc_rec *r, const porta_node *n);        /* RMSNORM, LAYERNO
 porta_status pc_rmsnorm_rows(pc_rec *r, float *out, const float *x, int64_t M, int64_t K, int64_t xrs, int64_t xcs,
                              const float *g, int64_t gs, float eps);
 porta_status pc_softmax(pc_rec *r, const porta_node *n);
-porta_status pc_rope(pc_rec *r, const porta_node *n);
+porta_status pc_rope(pc_rec *r, const porta_node *n);        /* ROPE, KV_APPEND_ROPE */
 porta_status pc_kv_update(pc_rec *r, const porta_node *n);   /* KV_APPEND */
 porta_status pc_attention(pc_rec *r, const porta_node *n);   /* ATTN_CACHED, ATTN */
 

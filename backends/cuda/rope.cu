@@ -20,6 +20,37 @@ static __device__ double xpos_u(int k, int D)
     return (2.0 * k + 0.4 * D) / (1.4 * D);
 }
 
+/* The rotated (and xPos-scaled) pair j of row (b, t, h): y0, y1. Returns 0
+ * for rows past the step's count. */
+static __device__ __forceinline__ int rope_pair(const rope_args &a, int b, int t, int h, int j, int *pos_out,
+                                                float *y0o, float *y1o)
+{
+    int half = a.D / 2;
+    int pos = 0, cnt = a.T;
+    if (a.step) {
+        pos = a.step[b];
+        cnt = a.step[a.rows + b];
+    }
+    *pos_out = pos;
+    if (t >= cnt) return 0;
+    const float *x = a.x + b * a.xs[0] + t * a.xs[1] + h * a.xs[2] + 2 * j * a.xs[3];
+    double x0 = x[0], x1 = x[a.xs[3]];
+    double p = (double)pos + t;
+    double sn, cs;
+    sincos(p * pow((double)a.theta, -2.0 * j / a.D), &sn, &cs);
+    double y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+    if (a.xpos) {
+        int centre = (pos + cnt - 1) / 2;
+        double e = (p - centre) / a.scale_base;
+        if (a.is_key) e = -e;
+        y0 *= pow(xpos_u((2 * j) % half, a.D), e);
+        y1 *= pow(xpos_u((2 * j + 1) % half, a.D), e);
+    }
+    *y0o = (float)y0;
+    *y1o = (float)y1;
+    return 1;
+}
+
 static __global__ void rope(rope_args a)
 {
     pc_dep_wait();
@@ -32,36 +63,75 @@ static __global__ void rope(rope_args a)
         r /= a.H;
         int t = (int)(r % a.T);
         int b = (int)(r / a.T);
-        int pos = 0, cnt = a.T;
-        if (a.step) {
-            pos = a.step[b];
-            cnt = a.step[a.rows + b];
-        }
         float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * j;
-        if (t >= cnt) {
-            y[0] = y[1] = 0.0f;
-            continue;
-        }
-        const float *x = a.x + b * a.xs[0] + t * a.xs[1] + h * a.xs[2] + 2 * j * a.xs[3];
-        double x0 = x[0], x1 = x[a.xs[3]];
-        double p = (double)pos + t;
-        double sn, cs;
-        sincos(p * pow((double)a.theta, -2.0 * j / a.D), &sn, &cs);
-        double y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
-        if (a.xpos) {
-            int centre = (pos + cnt - 1) / 2;
-            double e = (p - centre) / a.scale_base;
-            if (a.is_key) e = -e;
-            y0 *= pow(xpos_u((2 * j) % half, a.D), e);
-            y1 *= pow(xpos_u((2 * j + 1) % half, a.D), e);
-        }
-        y[0] = (float)y0;
-        y[1] = (float)y1;
+        int pos;
+        float y0 = 0.0f, y1 = 0.0f;
+        rope_pair(a, b, t, h, j, &pos, &y0, &y1);
+        y[0] = y0;
+        y[1] = y1;
     }
+}
+
+/* KV_APPEND_ROPE: the rotated rows go straight into the cache at pos[b] + t. */
+static __global__ void rope_append(rope_args a, int64_t c0, int64_t c1, int64_t c2, int64_t c3, int L)
+{
+    pc_dep_wait();
+    int half = a.D / 2;
+    PC_GRID_STRIDE(i, (int64_t)a.B * a.T * a.H * half)
+    {
+        int j = (int)(i % half);
+        int64_t r = i / half;
+        int h = (int)(r % a.H);
+        r /= a.H;
+        int t = (int)(r % a.T);
+        int b = (int)(r / a.T);
+        int pos;
+        float y0, y1;
+        /* The host refuses steps that overflow; the bound keeps a bad step
+         * block from writing outside the cache. */
+        if (!rope_pair(a, b, t, h, j, &pos, &y0, &y1) || pos + t >= L) continue;
+        float *c = a.out + b * c0 + h * c1 + (int64_t)(pos + t) * c2 + 2 * j * c3;
+        c[0] = y0;
+        c[c3] = y1;
+    }
+}
+
+static porta_status rope_into_cache(pc_rec *r, const porta_node *n)
+{
+    const porta_ref *x = &n->in[0], *c = &n->out;
+    if (x->ndim != 4 || c->ndim != 4 || x->shape[0] > c->shape[0] || x->shape[2] != c->shape[1] ||
+        x->shape[3] != c->shape[3] || x->shape[3] % 2 || c->shape[2] > 0x7fffffff || x->shape[1] > 0x7fffffff ||
+        x->shape[2] > 0x7fffffff || x->shape[3] > 0x7fffffff)
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: kv_append_rope x[B,T,H,D] (D even) into cache [B,H,L,D]",
+                       n->name);
+    if (x->shape[0] > r->step_rows)
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: kv_append_rope batch %lld exceeds the step block's %d rows",
+                       n->name, (long long)x->shape[0], r->step_rows);
+    rope_args a;
+    a.B = (int)x->shape[0];
+    a.T = (int)x->shape[1];
+    a.H = (int)x->shape[2];
+    a.D = (int)x->shape[3];
+    a.step = r->step;
+    a.rows = r->step_rows;
+    int64_t total = (int64_t)a.B * a.T * a.H * (a.D / 2);
+    if (r->dry || total == 0) return PORTA_OK;
+    a.out = pc_ptr(r, c);
+    a.x = pc_ptr(r, x);
+    for (int i = 0; i < 4; i++) a.xs[i] = x->stride[i];
+    a.theta = n->p.rope.theta;
+    a.scale_base = n->p.rope.scale_base;
+    a.xpos = n->p.rope.xpos;
+    a.is_key = n->p.rope.is_key;
+    PC_CK(r->be, pc_launch(r, rope_append, dim3(pc_blocks(total, PC_THREADS)), dim3(PC_THREADS), 0, a, c->stride[0],
+                           c->stride[1], c->stride[2], c->stride[3], (int)c->shape[2]));
+    PC_CK(r->be, cudaGetLastError());
+    return PORTA_OK;
 }
 
 extern "C" porta_status pc_rope(pc_rec *r, const porta_node *n)
 {
+    if (n->op == PORTA_OP_KV_APPEND_ROPE) return rope_into_cache(r, n);
     const porta_ref *x = &n->in[0], *o = &n->out;
     if (x->ndim != 4 || o->ndim != 4 || x->shape[3] % 2 != 0)
         return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope wants x[B,T,H,D] with D even", n->name);

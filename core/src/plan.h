@@ -39,6 +39,11 @@ typedef enum porta_op {
      * p.lin.eps, times in4 when present) w^T + bias; when p.lin.swiglu,
      * y = silu(y[:, :N2/2]) * y[:, N2/2:]; out = y + residual. */
     PORTA_OP_LINEAR_FUSED,
+    /* Made by the fusion pass for PORTA_CAP_FUSED_ROPE_APPEND backends: a
+     * cached ROPE whose only reader is a KV_APPEND. in0 x[B,T,H,D] strided,
+     * out = cache layer [B,H,L,D] as KV_APPEND; the rows written are
+     * rope(x) with p.rope, positions from the step block. */
+    PORTA_OP_KV_APPEND_ROPE,
     PORTA_OP_COUNT
 } porta_op;
 
@@ -98,7 +103,8 @@ typedef struct porta_backend_counts {
  * replay must see the cache writes of the replays submitted before it. */
 
 /* Capabilities a backend declares in its vtable. */
-#define PORTA_CAP_FUSED_LINEAR 1u /* takes PORTA_OP_LINEAR_FUSED nodes */
+#define PORTA_CAP_FUSED_LINEAR 1u      /* takes PORTA_OP_LINEAR_FUSED nodes */
+#define PORTA_CAP_FUSED_ROPE_APPEND 2u /* takes PORTA_OP_KV_APPEND_ROPE nodes */
 
 typedef struct porta_backend_vt {
     int abi;

@@ -188,7 +188,8 @@ static void free_program(porta_program *p)
 /* ---- fusion --------------------------------------------------------------
  * For backends with PORTA_CAP_FUSED_LINEAR, chains around a linear become one
  * PORTA_OP_LINEAR_FUSED node: rmsnorm -> linear, linear -> swiglu and
- * linear -> add (residual). A node is absorbed only when its result has no
+ * linear -> add (residual); with PORTA_CAP_FUSED_ROPE_APPEND a cached rope
+ * into a KV_APPEND becomes one PORTA_OP_KV_APPEND_ROPE node. A node is absorbed only when its result has no
  * other reader and is no output (so traced programs, whose every node is an
  * output, are never fused); the fused node takes the place of the chain's
  * last node. PORTA_NO_FUSE=1 in the environment turns the pass off. */
@@ -252,7 +253,7 @@ static void as_fused(pnode *n)
     memset(&n->params.p, 0, sizeof n->params.p);
 }
 
-static void fuse(const porta_graph *g, char *emit, pnode *d, int *uses)
+static void fuse(const porta_graph *g, unsigned caps, char *emit, pnode *d, int *uses)
 {
     for (int i = 0; i < g->n; i++) {
         const porta_tensor *t = g->t[i];
@@ -265,6 +266,19 @@ static void fuse(const porta_graph *g, char *emit, pnode *d, int *uses)
         const porta_tensor *t = g->t[i];
         if (!emit[i]) continue;
         pnode *n = &d[i];
+        if (t->op == PORTA_OP_KV_APPEND) {
+            /* A cached rope -> the cache: the rope's result is read by this node alone. */
+            const porta_tensor *r = t->in[0];
+            if ((caps & PORTA_CAP_FUSED_ROPE_APPEND) && r->kind == PORTA_T_NODE && r->root == r &&
+                r->op == PORTA_OP_ROPE && r->params.p.rope.cached && !r->ext && emit[r->id] && uses[r->id] == 1) {
+                n->op = PORTA_OP_KV_APPEND_ROPE;
+                n->in[0] = r->in[0];
+                n->params.p.rope = r->params.p.rope;
+                emit[r->id] = 0;
+            }
+            continue;
+        }
+        if (!(caps & PORTA_CAP_FUSED_LINEAR)) continue;
         if (t->op == PORTA_OP_LINEAR) {
             /* rmsnorm -> linear, the norm's result read whole, maybe reshaped. */
             const porta_tensor *v = t->in[0], *r = v->root;
@@ -324,7 +338,7 @@ static porta_status plan_program(porta_graph *g, porta_program *p, const char *l
         if (emit[i]) d[i] = own_node(g->t[i]);
     }
     const char *no_fuse = getenv("PORTA_NO_FUSE");
-    if ((p->be->vt->caps & PORTA_CAP_FUSED_LINEAR) && !(no_fuse && strcmp(no_fuse, "1") == 0)) fuse(g, emit, d, uses);
+    if (p->be->vt->caps && !(no_fuse && strcmp(no_fuse, "1") == 0)) fuse(g, p->be->vt->caps, emit, d, uses);
     int n_nodes = 0;
     for (int i = 0; i < g->n; i++) n_nodes += emit[i];
     p->stats.nodes = (uint64_t)n_nodes;

@@ -407,11 +407,12 @@ static porta_status create_pipelines(vk_be *be)
 }
 
 /* What the shaders need beyond Vulkan's guaranteed minimums: 8 storage
- * buffers per set, 256-thread workgroups, and 16.5 KiB of shared memory for
- * the 128x128 matmul tiles. */
+ * buffers per set, 256-thread workgroups, and 21 KiB of shared memory for the
+ * GEMV's partial sums (128 threads of 41, then 4 x 40; the 128x128 matmul
+ * tiles take 16.5 KiB). */
 #define VK_NEED_BUFFERS 8u
 #define VK_NEED_THREADS 256u
-#define VK_NEED_SHARED (2u * 16u * 129u * 4u)
+#define VK_NEED_SHARED ((128u * 41u + 4u * 40u) * 4u)
 
 static porta_status check_limits(vk_be *be)
 {
@@ -562,6 +563,7 @@ static porta_status encode(vk_be *be, const porta_plan *plan, const porta_node *
         [PORTA_OP_KV_APPEND] = vk_enc_kv_update,
         [PORTA_OP_ATTN_CACHED] = vk_enc_attention,
         [PORTA_OP_ATTN] = vk_enc_attention,
+        [PORTA_OP_LINEAR_FUSED] = vk_enc_matmul,
     };
     if ((unsigned)n->op >= PORTA_OP_COUNT || !enc[n->op])
         return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: unknown op %d", n->name, (int)n->op);
@@ -876,6 +878,7 @@ static porta_status vkb_prog_wait(void *pp)
 static const porta_backend_vt vk_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "vulkan",
+    .caps = PORTA_CAP_FUSED_LINEAR,
     .close = vkb_close,
     .device_name = vkb_device_name,
     .buf_new = vkb_buf_new,

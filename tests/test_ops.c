@@ -256,6 +256,8 @@ static const opcase cases[] = {
     { "kv_append+attention_cached [2,40,2,128] 5 steps", 1e-5, b_attn_cached, { 2, 40, 2, 128 }, 0.09f, 0, 5, 1 },
     { "kv_append+attention_cached [2,3,2,13] 20 steps", 1e-5, b_attn_cached, { 2, 3, 2, 13 }, 0.28f, 0, 20, 1 },
     { "kv_append+attention_cached [2,21,2,64] 14 steps", 1e-5, b_attn_cached, { 2, 21, 2, 64 }, 0.125f, 0, 14, 1 },
+    /* The widest head: kernels that stage keys in shared memory take few per tile. */
+    { "kv_append+attention_cached [2,2,2,256] 40 steps", 1e-5, b_attn_cached, { 2, 2, 2, 256 }, 0.0625f, 0, 40, 1 },
     { "attention masked [6,5,7,3,8] mask [2,5,7]", 1e-5, b_attn, { 6, 5, 7, 3, 8, 2 }, 0.35f, 0, 0, 1 },
     { "attention causal [2,9,9,2,16]", 1e-5, b_attn, { 2, 9, 9, 2, 16, 0 }, 0.25f, 1, 0, 1 },
     { "attention causal+mask [4,6,6,3,64] mask [4,6,6]", 1e-5, b_attn, { 4, 6, 6, 3, 64, 4 }, 0.125f, 1, 0, 1 },

@@ -1,6 +1,10 @@
 #version 450
-// One workgroup of 64 threads per query row (b, t, h); keys in tiles of 64
-// with an online softmax. Out is dense [B, Tq, H, D].
+// One workgroup of 64 threads per query row (b, t, h); keys in tiles of P(28)
+// with an online softmax. Each tile of K and V rows is first copied into
+// shared memory by the whole workgroup, every thread issuing its loads
+// before it stores any (a tile costs a memory round trip or two, not one per
+// key or value row); a thread then scores one key and accumulates head dims.
+// Out is dense [B, Tq, H, D].
 // P(0..3) B, Tq, H, D; P(4) Tk; P(5) cached (keys from the cache, counts from
 // the step block); P(6) causal; P(7) mask present (in3); PF(8) scale;
 // P(9..12) q strides (b, t, h, d); P(13..16) k strides and P(17..20) v strides
@@ -17,15 +21,22 @@
 #define IN3_WRITABLE
 #endif
 #include "common.glsl"
-// Keys (in1) as 16-byte words: one thread reads a whole key row, so scalar
-// loads would touch a cache line per thread per element.
+// Keys (in1) and values (in2) as 16-byte words for staging.
 layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
-#define TILE 64u
+layout(std430, binding = 3) readonly buffer In2v { uvec4 c4[]; };
+#define THREADS 64u
 #define MAX_D 256u
+// A K tile then a V tile, rows of D + 1 floats (odd for even D: threads
+// reading different rows at one dim hit different banks): 64 keys up to head
+// dim 32, 32 up to 64, 16 up to 128, 8 up to 256.
+#define KV_FLOATS 4224u
+// Loads in flight per thread while staging, of K and of V each.
+#define STAGE_LOADS 8u
 layout(local_size_x = 64) in;
 
 shared float qs[MAX_D];
-shared float ps[TILE];
+shared float ps[THREADS];
+shared float kvs[KV_FLOATS];
 
 uint key_count(uint bi, uint t, uint Tk)
 {
@@ -56,7 +67,7 @@ void main()
             if (ms != -1.0 / 0.0) l += exp(ms - m) * uintBitsToFloat(d[base + s * (D + 2u) + 1u]);
         }
         float inv = l > 0.0 ? 1.0 / l : 0.0;
-        for (uint dd = tid; dd < D; dd += TILE) {
+        for (uint dd = tid; dd < D; dd += THREADS) {
             float acc = 0.0;
             for (uint s = 0u; s < used; s++) {
                 uint sb = base + s * (D + 2u);
@@ -68,12 +79,61 @@ void main()
     }
 }
 #else
+// Copies rows [0, nk) of a K tile (rows from kr, P(14) apart) and of a V tile
+// (from vr, P(18) apart) into kvs: K row j at j (D + 1), V row j at
+// TK (D + 1) + j (D + 1).
+void stage(uint kr, uint vr, uint nk, uint D, uint TK, bool vec)
+{
+    uint tid = gl_LocalInvocationID.x, DP = D + 1u, voff = TK * DP;
+    if (vec) {
+        uint per = D / 4u, total = nk * per;
+        for (uint e0 = 0u; e0 < total; e0 += THREADS * STAGE_LOADS) {
+            vec4 tk[STAGE_LOADS], tv[STAGE_LOADS];
+            for (uint u = 0u; u < STAGE_LOADS; u++) {
+                uint e = e0 + u * THREADS + tid, j = e / per, d4 = e % per;
+                tk[u] = tv[u] = vec4(0.0);
+                if (e < total) {
+                    tk[u] = uintBitsToFloat(b4[(kr + j * P(14)) / 4u + d4]);
+                    tv[u] = uintBitsToFloat(c4[(vr + j * P(18)) / 4u + d4]);
+                }
+            }
+            for (uint u = 0u; u < STAGE_LOADS; u++) {
+                uint e = e0 + u * THREADS + tid, j = e / per, d = 4u * (e % per);
+                if (e >= total) break;
+                for (uint i = 0u; i < 4u; i++) {
+                    kvs[j * DP + d + i] = tk[u][i];
+                    kvs[voff + j * DP + d + i] = tv[u][i];
+                }
+            }
+        }
+        return;
+    }
+    uint total = nk * D;
+    for (uint e0 = 0u; e0 < total; e0 += THREADS * STAGE_LOADS) {
+        float tk[STAGE_LOADS], tv[STAGE_LOADS];
+        for (uint u = 0u; u < STAGE_LOADS; u++) {
+            uint e = e0 + u * THREADS + tid, j = e / D, d = e % D;
+            tk[u] = tv[u] = 0.0;
+            if (e < total) {
+                tk[u] = in1(kr + j * P(14) + d * P(16));
+                tv[u] = in2(vr + j * P(18) + d * P(20));
+            }
+        }
+        for (uint u = 0u; u < STAGE_LOADS; u++) {
+            uint e = e0 + u * THREADS + tid, j = e / D, d = e % D;
+            if (e >= total) break;
+            kvs[j * DP + d] = tk[u];
+            kvs[voff + j * DP + d] = tv[u];
+        }
+    }
+}
+
 void main()
 {
-    uint B = P(0), Tq = P(1), H = P(2), D = P(3), Tk = P(4);
+    uint B = P(0), Tq = P(1), H = P(2), D = P(3), Tk = P(4), TK = P(28), DP = D + 1u;
     uint tid = gl_LocalInvocationID.x;
     float scale = PF(8);
-    bool k_vec4 = P(27) != 0u && (B_OFF & 3u) == 0u;
+    bool vec = P(27) != 0u && ((B_OFF | C_OFF) & 3u) == 0u;
     uint n_items = B * Tq * H;
     for (uint item = gl_WorkGroupID.x; item < n_items; item += gl_NumWorkGroups.x) {
         uint h = item % H, r = item / H;
@@ -88,70 +148,62 @@ void main()
         uint lo = 0u, hi = n_keys;
         uint y = O_OFF + item * D;
         if (n_keys == 0u) {
-            for (uint dd = tid; dd < D; dd += TILE) o[y + dd] = 0.0;
+            for (uint dd = tid; dd < D; dd += THREADS) o[y + dd] = 0.0;
             continue;
         }
 #endif
         barrier();
         uint q0 = A_OFF + bi * P(9) + t * P(10) + h * P(11);
-        for (uint dd = tid; dd < D; dd += TILE) qs[dd] = in0(q0 + dd * P(12)) * scale;
-        barrier();
+        for (uint dd = tid; dd < D; dd += THREADS) qs[dd] = in0(q0 + dd * P(12)) * scale;
         uint k0 = B_OFF + bi * P(13) + h * P(15), v0 = C_OFF + bi * P(17) + h * P(19);
         uint m0 = D_OFF + (bi / (B / max(P(24), 1u))) * P(21) + t * P(22);
         float m = -1.0 / 0.0, l = 0.0;
-        float acc[MAX_D / TILE];
-        for (uint i = 0u; i < MAX_D / TILE; i++) acc[i] = 0.0;
-        for (uint j0 = lo; j0 < hi; j0 += TILE) {
-            uint j = j0 + tid;
+        float acc[MAX_D / THREADS];
+        for (uint i = 0u; i < MAX_D / THREADS; i++) acc[i] = 0.0;
+        for (uint j0 = lo; j0 < hi; j0 += TK) {
+            uint cnt = min(TK, hi - j0);
+            stage(k0 + j0 * P(14), v0 + j0 * P(18), cnt, D, TK, vec);
+            barrier();
             float s = -1.0 / 0.0;
-            if (j < hi) {
-                uint kr = k0 + j * P(14);
+            if (tid < cnt) {
                 s = 0.0;
-                if (k_vec4) {
-                    for (uint d4 = 0u; d4 < D / 4u; d4++) {
-                        vec4 kv = uintBitsToFloat(b4[kr / 4u + d4]);
-                        s += dot(vec4(qs[4u * d4], qs[4u * d4 + 1u], qs[4u * d4 + 2u], qs[4u * d4 + 3u]), kv);
-                    }
-                } else {
-                    for (uint dd = 0u; dd < D; dd++) s += qs[dd] * in1(kr + dd * P(16));
-                }
+                for (uint dd = 0u; dd < D; dd++) s += qs[dd] * kvs[tid * DP + dd];
 #ifndef SPLIT
-                if (P(7) != 0u) s += in3(m0 + j * P(23));
+                if (P(7) != 0u) s += in3(m0 + (j0 + tid) * P(23));
 #endif
             }
             ps[tid] = s;
             barrier();
             float mt = m;
-            for (uint jj = 0u; jj < TILE; jj++) mt = max(mt, ps[jj]);
+            for (uint jj = 0u; jj < cnt; jj++) mt = max(mt, ps[jj]);
             barrier();
             // A tile whose keys are all excluded so far leaves the state as it is.
             if (mt != -1.0 / 0.0) {
                 float alpha = exp(m - mt);
                 ps[tid] = exp(s - mt);
                 barrier();
-                uint cnt = min(TILE, hi - j0);
                 float lt = 0.0;
                 for (uint jj = 0u; jj < cnt; jj++) lt += ps[jj];
                 l = l * alpha + lt;
-                for (uint i = 0u; i * TILE + tid < D; i++) {
-                    uint dd = i * TILE + tid;
+                for (uint i = 0u; i * THREADS + tid < D; i++) {
+                    uint dd = i * THREADS + tid;
                     float v = 0.0;
-                    for (uint jj = 0u; jj < cnt; jj++) v += ps[jj] * in2(v0 + (j0 + jj) * P(18) + dd * P(20));
+                    for (uint jj = 0u; jj < cnt; jj++) v += ps[jj] * kvs[TK * DP + jj * DP + dd];
                     acc[i] = acc[i] * alpha + v;
                 }
                 m = mt;
-                barrier();
             }
+            barrier();
         }
 #ifdef SPLIT
         if (tid == 0u) {
             d[y] = floatBitsToUint(m);
             d[y + 1u] = floatBitsToUint(l);
         }
-        for (uint i = 0u; i * TILE + tid < D; i++) d[y + 2u + i * TILE + tid] = floatBitsToUint(acc[i]);
+        for (uint i = 0u; i * THREADS + tid < D; i++) d[y + 2u + i * THREADS + tid] = floatBitsToUint(acc[i]);
 #else
         float inv = l > 0.0 ? 1.0 / l : 0.0;
-        for (uint i = 0u; i * TILE + tid < D; i++) o[y + i * TILE + tid] = acc[i] * inv;
+        for (uint i = 0u; i * THREADS + tid < D; i++) o[y + i * THREADS + tid] = acc[i] * inv;
 #endif
     }
 }

@@ -1,8 +1,9 @@
-// Bindings shared by every porta compute shader: out (f32), in0..in3 (f32,
-// f16 or bf16 storage, read through in0()..in3()), the step block (int32
+// Bindings shared by every porta compute shader: out (f32), in0..in4 (f32,
+// f16 or bf16 storage, read through in0()..in4()), the step block (int32
 // pos[rows] then n[rows]) and this node's parameter block.
 // p[0..4]: element offsets of out, in0..in3; p[5]: step rows (0: no step
-// block); p[6]: storage type of in j in bits 2j..2j+1 (0 f32, 1 f16, 2 bf16).
+// block); p[6]: storage type of in j in bits 2j..2j+1 (0 f32, 1 f16, 2 bf16);
+// p[7]: element offset of in4.
 #extension GL_GOOGLE_include_directive : enable
 
 layout(std430, binding = 0) buffer Out { float o[]; };
@@ -15,8 +16,9 @@ layout(std430, binding = 4) buffer In3 { uint d[]; };
 #else
 layout(std430, binding = 4) readonly buffer In3 { uint d[]; };
 #endif
-layout(std430, binding = 5) readonly buffer Step { int step[]; };
-layout(std430, binding = 6) readonly buffer Params { uint p[]; };
+layout(std430, binding = 5) readonly buffer In4 { uint in4w[]; };
+layout(std430, binding = 6) readonly buffer Step { int step[]; };
+layout(std430, binding = 7) readonly buffer Params { uint p[]; };
 
 #define O_OFF p[0]
 #define A_OFF p[1]
@@ -25,6 +27,7 @@ layout(std430, binding = 6) readonly buffer Params { uint p[]; };
 #define D_OFF p[4]
 #define STEP_ROWS p[5]
 #define DTYPES p[6]
+#define E_OFF p[7]
 #define P(i) p[8 + (i)]
 #define PF(i) uintBitsToFloat(p[8 + (i)])
 
@@ -42,3 +45,4 @@ float in0(uint i) { return LOAD(a, DTYPES & 3u, i); }
 float in1(uint i) { return LOAD(b, (DTYPES >> 2) & 3u, i); }
 float in2(uint i) { return LOAD(c, (DTYPES >> 4) & 3u, i); }
 float in3(uint i) { return LOAD(d, (DTYPES >> 6) & 3u, i); }
+float in4(uint i) { return LOAD(in4w, (DTYPES >> 8) & 3u, i); }

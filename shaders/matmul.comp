@@ -1,63 +1,147 @@
 #version 450
 // C[z][m, n] = sum_k A[z][m, k] B[z](k, n) (+ bias[n]), f32 accumulate.
 // A = in0, B = in1 read through strides (LINEAR passes w[N, K] as B with
-// k stride 1), bias = in2, C = out dense [z][M, N].
+// k stride 1), bias = in2, C = out dense [z][M, Nout].
 // P(0) M, P(1) N, P(2) K, P(3) batches, P(4..6) batch strides of A, B, C,
 // P(7) A row stride, P(8) A k stride, P(9) B k stride, P(10) B n stride,
-// P(11) bias present; P(12) (GEMV) A and B are f32 with unit k stride and
-// 4-aligned row strides and K (read as vec4 when their offsets are 4-aligned).
+// P(11) bias present; P(12) (GEMV) A, B and the norm scale are f32 with unit
+// k stride, A and B with 4-aligned row and batch strides and K (read as vec4
+// when their offsets are 4-aligned); P(13) Nout, the output columns (N, or
+// N / 2 with SwiGLU); P(14) bias stride; P(15) fused-linear flags (bit 0
+// RMSNorm of the A rows, 1 SwiGLU, 2 residual in3, 3 norm scale in4);
+// PF(16) eps; P(17) norm scale stride.
+//
+// Fused linear (PORTA_OP_LINEAR_FUSED): y = rmsnorm(x) w^T + bias, the norm's
+// 1 / rms applied to the finished dot products and its scale folded into the
+// weights' k; with SwiGLU out[:, j] = silu(y[:, j]) * y[:, j + Nout], the gate
+// and value rows computed side by side; then + residual. Everything happens
+// in the one dispatch of either build.
+//
 // Default build: square tiles through shared memory, 256 threads of TM x TM
 // outputs (TM 2: 32 x 32 tiles for products too small to fill a GPU with larger
-// ones; TM 4: 64 x 64; TM 8: 128 x 128 for large products). With GEMV (M <= 8 rows, B contiguous along k, the decode case):
-// 64 threads per output column split K and reduce through shared memory.
+// ones; TM 4: 64 x 64; TM 8: 128 x 128 for large products).
+// GEMV (M <= 8 rows, B contiguous along k, the decode case): a workgroup takes
+// R weight rows and splits K among its threads, so that each load of x serves
+// R rows and each weight element is read once, in 16-byte pieces; the partial
+// sums meet in shared memory.
 #include "common.glsl"
+
+#define FL_NORM 1u
+#define FL_SWIGLU 2u
+#define FL_RES 4u
+#define FL_SCALE 8u
+
+float silu(float x) { return x / (1.0 + exp(-x)); }
 
 #ifdef GEMV
 #define MAX_M 8u
-#define COLS 4u
-layout(local_size_x = 256) in;
-shared float red[MAX_M][256];
-// A (in0) and B (in1) as 16-byte words: each weight row is streamed once.
+#define R 4u
+#define T 128u
+// Per thread: R x M dot products, then M sums of squares (for the norm).
+#define NV (R * MAX_M + MAX_M)
+// The second reduction stage: Q threads per value, each over T / Q partials.
+#define Q 4u
+layout(local_size_x = 128) in;
+shared float part[T * (NV + 1u)]; // [thread][value], rows of odd length: no bank conflicts
+shared float part2[Q * NV];
 layout(std430, binding = 1) readonly buffer In0v { uvec4 a4[]; };
 layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
+layout(std430, binding = 5) readonly buffer In4v { uvec4 e4[]; };
+
+// Weight row of slot r of row group grp, or ~0u past the end: R consecutive
+// rows, or with SwiGLU R / 2 gate rows and the value rows Nout further.
+uint weight_row(uint grp, uint r, bool swiglu, uint N, uint Nout)
+{
+    if (swiglu) {
+        uint j = grp * (R / 2u) + r % (R / 2u);
+        return j < Nout ? j + (r < R / 2u ? 0u : Nout) : ~0u;
+    }
+    uint j = grp * R + r;
+    return j < N ? j : ~0u;
+}
 
 void main()
 {
-    uint M = P(0), N = P(1), K = P(2);
-    uint tid = gl_LocalInvocationID.x, lane = tid % 64u;
-    bool vec = P(12) != 0u && ((A_OFF | B_OFF) & 3u) == 0u;
+    uint M = P(0), N = P(1), K = P(2), Nout = P(13), flags = P(15);
+    bool norm = (flags & FL_NORM) != 0u, swiglu = (flags & FL_SWIGLU) != 0u;
+    bool scale = (flags & FL_SCALE) != 0u;
+    uint tid = gl_LocalInvocationID.x;
+    bool vec = P(12) != 0u && ((A_OFF | B_OFF | E_OFF) & 3u) == 0u;
+    uint outs = swiglu ? R / 2u : R, groups = (Nout + outs - 1u) / outs, nv = R * M + M;
     for (uint z = gl_WorkGroupID.y; z < P(3); z += gl_NumWorkGroups.y) {
-        for (uint n0 = gl_WorkGroupID.x * COLS; n0 < N; n0 += gl_NumWorkGroups.x * COLS) {
-            uint n = n0 + tid / 64u;
-            float acc[MAX_M];
-            for (uint m = 0u; m < MAX_M; m++) acc[m] = 0.0;
-            if (n < N) {
-                uint bcol = B_OFF + z * P(5) + n * P(10);
-                uint arow = A_OFF + z * P(4);
-                if (vec) {
-                    for (uint k4 = lane; k4 < K / 4u; k4 += 64u) {
-                        vec4 w = uintBitsToFloat(b4[bcol / 4u + k4]);
-                        for (uint m = 0u; m < M; m++)
-                            acc[m] += dot(uintBitsToFloat(a4[(arow + m * P(7)) / 4u + k4]), w);
+        uint a0 = A_OFF + z * P(4), b0 = B_OFF + z * P(5);
+        for (uint grp = gl_WorkGroupID.x; grp < groups; grp += gl_NumWorkGroups.x) {
+            uint row[R];
+            for (uint r = 0u; r < R; r++) row[r] = weight_row(grp, r, swiglu, N, Nout);
+            float acc[R][MAX_M], ss[MAX_M];
+            for (uint m = 0u; m < MAX_M; m++) {
+                ss[m] = 0.0;
+                for (uint r = 0u; r < R; r++) acc[r][m] = 0.0;
+            }
+            if (vec) {
+                for (uint k = tid; k < K / 4u; k += T) {
+                    vec4 w[R];
+                    for (uint r = 0u; r < R; r++)
+                        w[r] = row[r] != ~0u ? uintBitsToFloat(b4[(b0 + row[r] * P(10)) / 4u + k]) : vec4(0.0);
+                    vec4 g = scale ? uintBitsToFloat(e4[E_OFF / 4u + k]) : vec4(1.0);
+                    for (uint m = 0u; m < MAX_M; m++) {
+                        if (m >= M) break;
+                        vec4 x = uintBitsToFloat(a4[(a0 + m * P(7)) / 4u + k]);
+                        ss[m] += dot(x, x);
+                        x *= g;
+                        for (uint r = 0u; r < R; r++) acc[r][m] += dot(w[r], x);
                     }
-                } else {
-                    for (uint k = lane; k < K; k += 64u) {
-                        float w = in1(bcol + k);
-                        for (uint m = 0u; m < M; m++) acc[m] += in0(arow + m * P(7) + k * P(8)) * w;
+                }
+            } else {
+                for (uint k = tid; k < K; k += T) {
+                    float w[R];
+                    for (uint r = 0u; r < R; r++) w[r] = row[r] != ~0u ? in1(b0 + row[r] * P(10) + k * P(9)) : 0.0;
+                    float g = scale ? in4(E_OFF + k * P(17)) : 1.0;
+                    for (uint m = 0u; m < MAX_M; m++) {
+                        if (m >= M) break;
+                        float x = in0(a0 + m * P(7) + k * P(8));
+                        ss[m] += x * x;
+                        x *= g;
+                        for (uint r = 0u; r < R; r++) acc[r][m] += w[r] * x;
                     }
                 }
             }
-            for (uint m = 0u; m < M; m++) red[m][tid] = acc[m];
-            barrier();
-            for (uint s = 32u; s > 0u; s >>= 1) {
-                if (lane < s)
-                    for (uint m = 0u; m < M; m++) red[m][tid] += red[m][tid + s];
-                barrier();
+            uint base = tid * (NV + 1u);
+            for (uint m = 0u; m < MAX_M; m++) {
+                if (m >= M) break;
+                for (uint r = 0u; r < R; r++) part[base + r * M + m] = acc[r][m];
+                part[base + R * M + m] = ss[m];
             }
-            if (lane < M && n < N) {
-                float y = red[lane][tid - lane];
-                if (P(11) != 0u) y += in2(C_OFF + n);
-                o[O_OFF + z * P(6) + lane * N + n] = y;
+            barrier();
+            for (uint task = tid; task < nv * Q; task += T) {
+                uint v = task % nv, q = task / nv;
+                float s = 0.0;
+                for (uint t = q * (T / Q); t < (q + 1u) * (T / Q); t++) s += part[t * (NV + 1u) + v];
+                part2[q * NV + v] = s;
+            }
+            barrier();
+            // One thread per output: (row slot r, input row m).
+            uint r = tid / max(M, 1u), m = tid % max(M, 1u);
+            uint col = r < outs ? weight_row(grp, r, swiglu, N, Nout) : ~0u;
+            if (tid < outs * M && col != ~0u) {
+                float y = 0.0, y2 = 0.0, q2 = 0.0;
+                for (uint q = 0u; q < Q; q++) {
+                    y += part2[q * NV + r * M + m];
+                    if (swiglu) y2 += part2[q * NV + (r + R / 2u) * M + m];
+                    q2 += part2[q * NV + R * M + m];
+                }
+                if (norm) {
+                    float inv = inversesqrt(q2 / float(K) + PF(16));
+                    y *= inv;
+                    y2 *= inv;
+                }
+                if (P(11) != 0u) {
+                    y += in2(C_OFF + col * P(14));
+                    if (swiglu) y2 += in2(C_OFF + (col + Nout) * P(14));
+                }
+                if (swiglu) y = silu(y) * y2;
+                if ((flags & FL_RES) != 0u) y += in3(D_OFF + m * Nout + col);
+                o[O_OFF + z * P(6) + m * Nout + col] = y;
             }
             barrier();
         }
@@ -76,30 +160,53 @@ layout(local_size_x = 256) in;
 shared float As[BK][BM + 1u];
 shared float Bs[BK][BM + 1u];
 
+// B column (weight row) of tile column nn of the tile at output column tn,
+// or ~0u past the end: with SwiGLU the tile's first half holds gate rows and
+// its second half the value rows Nout further, so that thread (tx, j) holds
+// a gate column in acc[.][j] and its value column in acc[.][j + TM / 2].
+uint tile_col(uint tn, uint nn, bool swiglu, uint N, uint Nout)
+{
+    if (swiglu) {
+        uint j = tn + nn % (BM / 2u);
+        return j < Nout ? j + (nn < BM / 2u ? 0u : Nout) : ~0u;
+    }
+    return tn + nn < N ? tn + nn : ~0u;
+}
+
 void main()
 {
-    uint M = P(0), N = P(1), K = P(2);
+    uint M = P(0), N = P(1), K = P(2), Nout = P(13), flags = P(15);
+    bool swiglu = (flags & FL_SWIGLU) != 0u, scale = (flags & FL_SCALE) != 0u;
     uint tid = gl_LocalInvocationID.x, tx = tid % 16u, ty = tid / 16u;
+    uint cols = swiglu ? BM / 2u : BM;
     bool b_kcontig = P(9) == 1u;
     for (uint z = gl_WorkGroupID.z; z < P(3); z += gl_NumWorkGroups.z) {
         for (uint tm = gl_WorkGroupID.y * BM; tm < M; tm += gl_NumWorkGroups.y * BM) {
-            for (uint tn = gl_WorkGroupID.x * BM; tn < N; tn += gl_NumWorkGroups.x * BM) {
-                float acc[TM][TM];
-                for (uint i = 0u; i < TM; i++)
+            for (uint tn = gl_WorkGroupID.x * cols; tn < Nout; tn += gl_NumWorkGroups.x * cols) {
+                float acc[TM][TM], ss[TM];
+                for (uint i = 0u; i < TM; i++) {
+                    ss[i] = 0.0;
                     for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
+                }
                 uint a0 = A_OFF + z * P(4), b0 = B_OFF + z * P(5);
                 for (uint k0 = 0u; k0 < K; k0 += BK) {
-                    // Consecutive threads walk the contiguous dim of each operand.
+                    // Consecutive threads walk the contiguous dim of each
+                    // operand. A's load r lands in row ty + 16 r (BK 16, 256
+                    // threads), the row whose sum of squares ss[r] gathers.
                     for (uint r = 0u; r < LOADS; r++) {
                         uint e = tid + 256u * r;
                         uint row = e / BK, kk = e % BK;
                         uint gm = tm + row, gk = k0 + kk;
-                        As[kk][row] = gm < M && gk < K ? in0(a0 + gm * P(7) + gk * P(8)) : 0.0;
+                        float x = gm < M && gk < K ? in0(a0 + gm * P(7) + gk * P(8)) : 0.0;
+                        As[kk][row] = x;
+                        ss[r] += x * x;
                         uint nn = b_kcontig ? e / BK : e % BM;
                         kk = b_kcontig ? e % BK : e / BM;
-                        uint gn = tn + nn;
+                        uint gn = tile_col(tn, nn, swiglu, N, Nout);
                         gk = k0 + kk;
-                        Bs[kk][nn] = gn < N && gk < K ? in1(b0 + gk * P(9) + gn * P(10)) : 0.0;
+                        float w = gn != ~0u && gk < K ? in1(b0 + gk * P(9) + gn * P(10)) : 0.0;
+                        if (scale && gk < K) w *= in4(E_OFF + gk * P(17));
+                        Bs[kk][nn] = w;
                     }
                     barrier();
                     for (uint kk = 0u; kk < BK; kk++) {
@@ -111,15 +218,34 @@ void main()
                     }
                     barrier();
                 }
+                float inv[TM];
+                for (uint i = 0u; i < TM; i++) inv[i] = 1.0;
+                if ((flags & FL_NORM) != 0u) {
+                    // Row ty + 16 i's squares are spread over the 16 threads tx.
+                    for (uint i = 0u; i < TM; i++) As[tx][ty + 16u * i] = ss[i];
+                    barrier();
+                    for (uint i = 0u; i < TM; i++) {
+                        float q = 0.0;
+                        for (uint t = 0u; t < 16u; t++) q += As[t][ty + 16u * i];
+                        inv[i] = inversesqrt(q / float(K) + PF(16));
+                    }
+                    barrier();
+                }
                 for (uint i = 0u; i < TM; i++) {
                     uint gm = tm + ty + 16u * i;
                     if (gm >= M) continue;
                     for (uint j = 0u; j < TM; j++) {
                         uint gn = tn + tx + 16u * j;
-                        if (gn >= N) continue;
-                        float y = acc[i][j];
-                        if (P(11) != 0u) y += in2(C_OFF + gn);
-                        o[O_OFF + z * P(6) + gm * N + gn] = y;
+                        if (gn >= Nout || (swiglu && j >= TM / 2u)) continue;
+                        float y = acc[i][j] * inv[i];
+                        if (P(11) != 0u) y += in2(C_OFF + gn * P(14));
+                        if (swiglu) {
+                            float v = acc[i][(j + TM / 2u) % TM] * inv[i];
+                            if (P(11) != 0u) v += in2(C_OFF + (gn + Nout) * P(14));
+                            y = silu(y) * v;
+                        }
+                        if ((flags & FL_RES) != 0u) y += in3(D_OFF + gm * Nout + gn);
+                        o[O_OFF + z * P(6) + gm * Nout + gn] = y;
                     }
                 }
             }

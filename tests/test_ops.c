@@ -72,11 +72,15 @@ static porta_tensor *b_linear(porta_graph *g, params *P, porta_kvcache *kv, cons
     return porta_linear(g, x, w, b);
 }
 
+/* d = {Bt, M, K, N}; flag 1: b batched, 2: b stored as [Bt, N, K] and
+ * transposed (contiguous along K, as GEMV kernels take it). */
 static porta_tensor *b_matmul(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
 {
     (void)P, (void)kv;
     porta_tensor *a = IN(g, "a", c->d[0], c->d[1], c->d[2]);
-    porta_tensor *b = c->flag ? IN(g, "b", c->d[0], c->d[2], c->d[3]) : IN(g, "b", c->d[2], c->d[3]);
+    porta_tensor *b;
+    if (c->flag & 2) b = porta_permute(g, IN(g, "b", c->d[0], c->d[3], c->d[2]), (int[]){ 0, 2, 1 });
+    else b = c->flag & 1 ? IN(g, "b", c->d[0], c->d[2], c->d[3]) : IN(g, "b", c->d[2], c->d[3]);
     return porta_matmul(g, a, b);
 }
 
@@ -209,10 +213,20 @@ static const opcase cases[] = {
     { "mlp [2,2,64] F 96 no bias, no scale", 1e-5, b_fused, { 2, 2, 64, 96 }, 1e-6f, 4, 0, 1 },
     { "mlp [4,16,64] F 160 +bias", 1e-5, b_fused, { 4, 16, 64, 160 }, 1e-6f, 7, 0, 1 },
     { "mlp [1,3,62] F 33 +bias (odd K)", 1e-5, b_fused, { 1, 3, 62, 33 }, 1e-6f, 7, 0, 1 },
+    /* Few rows, K a multiple of 4, odd output counts: vector loads with a
+     * ragged last group of weight rows. */
+    { "rmsnorm+linear+add [1,4,128] -> 130 +bias", 1e-5, b_fused, { 1, 4, 128, 130 }, 1e-6f, 3, 0, 1 },
+    { "mlp [1,5,64] F 45 +bias", 1e-5, b_fused, { 1, 5, 64, 45 }, 1e-6f, 7, 0, 1 },
+    /* Enough rows and columns for the larger GEMM tiles a GPU backend picks. */
+    { "rmsnorm+linear+add [1,300,48] -> 2200 +bias", 1e-5, b_fused, { 1, 300, 48, 2200 }, 1e-6f, 3, 0, 1 },
+    { "mlp [1,256,64] F 1056 +bias", 1e-5, b_fused, { 1, 256, 64, 1056 }, 1e-6f, 7, 0, 1 },
+    { "mlp [2,256,32] F 4224 +bias", 1e-5, b_fused, { 2, 256, 32, 4224 }, 1e-6f, 7, 0, 1 },
     { "matmul [6,17,19]@[19,5]", 1e-5, b_matmul, { 6, 17, 19, 5 }, 0, 0, 0, 1 },
     { "matmul [5,33,70]@[5,70,9] batched", 1e-5, b_matmul, { 5, 33, 70, 9 }, 0, 1, 0, 1 },
     { "matmul [1,1,100]@[100,37]", 1e-5, b_matmul, { 1, 1, 100, 37 }, 0, 0, 0, 1 },
     { "matmul [2,64,256]@[2,256,96] batched", 1e-5, b_matmul, { 2, 64, 256, 96 }, 0, 1, 0, 1 },
+    { "matmul [3,5,64]@[3,64,37] batched, b k-contiguous", 1e-5, b_matmul, { 3, 5, 64, 37 }, 0, 3, 0, 1 },
+    { "matmul [2,3,30]@[2,30,7] batched, b k-contiguous", 1e-5, b_matmul, { 2, 3, 30, 7 }, 0, 3, 0, 1 },
     { "add [4,7,33] + [33]", 2e-6, b_binary, { 4, 7, 33, 1 }, 0, 0, 0, 1 },
     { "add [2,5,67] + [5,67]", 2e-6, b_binary, { 2, 5, 67, 0 }, 0, 0, 0, 1 },
     { "mul [3,9,131] * [131]", 2e-6, b_binary, { 3, 9, 131, 1 }, 0, 1, 0, 1 },
@@ -242,6 +256,8 @@ static const opcase cases[] = {
     { "kv_append+attention_cached [2,40,2,128] 5 steps", 1e-5, b_attn_cached, { 2, 40, 2, 128 }, 0.09f, 0, 5, 1 },
     { "kv_append+attention_cached [2,3,2,13] 20 steps", 1e-5, b_attn_cached, { 2, 3, 2, 13 }, 0.28f, 0, 20, 1 },
     { "kv_append+attention_cached [2,21,2,64] 14 steps", 1e-5, b_attn_cached, { 2, 21, 2, 64 }, 0.125f, 0, 14, 1 },
+    /* The widest head: kernels that stage keys in shared memory take few per tile. */
+    { "kv_append+attention_cached [2,2,2,256] 40 steps", 1e-5, b_attn_cached, { 2, 2, 2, 256 }, 0.0625f, 0, 40, 1 },
     { "attention masked [6,5,7,3,8] mask [2,5,7]", 1e-5, b_attn, { 6, 5, 7, 3, 8, 2 }, 0.35f, 0, 0, 1 },
     { "attention causal [2,9,9,2,16]", 1e-5, b_attn, { 2, 9, 9, 2, 16, 0 }, 0.25f, 1, 0, 1 },
     { "attention causal+mask [4,6,6,3,64] mask [4,6,6]", 1e-5, b_attn, { 4, 6, 6, 3, 64, 4 }, 0.125f, 1, 0, 1 },
@@ -334,9 +350,10 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
         return 0;
     }
     if (c->build == b_fused) {
-        /* The CUDA backend takes fused linears: the chain is one node (two for the MLP). */
-        const char *nf = getenv("PORTA_NO_FUSE");
-        int fused = !strcmp(porta_backend_kind(be), "cuda") && !(nf && !strcmp(nf, "1"));
+        /* The CUDA and Vulkan backends take fused linears: the chain is one
+         * node (two for the MLP). */
+        const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
+        int fused = (!strcmp(kind, "cuda") || !strcmp(kind, "vulkan")) && !(nf && !strcmp(nf, "1"));
         uint64_t want = c->flag & 4 ? (fused ? 2 : 5) : (fused ? 1 : 3);
         porta_program_stats ps;
         CHECK_OK(porta_program_stats_get(X.p, &ps));

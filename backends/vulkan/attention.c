@@ -4,6 +4,7 @@
 
 #define ATTN_MAX_D 256
 #define ATTN_TILE 64
+#define ATTN_KV_FLOATS 4224 /* KV_FLOATS in the shader */
 /* Rows below ATTN_SPLIT_BELOW workgroups per multiprocessor split their
  * keys, so that decode at one row and a handful of heads reads the cache
  * from every multiprocessor instead of one per head. Slices are sized for
@@ -67,8 +68,13 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
         p[13 + i] = (uint32_t)k->stride[kd[i]];
         p[17 + i] = (uint32_t)v->stride[kd[i]];
     }
-    p[27] = k->dtype == PORTA_F32 && p[16] == 1 && q->shape[3] % 4 == 0 && p[13] % 4 == 0 && p[14] % 4 == 0 &&
-            p[15] % 4 == 0;
+    p[27] = k->dtype == PORTA_F32 && v->dtype == PORTA_F32 && p[16] == 1 && p[20] == 1 && q->shape[3] % 4 == 0 &&
+            p[13] % 4 == 0 && p[14] % 4 == 0 && p[15] % 4 == 0 && p[17] % 4 == 0 && p[18] % 4 == 0 && p[19] % 4 == 0;
+    /* Keys per staged tile: a K and a V tile of rows of D + 1 floats fit the
+     * shader's ATTN_KV_FLOATS. */
+    int64_t tk = ATTN_TILE;
+    while (tk > 1 && 2 * tk * (q->shape[3] + 1) > ATTN_KV_FLOATS) tk /= 2;
+    p[28] = (uint32_t)tk;
     if (!cached && n->n_in > 3 && n->in[3].mem != PORTA_MEM_NONE) {
         const porta_ref *m = &n->in[3];
         if (m->ndim != 3 || m->shape[0] < 1 || q->shape[0] % m->shape[0] != 0)

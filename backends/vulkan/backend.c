@@ -12,8 +12,8 @@
 
 #define VK_RING 8
 #define VK_PARAM_BYTES (VK_PARAM_WORDS * 4)
-#define VK_BINDINGS 7    /* out, in0..in3 (in3 or scratch), step block, params */
-#define VK_IN_BINDINGS 4
+#define VK_BINDINGS 8    /* out, in0..in4 (in3 or scratch), step block, params */
+#define VK_IN_BINDINGS 5
 #define VK_STAGING_BYTES ((VkDeviceSize)16 << 20)
 
 enum { MEM_DEVICE, MEM_UPLOAD, MEM_READBACK };
@@ -406,12 +406,13 @@ static porta_status create_pipelines(vk_be *be)
     return PORTA_OK;
 }
 
-/* What the shaders need beyond Vulkan's guaranteed minimums: 7 storage
- * buffers per set, 256-thread workgroups, and 16.5 KiB of shared memory for
- * the 128x128 matmul tiles. */
-#define VK_NEED_BUFFERS 7u
+/* What the shaders need beyond Vulkan's guaranteed minimums: 8 storage
+ * buffers per set, 256-thread workgroups, and 21 KiB of shared memory for the
+ * GEMV's partial sums (128 threads of 41, then 4 x 40; the 128x128 matmul
+ * tiles take 16.5 KiB). */
+#define VK_NEED_BUFFERS 8u
 #define VK_NEED_THREADS 256u
-#define VK_NEED_SHARED (2u * 16u * 129u * 4u)
+#define VK_NEED_SHARED ((128u * 41u + 4u * 40u) * 4u)
 
 static porta_status check_limits(vk_be *be)
 {
@@ -562,6 +563,7 @@ static porta_status encode(vk_be *be, const porta_plan *plan, const porta_node *
         [PORTA_OP_KV_APPEND] = vk_enc_kv_update,
         [PORTA_OP_ATTN_CACHED] = vk_enc_attention,
         [PORTA_OP_ATTN] = vk_enc_attention,
+        [PORTA_OP_LINEAR_FUSED] = vk_enc_matmul,
     };
     if ((unsigned)n->op >= PORTA_OP_COUNT || !enc[n->op])
         return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: unknown op %d", n->name, (int)n->op);
@@ -723,21 +725,23 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
         if (n->out.dtype != PORTA_F32)
             return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: only f32 outputs are supported", n->name);
         porta_status s = bind_ref(p, n, &n->out, &info[0], &enc[i].p[0]);
-        /* Bindings 1..4 hold inputs 0..3: the fused linear, the one op with a
-         * fifth input, is never planned for this backend (no caps). */
+        /* Bindings 1..5 hold inputs 0..4; in4's offset has its own word. */
         for (int j = 0; j < VK_IN_BINDINGS && !s; j++) {
             porta_ref none = { .mem = PORTA_MEM_NONE };
             const porta_ref *r = j < n->n_in ? &n->in[j] : &none;
-            s = bind_ref(p, n, r, &info[1 + j], &enc[i].p[1 + j]);
+            s = bind_ref(p, n, r, &info[1 + j], &enc[i].p[j < 4 ? 1 + j : VK_P_IN4]);
             if (r->mem != PORTA_MEM_NONE) enc[i].p[VK_P_DTYPES] |= (uint32_t)r->dtype << (2 * j);
         }
         if (s) return s;
         if (enc[i].scratch_bytes) {
+            if (n->n_in > 3 && n->in[3].mem != PORTA_MEM_NONE)
+                return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: scratch would replace its fourth input",
+                                      n->name);
             info[4] = (VkDescriptorBufferInfo){ p->scratch.buf, 0, enc[i].scratch_bytes };
             enc[i].p[4] = 0;
         }
-        info[5] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };
-        info[6] = (VkDescriptorBufferInfo){ p->params.buf, (VkDeviceSize)i * VK_PARAM_BYTES, VK_PARAM_BYTES };
+        info[6] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };
+        info[7] = (VkDescriptorBufferInfo){ p->params.buf, (VkDeviceSize)i * VK_PARAM_BYTES, VK_PARAM_BYTES };
         VkWriteDescriptorSet w[VK_BINDINGS];
         for (int j = 0; j < VK_BINDINGS; j++)
             w[j] = (VkWriteDescriptorSet){
@@ -874,6 +878,7 @@ static porta_status vkb_prog_wait(void *pp)
 static const porta_backend_vt vk_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "vulkan",
+    .caps = PORTA_CAP_FUSED_LINEAR,
     .close = vkb_close,
     .device_name = vkb_device_name,
     .buf_new = vkb_buf_new,

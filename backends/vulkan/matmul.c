@@ -1,8 +1,10 @@
-/* matmul: linear (x w^T + bias) and batched matmul; a GEMV kernel for few rows. */
+/* matmul: linear (x w^T + bias), the fused linear (RMSNorm prologue, SwiGLU,
+ * residual; see shaders/matmul.comp) and batched matmul; a GEMV kernel for
+ * few rows. Either kernel does every fused form in one dispatch. */
 #include "vk.h"
 
 #define GEMV_MAX_ROWS 8
-#define GEMV_COLS 4
+#define GEMV_ROWS 4 /* weight rows per GEMV workgroup (R in the shader) */
 #define TILE_SMALL 32
 #define TILE 64
 #define TILE_BIG 128
@@ -27,6 +29,7 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
 {
     (void)step_rows;
     const porta_ref *a = &n->in[0], *b = &n->in[1];
+    const int fused = n->op == PORTA_OP_LINEAR_FUSED, linear = n->op == PORTA_OP_LINEAR || fused;
     porta_status s = vk_need_dense(be, n, &n->out, "output");
     if (s) return s;
     int64_t M, N, K, batches = 1, sa_b = 0, sb_b = 0, sa_m, sa_k, sb_k, sb_n;
@@ -34,7 +37,7 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
         return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: matmul operands need 2 dims", n->name);
     sa_k = a->stride[a->ndim - 1];
     K = a->shape[a->ndim - 1];
-    if (n->op == PORTA_OP_LINEAR) {
+    if (linear) {
         if (!vk_collapse(a, a->ndim - 1, &M, &sa_m))
             return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: rows of x are not evenly strided", n->name);
         N = b->shape[0];
@@ -54,25 +57,38 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
         else if (bb != batches)
             return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: batch counts differ", n->name);
     }
+    const int bias = linear && present(n, 2), res = fused && present(n, 3), scale = fused && present(n, 4);
+    const int norm = fused && n->p.lin.norm, swiglu = fused && n->p.lin.swiglu;
+    const int64_t Nout = swiglu ? N / 2 : N;
+    if (fused && ((swiglu && N % 2) || porta_ref_numel(&n->out) != M * Nout ||
+                  (bias && porta_ref_numel(&n->in[2]) != N) ||
+                  (res && (porta_ref_numel(&n->in[3]) != M * Nout || !porta_ref_dense(&n->in[3]))) ||
+                  (scale && porta_ref_numel(&n->in[4]) != K)))
+        return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: fused linear of x[%lld,%lld], w[%lld,%lld]", n->name,
+                              (long long)M, (long long)K, (long long)N, (long long)b->shape[1]);
+    const int64_t bs = bias ? n->in[2].stride[n->in[2].ndim - 1] : 0;
+    const int64_t gs = scale ? n->in[4].stride[n->in[4].ndim - 1] : 0;
     uint32_t *p = e->p + VK_P_OP;
-    const int64_t v[12] = { M, N, K, batches, sa_b, sb_b, M * N, sa_m, sa_k, sb_k, sb_n,
-                            n->op == PORTA_OP_LINEAR && present(n, 2) };
-    for (int i = 0; i < 12; i++) {
+    const int64_t v[18] = { M, N, K, batches, sa_b, sb_b, M * Nout, sa_m, sa_k, sb_k, sb_n, bias, 0, Nout, bs,
+                            norm | swiglu << 1 | res << 2 | scale << 3, 0, gs };
+    for (int i = 0; i < 18; i++) {
         if (v[i] < 0)
             return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: negative strides", n->name);
         p[i] = (uint32_t)v[i];
     }
+    p[16] = vk_f2u(fused ? n->p.lin.eps : 0.0f);
     if (M <= GEMV_MAX_ROWS && sb_k == 1) {
         e->pipe = VK_PIPE_MATMUL_GEMV;
         p[12] = a->dtype == PORTA_F32 && b->dtype == PORTA_F32 && sa_k == 1 && K % 4 == 0 && sa_m % 4 == 0 &&
-                sa_b % 4 == 0 && sb_n % 4 == 0 && sb_b % 4 == 0;
-        e->groups[0] = vk_groups(N, GEMV_COLS);
+                sa_b % 4 == 0 && sb_n % 4 == 0 && sb_b % 4 == 0 &&
+                (!scale || (n->in[4].dtype == PORTA_F32 && gs == 1));
+        e->groups[0] = vk_groups(Nout, swiglu ? GEMV_ROWS / 2 : GEMV_ROWS);
         e->groups[1] = vk_groups(batches, 1);
         e->groups[2] = 1;
     } else {
         int64_t tile = pick_tile(be, M, N, batches);
         e->pipe = tile == TILE_BIG ? VK_PIPE_MATMUL_BIG : tile == TILE ? VK_PIPE_MATMUL : VK_PIPE_MATMUL_SMALL;
-        e->groups[0] = vk_groups(N, (uint32_t)tile);
+        e->groups[0] = vk_groups(Nout, (uint32_t)(swiglu ? tile / 2 : tile));
         e->groups[1] = vk_groups(M, (uint32_t)tile);
         e->groups[2] = vk_groups(batches, 1);
     }

@@ -123,14 +123,15 @@ typedef struct vk_be {
     char name[VK_MAX_PHYSICAL_DEVICE_NAME_SIZE + 32];
 } vk_be;
 
-/* Parameter block of one node (1 KiB), read by its shader from binding 6.
+/* Parameter block of one node (1 KiB), read by its shader from binding 7.
  * p[0..4]: element offsets of out, in0..in3 inside their bound ranges;
  * p[5]: rows of the step block (pos[rows] then n[rows]), 0 when the op
  * uses no step block; p[6]: storage type of in j in bits 2j..2j+1 (porta_dtype);
- * op-specific values from p[VK_P_OP]. */
+ * p[7]: element offset of in4; op-specific values from p[VK_P_OP]. */
 #define VK_PARAM_WORDS 256
 #define VK_P_STEP_ROWS 5
 #define VK_P_DTYPES 6
+#define VK_P_IN4 7
 #define VK_P_OP 8
 
 /* A node is one dispatch, or two (pipe, then pipe2 after a barrier, both

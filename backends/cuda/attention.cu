@@ -216,14 +216,21 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
 {
     pc_dep_wait();
     extern __shared__ float sh[];
-    const int D = a.D, DP = D + 1, TK = a.tk;
-    float *qsh = sh;                    /* [D], pre-scaled */
-    float *wsh = sh + D;                /* [DC_WARPS][D + 2]: each warp's m, l, acc */
+    const int D = a.D, DP = D + 1, TK = a.tk, W = D + 2;
+    /* Every query row of the step has its own q and merge slots, so no shared
+     * memory is reused from one row to the next. */
+    float *qsh = sh;                        /* [DC_MAX_T][D], pre-scaled */
+    float *wsh = sh + DC_MAX_T * D;         /* [DC_MAX_T][DC_WARPS][D + 2]: each warp's m, l, acc */
     int s = blockIdx.x % a.splits, b = blockIdx.x / a.splits, h = blockIdx.y;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *ksh = wsh + DC_WARPS * (D + 2) + warp * 2 * TK * DP, *vsh = ksh + TK * DP;
+    float *ksh = wsh + DC_MAX_T * DC_WARPS * W + warp * 2 * TK * DP, *vsh = ksh + TK * DP;
     int pos = a.step[b], cnt = a.step[a.rows + b];
     const float *k = a.k + b * a.ks[0] + h * a.ks[2], *v = a.v + b * a.vs[0] + h * a.vs[2];
+    for (int e = threadIdx.x; e < a.T * D; e += blockDim.x) {
+        int t = e / D, d = e - t * D;
+        if (t < cnt) qsh[e] = a.scale * a.q[b * a.qs[0] + t * a.qs[1] + h * a.qs[2] + d * a.qs[3]];
+    }
+    __syncthreads();
     for (int t = 0; t < a.T; t++) {
         float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * D;
         if (t >= cnt) { /* no query this step: a zero row, as the other kernels */
@@ -233,10 +240,8 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
         }
         int k0 = s * a.chunk, k1 = min(k0 + a.chunk, min(pos + t + 1, a.Tk));
         if (k0 >= k1) continue;
-        __syncthreads();
-        for (int d = threadIdx.x; d < D; d += blockDim.x)
-            qsh[d] = a.scale * a.q[b * a.qs[0] + t * a.qs[1] + h * a.qs[2] + d * a.qs[3]];
-        __syncthreads();
+        const float *qt = qsh + t * D;
+        float *wt = wsh + t * DC_WARPS * W;
         float m = -INFINITY, l = 0.0f, acc[DPL];
 #pragma unroll
         for (int c = 0; c < DPL; c++) acc[c] = 0.0f;
@@ -251,12 +256,12 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
                 const float *kr = ksh + lane * DP;
                 float dot = 0.0f;
 #pragma unroll 8
-                for (int d = 0; d < D; d++) dot += qsh[d] * kr[d];
+                for (int d = 0; d < D; d++) dot += qt[d] * kr[d];
                 sc = dot;
             }
             ONLINE_UPDATE(sc, nk, m, l, acc, vsh + jj * DP, 1);
         }
-        float *w = wsh + warp * (D + 2);
+        float *w = wt + warp * W;
         if (lane == 0) {
             w[0] = m;
             w[1] = l;
@@ -268,22 +273,22 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
         }
         __syncthreads();
         float M = -INFINITY;
-        for (int i = 0; i < DC_WARPS; i++) M = fmaxf(M, wsh[i * (D + 2)]);
+        for (int i = 0; i < DC_WARPS; i++) M = fmaxf(M, wt[i * W]);
         if (a.splits == 1) {
             float L = 0.0f;
-            for (int i = 0; i < DC_WARPS; i++) L += expf(wsh[i * (D + 2)] - M) * wsh[i * (D + 2) + 1];
+            for (int i = 0; i < DC_WARPS; i++) L += expf(wt[i * W] - M) * wt[i * W + 1];
             float inv = 1.0f / L;
             for (int d = threadIdx.x; d < D; d += blockDim.x) {
                 float sum = 0.0f;
-                for (int i = 0; i < DC_WARPS; i++) sum += expf(wsh[i * (D + 2)] - M) * wsh[i * (D + 2) + 2 + d];
+                for (int i = 0; i < DC_WARPS; i++) sum += expf(wt[i * W] - M) * wt[i * W + 2 + d];
                 y[d] = sum * inv;
             }
             continue;
         }
-        float *part = a.part + ((((int64_t)b * a.T + t) * a.H + h) * a.splits + s) * (D + 2);
-        for (int e = threadIdx.x; e < D + 2; e += blockDim.x) {
+        float *part = a.part + ((((int64_t)b * a.T + t) * a.H + h) * a.splits + s) * W;
+        for (int e = threadIdx.x; e < W; e += blockDim.x) {
             float sum = 0.0f;
-            for (int i = 0; i < DC_WARPS; i++) sum += expf(wsh[i * (D + 2)] - M) * wsh[i * (D + 2) + e];
+            for (int i = 0; i < DC_WARPS; i++) sum += expf(wt[i * W] - M) * wt[i * W + e];
             part[e] = e == 0 ? M : sum;
         }
     }
@@ -335,12 +340,13 @@ static porta_status decode(pc_rec *r, attn_args *a)
     a->chunk = chunk;
     a->splits = (a->Tk + chunk - 1) / chunk;
     if (a->splits < 1) a->splits = 1;
-    /* Staged tiles of 16 keys up to head dim 64, fewer for larger heads:
-     * four warps' K and V tiles stay near 34 KB of shared memory, so six
-     * blocks fit a multiprocessor (with 32-key tiles, three: at 256 rows of
-     * short context the kernel waited on blocks, not on memory). */
+    /* Staged tiles of 16 keys up to head dim 64, fewer for larger heads: a
+     * block's shared memory stays near 38 KB at head dim 64, so five blocks
+     * fit a multiprocessor (with 32-key tiles, three: at 256 rows of short
+     * context the kernel waited on blocks, not on memory). */
     a->tk = a->D <= 64 ? KT / 2 : a->D <= 128 ? KT / 4 : KT / 8;
-    size_t smem = (size_t)(a->D + DC_WARPS * (a->D + 2) + DC_WARPS * 2 * a->tk * (a->D + 1)) * sizeof(float);
+    size_t smem = (size_t)(DC_MAX_T * a->D + DC_MAX_T * DC_WARPS * (a->D + 2) + DC_WARPS * 2 * a->tk * (a->D + 1)) *
+                  sizeof(float);
     int64_t need = a->splits > 1 ? (int64_t)a->B * a->T * a->H * a->splits * (a->D + 2) : 0;
     int64_t blocks = (int64_t)a->B * a->splits;
     if (blocks > 0x7fffffff) return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda: attention grid too large");

@@ -119,6 +119,13 @@ static porta_tensor *b_fused(porta_graph *g, params *P, porta_kvcache *kv, const
     porta_tensor *x = IN(g, "x", B, M, E);
     porta_tensor *h = porta_rmsnorm(g, x, c->flag & 2 ? mkparam(g, P, 1, (int64_t[]){ E }) : NULL, c->f);
     porta_tensor *y;
+    if (c->flag & 24) {
+        /* Results read twice may not be fused away: 8, the linear's
+         * (out = (x + y) + y); 16, the norm's (out = y + norm(x)). */
+        y = porta_linear(g, h, mkparam(g, P, 2, (int64_t[]){ F, E }),
+                         c->flag & 1 ? mkparam(g, P, 1, (int64_t[]){ F }) : NULL);
+        return c->flag & 8 ? porta_add(g, porta_add(g, x, y), y) : porta_add(g, y, h);
+    }
     if (c->flag & 4) {
         porta_tensor *u = porta_linear(g, h, mkparam(g, P, 2, (int64_t[]){ 2 * F, E }),
                                        c->flag & 1 ? mkparam(g, P, 1, (int64_t[]){ 2 * F }) : NULL);
@@ -208,6 +215,10 @@ static const opcase cases[] = {
     { "rmsnorm+linear+add [1,8,96] -> 96", 1e-5, b_fused, { 1, 8, 96, 96 }, 1e-6f, 0, 0, 1 },
     { "rmsnorm+linear+add [5,9,64] -> 64 +bias", 1e-5, b_fused, { 5, 9, 64, 64 }, 1e-6f, 3, 0, 1 },
     { "rmsnorm+linear+add [1,2,30] -> 30 (odd K)", 1e-5, b_fused, { 1, 2, 30, 30 }, 1e-6f, 3, 0, 1 },
+    { "rmsnorm+linear, result read twice [1,3,64] -> 64", 1e-5, b_fused, { 1, 3, 64, 64 }, 1e-6f, 11, 0, 1 },
+    { "rmsnorm+linear, result read twice [1,20,64] -> 64", 1e-5, b_fused, { 1, 20, 64, 64 }, 1e-6f, 11, 0, 1 },
+    { "rmsnorm read twice +linear+add [2,3,64] -> 64", 1e-5, b_fused, { 2, 3, 64, 64 }, 1e-6f, 19, 0, 1 },
+    { "rmsnorm read twice +linear+add [1,17,32] -> 32", 1e-5, b_fused, { 1, 17, 32, 32 }, 1e-6f, 19, 0, 1 },
     { "mlp [1,1,768] F 3072 +bias", 1e-5, b_fused, { 1, 1, 768, 3072 }, 1e-6f, 7, 0, 1 },
     { "mlp [1,7,128] F 256 +bias", 1e-5, b_fused, { 1, 7, 128, 256 }, 1e-6f, 7, 0, 1 },
     { "mlp [2,2,64] F 96 no bias, no scale", 1e-5, b_fused, { 2, 2, 64, 96 }, 1e-6f, 4, 0, 1 },
@@ -354,7 +365,8 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
          * node (two for the MLP). */
         const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
         int fused = (!strcmp(kind, "cuda") || !strcmp(kind, "vulkan")) && !(nf && !strcmp(nf, "1"));
-        uint64_t want = c->flag & 4 ? (fused ? 2 : 5) : (fused ? 1 : 3);
+        uint64_t want = c->flag & 4 ? (fused ? 2 : 5) : c->flag & 8 ? (fused ? 3 : 4) : c->flag & 16 ? (fused ? 2 : 3)
+                                                                                                : (fused ? 1 : 3);
         porta_program_stats ps;
         CHECK_OK(porta_program_stats_get(X.p, &ps));
         if (ps.nodes != want) {

@@ -364,7 +364,9 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
         /* The CUDA and Vulkan backends take fused linears: the chain is one
          * node (two for the MLP). */
         const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
-        int fused = (!strcmp(kind, "cuda") || !strcmp(kind, "vulkan")) && !(nf && !strcmp(nf, "1"));
+        /* Vulkan fuses only decode-sized linears (8 rows at most). */
+        int fused = (!strcmp(kind, "cuda") || (!strcmp(kind, "vulkan") && c->d[0] * c->d[1] <= 8)) &&
+                    !(nf && !strcmp(nf, "1"));
         uint64_t want = c->flag & 4 ? (fused ? 2 : 5) : c->flag & 8 ? (fused ? 3 : 4) : c->flag & 16 ? (fused ? 2 : 3)
                                                                                                 : (fused ? 1 : 3);
         porta_program_stats ps;

@@ -879,6 +879,10 @@ static const porta_backend_vt vk_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "vulkan",
     .caps = PORTA_CAP_FUSED_LINEAR,
+    /* Decode-sized linears only: with the tiled matmul's fused forms a
+     * 448-row prefill measured 20.1 ms on an H100, against 15.9 ms with
+     * separate dispatches. */
+    .fuse_max_rows = 8,
     .close = vkb_close,
     .device_name = vkb_device_name,
     .buf_new = vkb_buf_new,

@@ -110,6 +110,7 @@ typedef struct porta_backend_vt {
     int abi;
     const char *kind;
     unsigned caps;         /* PORTA_CAP_* */
+    int fuse_max_rows;     /* fused linears only up to this many rows (0: any) */
     void (*close)(void *be);
     const char *(*device_name)(void *be);
     porta_status (*buf_new)(void *be, porta_dtype dt, int64_t n, void **buf);

@@ -1,6 +1,7 @@
 /* compile: dead-node removal, liveness-based memory planning, one hand-over
  * to the backend (which captures or records once). run: step block, overflow
  * checks, one replay. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "core.h"
@@ -253,8 +254,17 @@ static void as_fused(pnode *n)
     memset(&n->params.p, 0, sizeof n->params.p);
 }
 
-static void fuse(const porta_graph *g, unsigned caps, char *emit, pnode *d, int *uses)
+/* Rows of a linear's result (its leading dims). */
+static int64_t linear_rows(const porta_tensor *t)
 {
+    int64_t n = t->shape[t->ndim - 1];
+    return n > 0 ? porta_tensor_numel(t) / n : 0;
+}
+
+static void fuse(const porta_graph *g, const porta_backend_vt *vt, char *emit, pnode *d, int *uses)
+{
+    unsigned caps = vt->caps;
+    int64_t max_rows = vt->fuse_max_rows > 0 ? vt->fuse_max_rows : INT64_MAX;
     for (int i = 0; i < g->n; i++) {
         const porta_tensor *t = g->t[i];
         if (!emit[i]) continue;
@@ -279,7 +289,7 @@ static void fuse(const porta_graph *g, unsigned caps, char *emit, pnode *d, int 
             continue;
         }
         if (!(caps & PORTA_CAP_FUSED_LINEAR)) continue;
-        if (t->op == PORTA_OP_LINEAR) {
+        if (t->op == PORTA_OP_LINEAR && linear_rows(t) <= max_rows) {
             /* rmsnorm -> linear, the norm's result read whole, maybe reshaped. */
             const porta_tensor *v = t->in[0], *r = v->root;
             if (r->kind == PORTA_T_NODE && r->op == PORTA_OP_RMSNORM && emit[r->id] && uses[r->id] == 1 && !r->ext &&
@@ -292,7 +302,8 @@ static void fuse(const porta_graph *g, unsigned caps, char *emit, pnode *d, int 
                 n->params.p.lin.eps = r->params.p.eps;
                 emit[r->id] = 0;
             }
-        } else if (t->op == PORTA_OP_SWIGLU && sole_linear(t->in[0], uses, emit, d) && !d[t->in[0]->id].params.p.lin.swiglu &&
+        } else if (t->op == PORTA_OP_SWIGLU && sole_linear(t->in[0], uses, emit, d) &&
+                   linear_rows(t->in[0]) <= max_rows && !d[t->in[0]->id].params.p.lin.swiglu &&
                    !(d[t->in[0]->id].op == PORTA_OP_LINEAR_FUSED && d[t->in[0]->id].in[3])) {
             *n = d[t->in[0]->id];
             as_fused(n);
@@ -304,7 +315,8 @@ static void fuse(const porta_graph *g, unsigned caps, char *emit, pnode *d, int 
                 const porta_tensor *v = t->in[k], *l = v->root, *res = t->in[1 - k];
                 if (v != l && (v->offset || !dense(v) || v->shape[v->ndim - 1] != l->shape[l->ndim - 1]))
                     continue;
-                if (!sole_linear(l, uses, emit, d) || (d[l->id].op == PORTA_OP_LINEAR_FUSED && d[l->id].in[3]) ||
+                if (!sole_linear(l, uses, emit, d) || linear_rows(l) > max_rows ||
+                    (d[l->id].op == PORTA_OP_LINEAR_FUSED && d[l->id].in[3]) ||
                     porta_tensor_numel(l) != porta_tensor_numel(t) || porta_tensor_numel(res) != porta_tensor_numel(t) ||
                     !dense(res) || res->root->kind == PORTA_T_PARAM)
                     continue;
@@ -338,7 +350,7 @@ static porta_status plan_program(porta_graph *g, porta_program *p, const char *l
         if (emit[i]) d[i] = own_node(g->t[i]);
     }
     const char *no_fuse = getenv("PORTA_NO_FUSE");
-    if (p->be->vt->caps && !(no_fuse && strcmp(no_fuse, "1") == 0)) fuse(g, p->be->vt->caps, emit, d, uses);
+    if (p->be->vt->caps && !(no_fuse && strcmp(no_fuse, "1") == 0)) fuse(g, p->be->vt, emit, d, uses);
     int n_nodes = 0;
     for (int i = 0; i < g->n; i++) n_nodes += emit[i];
     p->stats.nodes = (uint64_t)n_nodes;

@@ -51,18 +51,25 @@ static __device__ __forceinline__ int rope_pair(const rope_args &a, int b, int t
     return 1;
 }
 
+/* Work item i: pair j of head h of row t of batch b. */
+static __device__ __forceinline__ void rope_item(const rope_args &a, int64_t i, int *b, int *t, int *h, int *j)
+{
+    int half = a.D / 2;
+    *j = (int)(i % half);
+    int64_t r = i / half;
+    *h = (int)(r % a.H);
+    r /= a.H;
+    *t = (int)(r % a.T);
+    *b = (int)(r / a.T);
+}
+
 static __global__ void rope(rope_args a)
 {
     pc_dep_wait();
-    int half = a.D / 2;
-    PC_GRID_STRIDE(i, (int64_t)a.B * a.T * a.H * half)
+    PC_GRID_STRIDE(i, (int64_t)a.B * a.T * a.H * (a.D / 2))
     {
-        int j = (int)(i % half);
-        int64_t r = i / half;
-        int h = (int)(r % a.H);
-        r /= a.H;
-        int t = (int)(r % a.T);
-        int b = (int)(r / a.T);
+        int b, t, h, j;
+        rope_item(a, i, &b, &t, &h, &j);
         float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * j;
         int pos;
         float y0 = 0.0f, y1 = 0.0f;
@@ -76,16 +83,10 @@ static __global__ void rope(rope_args a)
 static __global__ void rope_append(rope_args a, int64_t c0, int64_t c1, int64_t c2, int64_t c3, int L)
 {
     pc_dep_wait();
-    int half = a.D / 2;
-    PC_GRID_STRIDE(i, (int64_t)a.B * a.T * a.H * half)
+    PC_GRID_STRIDE(i, (int64_t)a.B * a.T * a.H * (a.D / 2))
     {
-        int j = (int)(i % half);
-        int64_t r = i / half;
-        int h = (int)(r % a.H);
-        r /= a.H;
-        int t = (int)(r % a.T);
-        int b = (int)(r / a.T);
-        int pos;
+        int b, t, h, j, pos;
+        rope_item(a, i, &b, &t, &h, &j);
         float y0, y1;
         /* The host refuses steps that overflow; the bound keeps a bad step
          * block from writing outside the cache. */

@@ -28,6 +28,9 @@ struct porta_kvcache {
     int32_t *len;          /* host lengths, one per row */
 };
 
+/* Nonzero when t's strides are row-major dense (size-1 dims aside). */
+int porta_tensor_dense(const porta_tensor *t);
+
 /* Offset in elements of one layer's K or V inside the cache store. */
 int64_t porta_kvcache_offset(const porta_kvcache *kv, int layer, int which);
 

@@ -73,7 +73,7 @@ static void dense_strides(porta_tensor *t)
     }
 }
 
-static int is_dense(const porta_tensor *t)
+int porta_tensor_dense(const porta_tensor *t)
 {
     int64_t s = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
@@ -219,7 +219,7 @@ porta_tensor *porta_contiguous(porta_graph *g, porta_tensor *x)
 /* x itself when its elements are dense in row-major order, else a copy. */
 static porta_tensor *dense(porta_graph *g, porta_tensor *x)
 {
-    if (!x || is_dense(x)) return x;
+    if (!x || porta_tensor_dense(x)) return x;
     return porta_contiguous(g, x);
 }
 
@@ -265,7 +265,7 @@ porta_tensor *porta_reshape(porta_graph *g, porta_tensor *x, int ndim, const int
         else st[i] = x->stride[j++];
     }
     while (same && j < x->ndim && x->shape[j] == 1) j++;
-    if (same && j == x->ndim && !is_dense(x)) {
+    if (same && j == x->ndim && !porta_tensor_dense(x)) {
         porta_tensor *v = new_view(g, x, ndim, s, "porta_reshape");
         if (v) memcpy(v->stride, st, sizeof st);
         return v;
@@ -314,7 +314,7 @@ porta_status porta_output(porta_graph *g, porta_tensor *t)
 {
     if (!args_ok(g, "porta_output", 1, &t)) return g ? (g->err ? g->err : PORTA_ERR_ARG) : PORTA_ERR_ARG;
     /* Outputs are read back whole: an input or a strided view is copied. */
-    if (t->kind == PORTA_T_INPUT || !is_dense(t)) t = porta_contiguous(g, t);
+    if (t->kind == PORTA_T_INPUT || !porta_tensor_dense(t)) t = porta_contiguous(g, t);
     if (!t) return g->err;
     if (g->n_outputs == g->cap_outputs) {
         int cap = g->cap_outputs ? 2 * g->cap_outputs : 8;

@@ -214,16 +214,6 @@ static pnode own_node(const porta_tensor *t)
     return d;
 }
 
-static int dense(const porta_tensor *t)
-{
-    int64_t st = 1;
-    for (int i = t->ndim - 1; i >= 0; i--) {
-        if (t->shape[i] != 1 && t->stride[i] != st) return 0;
-        st *= t->shape[i];
-    }
-    return 1;
-}
-
 /* Rows of a unit-stride last dim whose leading dims collapse to one stride. */
 static int row_major_rows(const porta_tensor *t)
 {
@@ -293,7 +283,7 @@ static void fuse(const porta_graph *g, const porta_backend_vt *vt, char *emit, p
             /* rmsnorm -> linear, the norm's result read whole, maybe reshaped. */
             const porta_tensor *v = t->in[0], *r = v->root;
             if (r->kind == PORTA_T_NODE && r->op == PORTA_OP_RMSNORM && emit[r->id] && uses[r->id] == 1 && !r->ext &&
-                v->offset == 0 && dense(v) && porta_tensor_numel(v) == porta_tensor_numel(r) &&
+                v->offset == 0 && porta_tensor_dense(v) && porta_tensor_numel(v) == porta_tensor_numel(r) &&
                 v->shape[v->ndim - 1] == r->shape[r->ndim - 1] && row_major_rows(r->in[0])) {
                 as_fused(n);
                 n->in[0] = r->in[0];
@@ -313,12 +303,12 @@ static void fuse(const porta_graph *g, const porta_backend_vt *vt, char *emit, p
             for (int k = 0; k < 2; k++) {
                 /* The linear's result, maybe through a reshape that keeps its rows. */
                 const porta_tensor *v = t->in[k], *l = v->root, *res = t->in[1 - k];
-                if (v != l && (v->offset || !dense(v) || v->shape[v->ndim - 1] != l->shape[l->ndim - 1]))
+                if (v != l && (v->offset || !porta_tensor_dense(v) || v->shape[v->ndim - 1] != l->shape[l->ndim - 1]))
                     continue;
                 if (!sole_linear(l, uses, emit, d) || linear_rows(l) > max_rows ||
                     (d[l->id].op == PORTA_OP_LINEAR_FUSED && d[l->id].in[3]) ||
                     porta_tensor_numel(l) != porta_tensor_numel(t) || porta_tensor_numel(res) != porta_tensor_numel(t) ||
-                    !dense(res) || res->root->kind == PORTA_T_PARAM)
+                    !porta_tensor_dense(res) || res->root->kind == PORTA_T_PARAM)
                     continue;
                 *n = d[l->id];
                 as_fused(n);

@@ -69,7 +69,7 @@ fi
 
 if has profile; then
   PORTA_CUDA_PROFILE=1 run profile_decoder "$build/bin/bench_decoder" --backends cuda --quick
-  grep -B2 -A30 "porta cuda profile: 1[0-9][0-9] nodes" "$out/profile_decoder.log" | head -120
+  grep -A24 "porta cuda profile" "$out/profile_decoder.log" | head -150
   mkdir -p "$build/toto-profile"
   PORTA_CUDA_PROFILE=1 PEER=0 BUILD=$build RESULTS=$build/toto-profile QUICK=1 CASES=${CASES:-mean-v7 s256-v1} \
     bash bench/run_toto_bench.sh cuda > "$out/toto_profile.log" 2>&1

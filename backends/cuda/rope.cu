@@ -97,55 +97,30 @@ static __global__ void rope_append(rope_args a, int64_t c0, int64_t c1, int64_t 
     }
 }
 
-static porta_status rope_into_cache(pc_rec *r, const porta_node *n)
-{
-    const porta_ref *x = &n->in[0], *c = &n->out;
-    if (x->ndim != 4 || c->ndim != 4 || x->shape[0] > c->shape[0] || x->shape[2] != c->shape[1] ||
-        x->shape[3] != c->shape[3] || x->shape[3] % 2 || c->shape[2] > 0x7fffffff || x->shape[1] > 0x7fffffff ||
-        x->shape[2] > 0x7fffffff || x->shape[3] > 0x7fffffff)
-        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: kv_append_rope x[B,T,H,D] (D even) into cache [B,H,L,D]",
-                       n->name);
-    if (x->shape[0] > r->step_rows)
-        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: kv_append_rope batch %lld exceeds the step block's %d rows",
-                       n->name, (long long)x->shape[0], r->step_rows);
-    rope_args a;
-    a.B = (int)x->shape[0];
-    a.T = (int)x->shape[1];
-    a.H = (int)x->shape[2];
-    a.D = (int)x->shape[3];
-    a.step = r->step;
-    a.rows = r->step_rows;
-    int64_t total = (int64_t)a.B * a.T * a.H * (a.D / 2);
-    if (r->dry || total == 0) return PORTA_OK;
-    a.out = pc_ptr(r, c);
-    a.x = pc_ptr(r, x);
-    for (int i = 0; i < 4; i++) a.xs[i] = x->stride[i];
-    a.theta = n->p.rope.theta;
-    a.scale_base = n->p.rope.scale_base;
-    a.xpos = n->p.rope.xpos;
-    a.is_key = n->p.rope.is_key;
-    PC_CK(r->be, pc_launch(r, rope_append, dim3(pc_blocks(total, PC_THREADS)), dim3(PC_THREADS), 0, a, c->stride[0],
-                           c->stride[1], c->stride[2], c->stride[3], (int)c->shape[2]));
-    PC_CK(r->be, cudaGetLastError());
-    return PORTA_OK;
-}
-
+/* ROPE writes a dense [B,T,H,D]; KV_APPEND_ROPE writes the same rows into
+ * the cache layer [B,H,L,D] at the step's positions. */
 extern "C" porta_status pc_rope(pc_rec *r, const porta_node *n)
 {
-    if (n->op == PORTA_OP_KV_APPEND_ROPE) return rope_into_cache(r, n);
     const porta_ref *x = &n->in[0], *o = &n->out;
+    int cache = n->op == PORTA_OP_KV_APPEND_ROPE;
     if (x->ndim != 4 || o->ndim != 4 || x->shape[3] % 2 != 0)
         return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope wants x[B,T,H,D] with D even", n->name);
     for (int i = 0; i < 4; i++)
-        if (x->shape[i] != o->shape[i] || x->shape[i] > 0x7fffffff)
-            return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope output shape differs from input", n->name);
-    if (!porta_ref_dense(o)) return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: rope into a strided output", n->name);
+        if (x->shape[i] > 0x7fffffff || o->shape[i] > 0x7fffffff)
+            return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope dims past 2^31", n->name);
+    if (cache ? x->shape[0] > o->shape[0] || x->shape[2] != o->shape[1] || x->shape[3] != o->shape[3]
+              : x->shape[0] != o->shape[0] || x->shape[1] != o->shape[1] || x->shape[2] != o->shape[2] ||
+                    x->shape[3] != o->shape[3])
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope x[B,T,H,D] into %s", n->name,
+                       cache ? "a cache layer [B,H,L,D]" : "an output of its shape");
+    if (!cache && !porta_ref_dense(o))
+        return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: rope into a strided output", n->name);
     rope_args a;
     a.B = (int)x->shape[0];
     a.T = (int)x->shape[1];
     a.H = (int)x->shape[2];
     a.D = (int)x->shape[3];
-    a.step = n->p.rope.cached ? r->step : NULL;
+    a.step = cache || n->p.rope.cached ? r->step : NULL;
     a.rows = r->step_rows;
     if (a.step && a.B > a.rows)
         return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope batch %d but the step block has %d rows", n->name, a.B,
@@ -159,7 +134,12 @@ extern "C" porta_status pc_rope(pc_rec *r, const porta_node *n)
     a.scale_base = n->p.rope.scale_base;
     a.xpos = n->p.rope.xpos;
     a.is_key = n->p.rope.is_key;
-    PC_CK(r->be, pc_launch(r, rope, dim3(pc_blocks(total, PC_THREADS)), dim3(PC_THREADS), 0, a));
+    dim3 grid(pc_blocks(total, PC_THREADS)), block(PC_THREADS);
+    if (cache)
+        PC_CK(r->be, pc_launch(r, rope_append, grid, block, 0, a, o->stride[0], o->stride[1], o->stride[2],
+                               o->stride[3], (int)o->shape[2]));
+    else
+        PC_CK(r->be, pc_launch(r, rope, grid, block, 0, a));
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;
 }

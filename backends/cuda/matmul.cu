@@ -38,16 +38,6 @@ static int fits_int(int64_t a, int64_t b, int64_t c)
     return a > 0 && b > 0 && c > 0 && a <= INT_MAX && b <= INT_MAX && c <= INT_MAX;
 }
 
-static __global__ void fill_bias(float *out, int64_t ldo, const float *bias, int64_t bs, int64_t M, int64_t N)
-{
-    pc_dep_wait();
-    PC_GRID_STRIDE(i, M * N)
-    {
-        int64_t m = i / N, c = i - m * N;
-        out[m * ldo + c] = bias[c * bs];
-    }
-}
-
 /* Decode-sized products (a few rows) are bound by reading the weights once.
  * A block of GV_WARPS warps takes GV_R weight rows and splits K between its
  * threads: each thread streams its 16-byte pieces of the GV_R rows (each
@@ -191,7 +181,7 @@ static porta_status launch_gemv(pc_rec *r, const gemv_args *a)
     return PORTA_OK;
 }
 
-/* Fallback pieces of a fused linear for the GEMM path. */
+/* The GEMM path's pieces around cuBLAS. */
 static __global__ void fill_res_bias(float *out, const float *res, const float *bias, int64_t bs, int64_t M,
                                      int64_t N)
 {
@@ -232,38 +222,6 @@ typedef struct pc_gemm_shape {
 #ifndef PORTA_SIMT
 #include <cublasLt.h>
 
-typedef struct pc_tuned {
-    pc_gemm_shape s;
-    cublasLtMatmulAlgo_t algo;
-    int ok;              /* 0: keep cublasSgemm for this shape */
-} pc_tuned;
-
-struct pc_tuner {
-    cublasLtHandle_t lt;
-    int n, cap;
-    pc_tuned *t;
-};
-
-extern "C" void pc_tuner_free(pc_backend *be)
-{
-    pc_tuner *t = be->tuner;
-    if (!t) return;
-    if (t->lt) cublasLtDestroy(t->lt);
-    free(t->t);
-    free(t);
-    be->tuner = NULL;
-}
-
-static int same_shape(const pc_gemm_shape *a, const pc_gemm_shape *b) { return !memcmp(a, b, sizeof *a); }
-
-static const pc_tuned *find_tuned(const pc_backend *be, const pc_gemm_shape *s)
-{
-    const pc_tuner *t = be->tuner;
-    for (int i = 0; t && i < t->n; i++)
-        if (same_shape(&t->t[i].s, s)) return &t->t[i];
-    return NULL;
-}
-
 /* Descriptors of one shape for cuBLASLt. */
 typedef struct lt_desc {
     cublasLtMatmulDesc_t op;
@@ -292,6 +250,40 @@ static cublasStatus_t lt_desc_make(const pc_backend *be, const pc_gemm_shape *s,
     return st;
 }
 
+typedef struct pc_tuned {
+    pc_gemm_shape s;
+    lt_desc d;           /* made once, when the shape is tuned */
+    cublasLtMatmulAlgo_t algo;
+    int ok;              /* 0: keep cublasSgemm for this shape */
+} pc_tuned;
+
+struct pc_tuner {
+    cublasLtHandle_t lt;
+    int n, cap;
+    pc_tuned *t;
+};
+
+extern "C" void pc_tuner_free(pc_backend *be)
+{
+    pc_tuner *t = be->tuner;
+    if (!t) return;
+    for (int i = 0; i < t->n; i++) lt_desc_free(&t->t[i].d);
+    if (t->lt) cublasLtDestroy(t->lt);
+    free(t->t);
+    free(t);
+    be->tuner = NULL;
+}
+
+static int same_shape(const pc_gemm_shape *a, const pc_gemm_shape *b) { return !memcmp(a, b, sizeof *a); }
+
+static const pc_tuned *find_tuned(const pc_backend *be, const pc_gemm_shape *s)
+{
+    const pc_tuner *t = be->tuner;
+    for (int i = 0; t && i < t->n; i++)
+        if (same_shape(&t->t[i].s, s)) return &t->t[i];
+    return NULL;
+}
+
 /* Times the heuristic's candidates for s on scratch matrices; records the
  * fastest (or, when none runs, that s stays with cublasSgemm). */
 static porta_status tune(pc_backend *be, const pc_gemm_shape *s)
@@ -313,7 +305,7 @@ static porta_status tune(pc_backend *be, const pc_gemm_shape *s)
     pc_tuned *e = &t->t[t->n];
     memset(e, 0, sizeof *e);
     e->s = *s;
-    lt_desc d;
+    lt_desc &d = e->d;
     cublasLtMatmulPreference_t pref = NULL;
     cublasLtMatmulHeuristicResult_t res[PC_TUNE_CANDIDATES];
     int nres = 0;
@@ -368,8 +360,10 @@ static porta_status tune(pc_backend *be, const pc_gemm_shape *s)
     cudaFree(A);
     cudaFree(B);
     cudaFree(C);
-    lt_desc_free(&d);
-    if (ce) return pc_cuda_fail(be, ce, "tuning a GEMM");
+    if (ce) {
+        lt_desc_free(&d);
+        return pc_cuda_fail(be, ce, "tuning a GEMM");
+    }
     t->n++; /* a shape cuBLASLt refused stays recorded, with ok 0 */
     return PORTA_OK;
 }
@@ -388,57 +382,15 @@ static porta_status pc_sgemm(pc_rec *r, int ta, int tb, int m, int n, int k, con
 #ifndef PORTA_SIMT
     const pc_tuned *e = find_tuned(r->be, &s);
     if (e && e->ok) {
-        lt_desc d;
-        cublasStatus_t bs = lt_desc_make(r->be, &s, &d);
-        if (!bs)
-            bs = cublasLtMatmul(r->be->tuner->lt, d.op, &one, A, d.a, B, d.b, beta ? &one : &zero, C, d.c, C, d.c,
-                                &e->algo, r->be->blas_ws, r->be->blas_ws_bytes, r->be->stream);
-        lt_desc_free(&d);
-        if (bs) return pc_blas_fail(r->be, bs, "cublasLtMatmul");
+        const lt_desc *d = &e->d;
+        PC_BLAS(r->be, cublasLtMatmul(r->be->tuner->lt, d->op, &one, A, d->a, B, d->b, beta ? &one : &zero, C, d->c,
+                                      C, d->c, &e->algo, r->be->blas_ws, r->be->blas_ws_bytes, r->be->stream));
         return PORTA_OK;
     }
 #endif
     PC_BLAS(r->be, cublasSgemm(r->be->blas, ta ? CUBLAS_OP_T : CUBLAS_OP_N, tb ? CUBLAS_OP_T : CUBLAS_OP_N, m, n, k,
                                &one, A, lda, B, ldb, beta ? &one : &zero, C, ldc));
     return PORTA_OK;
-}
-
-/* out[M,N] = x[M,K] w[N,K]^T (+ bias): out^T = w x^T, i.e. A = w, B = x. */
-static porta_status linear(pc_rec *r, const porta_node *n)
-{
-    int64_t M, K, N, K2, Mo, No, xrs, xcs, wrs, wcs, ors, ocs;
-    if (!pc_matrix(&n->in[0], &M, &K, &xrs, &xcs) || !pc_matrix(&n->in[1], &N, &K2, &wrs, &wcs) ||
-        !pc_matrix(&n->out, &Mo, &No, &ors, &ocs))
-        return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: linear operands do not collapse to matrices", n->name);
-    if (K != K2 || Mo != M || No != N || !fits_int(M, N, K))
-        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: linear x[%lld,%lld] w[%lld,%lld] -> out[%lld,%lld]", n->name,
-                       (long long)M, (long long)K, (long long)N, (long long)K2, (long long)Mo, (long long)No);
-    gemm_operand a, b;
-    if (!operand(pc_ptr(r, &n->in[1]), N, K, wrs, wcs, &a) || !operand(pc_ptr(r, &n->in[0]), M, K, xrs, xcs, &b) ||
-        !(ocs == 1 && ors >= N && ors <= INT_MAX))
-        return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: linear operand strides cuBLAS cannot take", n->name);
-    int bias = pc_has(n, 2);
-    if (bias && porta_ref_numel(&n->in[2]) != N)
-        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: bias has %lld elements, want %lld", n->name,
-                       (long long)porta_ref_numel(&n->in[2]), (long long)N);
-    const float *xp = pc_ptr(r, &n->in[0]), *wp = pc_ptr(r, &n->in[1]);
-    if (ocs == 1 && ors == N && gemv_ok(xp, M, K, xrs, xcs, &n->in[1], wrs, wcs, wp, NULL, 0)) {
-        if (r->dry) return PORTA_OK;
-        gemv_args g = { xp, wp, bias ? pc_ptr(r, &n->in[2]) : NULL, NULL, NULL, pc_ptr(r, &n->out), xrs, wrs,
-                        bias ? n->in[2].stride[n->in[2].ndim - 1] : 0, (int)M, (int)N, (int)N, (int)(K / 4), 0, 0,
-                        0.0f };
-        return launch_gemv(r, &g);
-    }
-
-    float *out = pc_ptr(r, &n->out);
-    if (bias && !r->dry) {
-        const porta_ref *bref = &n->in[2];
-        PC_CK(r->be, pc_launch(r, fill_bias, dim3(pc_blocks(M * N, PC_THREADS)), dim3(PC_THREADS), 0, out, ors,
-                               pc_ptr(r, bref), bref->stride[bref->ndim - 1], M, N));
-        PC_CK(r->be, cudaGetLastError());
-    }
-    return pc_sgemm(r, !a.trans, b.trans, (int)N, (int)M, (int)K, a.p, (int)a.ld, b.p, (int)b.ld, bias, out,
-                    (int)ors);
 }
 
 /* out[Bt,M,N] = a[Bt,M,K] b[Bt or 1,K,N]: out^T = b^T a^T, i.e. A = b, B = a. */
@@ -478,23 +430,25 @@ static porta_status matmul(pc_rec *r, const porta_node *n)
     return PORTA_OK;
 }
 
-/* LINEAR_FUSED: the GEMV kernel does everything for a few rows; otherwise
- * norm into scratch, cuBLAS, then SwiGLU, with the residual and bias folded
- * into the GEMM's accumulator (beta = 1) or the SwiGLU kernel. */
-static porta_status linear_fused(pc_rec *r, const porta_node *n)
+/* LINEAR, and LINEAR_FUSED (a plain linear is one with none of the fused
+ * parts): out[M,N] = x[M,K] w[N,K]^T (+ bias), out^T = w x^T, i.e. A = w,
+ * B = x. The GEMV kernel does everything for a few rows; otherwise norm into
+ * scratch, cuBLAS, then SwiGLU, with the residual and bias folded into the
+ * GEMM's accumulator (beta = 1) or the SwiGLU kernel. */
+static porta_status linear(pc_rec *r, const porta_node *n)
 {
     int64_t M, K, N2, K2, Mo, No, xrs, xcs, wrs, wcs, ors, ocs;
     if (!pc_matrix(&n->in[0], &M, &K, &xrs, &xcs) || !pc_matrix(&n->in[1], &N2, &K2, &wrs, &wcs) ||
         !pc_matrix(&n->out, &Mo, &No, &ors, &ocs))
-        return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: fused linear operands do not collapse to matrices",
-                       n->name);
-    int swiglu = n->p.lin.swiglu, norm = n->p.lin.norm;
+        return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: linear operands do not collapse to matrices", n->name);
+    int fused = n->op == PORTA_OP_LINEAR_FUSED;
+    int swiglu = fused && n->p.lin.swiglu, norm = fused && n->p.lin.norm;
     int64_t Nout = swiglu ? N2 / 2 : N2;
     int bias = pc_has(n, 2), res = pc_has(n, 3), scale = pc_has(n, 4);
     if (K != K2 || Mo != M || No != Nout || (swiglu && N2 % 2) || !fits_int(M, N2, K) || !porta_ref_dense(&n->out) ||
         (bias && porta_ref_numel(&n->in[2]) != N2) || (res && porta_ref_numel(&n->in[3]) != M * Nout) ||
         (res && !porta_ref_dense(&n->in[3])) || (scale && porta_ref_numel(&n->in[4]) != K))
-        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: fused linear x[%lld,%lld] w[%lld,%lld] -> out[%lld,%lld]",
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: linear x[%lld,%lld] w[%lld,%lld] -> out[%lld,%lld] (dense)",
                        n->name, (long long)M, (long long)K, (long long)N2, (long long)K2, (long long)Mo, (long long)No);
     const float *xp = pc_ptr(r, &n->in[0]), *wp = pc_ptr(r, &n->in[1]);
     const float *bp = bias ? pc_ptr(r, &n->in[2]) : NULL, *rp = res ? pc_ptr(r, &n->in[3]) : NULL;
@@ -504,14 +458,14 @@ static porta_status linear_fused(pc_rec *r, const porta_node *n)
     if (gemv_ok(xp, M, K, xrs, xcs, &n->in[1], wrs, wcs, wp, gp, gs)) {
         if (r->dry) return PORTA_OK;
         gemv_args g = { xp, wp, bp, rp, gp, out, xrs, wrs, bs, (int)M, (int)N2, (int)Nout, (int)(K / 4), norm, swiglu,
-                        n->p.lin.eps };
+                        norm ? n->p.lin.eps : 0.0f };
         return launch_gemv(r, &g);
     }
     /* GEMM path: scratch holds the normed x [M, K], then y [M, N2] for SwiGLU. */
     gemm_operand a, b;
     int64_t need = (norm ? M * K : 0) + (swiglu ? M * N2 : 0);
     if (!operand(wp, N2, K, wrs, wcs, &a) || (!norm && !operand(xp, M, K, xrs, xcs, &b)))
-        return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: fused linear operand strides cuBLAS cannot take", n->name);
+        return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: linear operand strides cuBLAS cannot take", n->name);
     const float *fill_res = swiglu ? NULL : rp;
     int beta = bias || fill_res;
     if (r->dry) {
@@ -544,6 +498,5 @@ static porta_status linear_fused(pc_rec *r, const porta_node *n)
 
 extern "C" porta_status pc_matmul(pc_rec *r, const porta_node *n)
 {
-    if (n->op == PORTA_OP_LINEAR_FUSED) return linear_fused(r, n);
-    return n->op == PORTA_OP_LINEAR ? linear(r, n) : matmul(r, n);
+    return n->op == PORTA_OP_MATMUL ? matmul(r, n) : linear(r, n);
 }

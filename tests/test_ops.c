@@ -196,6 +196,17 @@ static porta_tensor *b_attn(porta_graph *g, params *P, porta_kvcache *kv, const 
     return porta_attention(g, q, k, v, m, c->f, c->flag);
 }
 
+/* d = mixtures' shape [d0, d1, K], flag = repeat. Inputs df, loc, scale,
+ * logits, then the key (set by make_inputs). */
+static porta_tensor *b_sample(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)P, (void)kv;
+    porta_tensor *p[4];
+    static const char *const names[4] = {"df", "loc", "scale", "logits"};
+    for (int i = 0; i < 4; i++) p[i] = IN(g, names[i], c->d[0], c->d[1], c->d[2]);
+    return porta_mixture_sample(g, p[0], p[1], p[2], p[3], IN(g, "key", 4), c->flag);
+}
+
 static const opcase cases[] = {
     { "copy permute [3,5,7,2]", 2e-6, b_copy, { 3, 5, 7, 2 }, 0, 0, 0, 1 },
     { "copy permute+slice [4,3,9,5]", 2e-6, b_copy, { 4, 3, 9, 5 }, 0, 1, 0, 1 },
@@ -277,6 +288,11 @@ static const opcase cases[] = {
     { "attention masked [2,3,21,2,13] mask [1,3,21]", 1e-5, b_attn, { 2, 3, 21, 2, 13, 1 }, 0.28f, 0, 0, 1 },
     { "attention causal [1,300,300,2,32]", 1e-5, b_attn, { 1, 300, 300, 2, 32, 0 }, 0.18f, 1, 0, 1 },
     { "attention masked [2,19,290,3,16] mask [2,19,290]", 1e-5, b_attn, { 2, 19, 290, 3, 16, 2 }, 0.25f, 0, 0, 1 },
+    /* Draws: the same values on every backend that samples (one Philox
+     * counter per draw), up to float rounding of the result. */
+    { "mixture_sample [3,64] of K 24, 2 draws each", 2e-6, b_sample, { 3, 64, 24 }, 0, 2, 0, 3 },
+    { "mixture_sample [5,7] of K 3", 2e-6, b_sample, { 5, 7, 3 }, 0, 1, 0, 4 },
+    { "mixture_sample [1,9] of K 1, 5 draws each", 2e-6, b_sample, { 1, 9, 1 }, 0, 5, 0, 2 },
 };
 
 typedef struct runner {
@@ -345,11 +361,20 @@ static void make_inputs(runner *R, const opcase *c, int s)
                 if (rng_next(&r) % 4 == 0) R->in[i][k] = -INFINITY;
             for (int64_t k = 0; k < c->d[2]; k++) R->in[i][k] = -INFINITY;
         }
+        if (c->build == b_sample && i == 4) {
+            const float key[4] = {(float)(rng_next(&r) % 16777216), (float)(rng_next(&r) % 16777216),
+                                  (float)(rng_next(&r) % 65536), (float)s};
+            memcpy(R->in[i], key, sizeof key);
+        }
     }
 }
 
 static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const opcase *c)
 {
+    if (c->build == b_sample && !porta_backend_can_sample(be)) {
+        printf("skip %s: backend %s does not sample\n", c->name, porta_backend_kind(be));
+        return 1;
+    }
     runner X, Rf;
     porta_status s1 = setup(&X, be, c);
     porta_status s2 = setup(&Rf, ref, c);

@@ -1,16 +1,21 @@
-/* Toto's sampler (toto_mixture_sample) draws from the mixture of Student-t
- * components its raw head outputs define: for a few fixed mixtures, the
- * Kolmogorov-Smirnov distance between N draws and the exact mixture CDF
- * (regularised incomplete beta) stays below 2.7 / sqrt(N), exceeded by an
- * exact sampler with probability about 1.5e-6. The distance is taken at 2000
- * order statistics, which can only lower it. Mixtures interleave within a
- * call (one block of draws holds several) and calls span partial blocks;
- * K = 1, 3 and 24 components; df from 2 + FLT_EPSILON (the floor) to ~30. */
+/* Toto's samplers draw from the mixture of Student-t components its raw head
+ * outputs define: the host sampler (toto_mixture_sample) without arguments,
+ * the porta_mixture_sample op on a backend given as the argument. For a few
+ * fixed mixtures, the Kolmogorov-Smirnov distance between N draws and the
+ * exact mixture CDF (regularised incomplete beta) stays below 2.7 / sqrt(N),
+ * exceeded by an exact sampler with probability about 1.5e-6. The distance
+ * is taken at 2000 order statistics, which can only lower it. Host sampler:
+ * mixtures interleave within a call (one block of draws holds several) and
+ * calls span partial blocks. Op: three mixtures interleave in one node's
+ * draws. K = 1, 3 and 24 components; df from 2 + FLT_EPSILON (the floor) to
+ * ~30. The op's generator, Philox4x32-10, is checked against its authors'
+ * known-answer vectors. */
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "mixture_sample.h"
 #include "toto_internal.h"
 #include "testutil.h"
 
@@ -135,8 +140,72 @@ static void fill_mixture(mixture *m, const char *name, int K, rng *g, float logi
     }
 }
 
-int main(void)
+/* DRAWS draws from each of the nm mixtures m (one K) by porta_mixture_sample
+ * on be: one node, draw j from mixture j % nm. */
+static void draw_op(porta_backend *be, const mixture *m, int nm, uint32_t stream, double **out)
 {
+    int K = m[0].K;
+    porta_graph *g = NULL;
+    CHECK_OK(porta_graph_new(&g));
+    static const char *const names[TOTO_HEAD_COUNT] = {"df", "loc", "scale", "logits"};
+    porta_tensor *p[TOTO_HEAD_COUNT];
+    float *in[TOTO_HEAD_COUNT + 1];
+    for (int h = 0; h < TOTO_HEAD_COUNT; h++) {
+        p[h] = porta_input(g, names[h], 2, (const int64_t[]){nm, K});
+        in[h] = malloc((size_t)nm * K * sizeof(float));
+        for (int j = 0; j < nm; j++) memcpy(in[h] + (size_t)j * K, m[j].raw[h], K * sizeof(float));
+    }
+    porta_tensor *key = porta_input(g, "key", 1, (const int64_t[]){4});
+    CHECK_OK(porta_output(g, porta_mixture_sample(g, p[TOTO_HEAD_DF], p[TOTO_HEAD_LOC], p[TOTO_HEAD_SCALE],
+                                                  p[TOTO_HEAD_LOGITS], key, DRAWS)));
+    porta_program *prog = NULL;
+    CHECK_OK(porta_compile(g, be, &prog));
+    float k[4] = {2024, 0, 0, (float)stream};
+    in[TOTO_HEAD_COUNT] = k;
+    float *y = malloc((size_t)DRAWS * nm * sizeof(float));
+    fill_nan(y, (int64_t)DRAWS * nm);
+    porta_step st = {.n_new = 1, .inputs = (const float *const *)in, .outputs = &y};
+    CHECK_OK(porta_run(prog, &st));
+    CHECK_OK(porta_program_wait(prog));
+    for (int64_t j = 0; j < (int64_t)DRAWS * nm; j++) out[j % nm][j / nm] = y[j];
+    free(y);
+    for (int h = 0; h < TOTO_HEAD_COUNT; h++) free(in[h]);
+    porta_program_free(prog);
+    porta_graph_free(g);
+}
+
+/* Random123's known-answer vectors for Philox4x32-10. */
+static void check_philox(checker *c)
+{
+    static const uint32_t kat[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d, 0x41c83b0e, 0xa20bc7c6,
+         0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09, 0x94fdcceb, 0x5001e420,
+         0x24126ea1},
+    };
+    for (int i = 0; i < 3; i++) {
+        uint32_t ctr[4] = {kat[i][0], kat[i][1], kat[i][2], kat[i][3]};
+        pmx_philox(ctr, kat[i][4], kat[i][5]);
+        char what[80];
+        snprintf(what, sizeof what, "Philox4x32-10 known answer %d", i);
+        check_true(c, what, !memcmp(ctr, kat[i] + 6, sizeof ctr));
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "--help")) {
+        printf("usage: test_toto_mixture [BACKEND]\n  no argument: the host sampler; BACKEND: its "
+               "porta_mixture_sample op\n");
+        return 0;
+    }
+    porta_backend *be = argc > 1 ? open_or_skip(argv[1]) : NULL;
+    if (be && !porta_backend_can_sample(be)) {
+        printf("SKIP: backend %s does not run porta_mixture_sample\n", argv[1]);
+        porta_backend_close(be);
+        return 77;
+    }
     rng g = {42};
     mixture m[5];
     fill_mixture(&m[0], "K 24, spread weights, df 2.1..30", 24, &g, 3, -2, 30);
@@ -146,15 +215,22 @@ int main(void)
     fill_mixture(&m[3], "K 3", 3, &g, 2, -1, 5);
     fill_mixture(&m[4], "K 1", 1, &g, 2, 0, 3);
 
-    toto_rng r;
-    toto_rng_seed(&r, 2024);
+    checker c = {0};
     double *y[5];
     for (int j = 0; j < 5; j++) y[j] = malloc(DRAWS * sizeof(double));
-    draw_interleaved(&r, m, 3, 2 * TOTO_MIXTURE_BLOCK + 27, y);
-    draw_interleaved(&r, &m[3], 1, 37, &y[3]);
-    draw_interleaved(&r, &m[4], 1, TOTO_MIXTURE_BLOCK, &y[4]);
+    if (be) {
+        draw_op(be, m, 3, 0, y);
+        draw_op(be, &m[3], 1, 1, &y[3]);
+        draw_op(be, &m[4], 1, 2, &y[4]);
+    } else {
+        check_philox(&c);
+        toto_rng r;
+        toto_rng_seed(&r, 2024);
+        draw_interleaved(&r, m, 3, 2 * TOTO_MIXTURE_BLOCK + 27, y);
+        draw_interleaved(&r, &m[3], 1, 37, &y[3]);
+        draw_interleaved(&r, &m[4], 1, TOTO_MIXTURE_BLOCK, &y[4]);
+    }
 
-    checker c = {0};
     double limit = 2.7 / sqrt(DRAWS);
     for (int j = 0; j < 5; j++) {
         int finite = 1;
@@ -165,5 +241,6 @@ int main(void)
         check_true(&c, what, finite && D < limit);
         free(y[j]);
     }
+    porta_backend_close(be);
     return checker_exit(&c);
 }

@@ -46,6 +46,7 @@ static const cpu_kernel kernels[PORTA_OP_COUNT] = {
     [PORTA_OP_SWIGLU] = cpu_swiglu,       [PORTA_OP_SOFTMAX] = cpu_softmax,
     [PORTA_OP_ROPE] = cpu_rope,           [PORTA_OP_KV_APPEND] = cpu_kv_append,
     [PORTA_OP_ATTN_CACHED] = cpu_attn_cached, [PORTA_OP_ATTN] = cpu_attn,
+    [PORTA_OP_MIXTURE_SAMPLE] = cpu_mixture_sample,
 };
 
 static void *alloc_floats(int64_t n)
@@ -227,6 +228,14 @@ static porta_status check_node(cpu_backend *be, const porta_node *n)
         ok = ok && K->shape[0] >= x->shape[0] && K->shape[1] == x->shape[2] && K->shape[3] == x->shape[3];
         break;
     }
+    case PORTA_OP_MIXTURE_SAMPLE: {
+        const int64_t K = last_dim(x), M = K > 0 ? xn / K : 0;
+        ok = n->n_in == 5 && M > 0 && K <= INT32_MAX && on % M == 0 && on <= UINT32_MAX;
+        for (int i = 1; i < 5 && ok; i++) ok = has_in(n, i) && porta_ref_dense(&n->in[i]);
+        for (int i = 1; i < 4 && ok; i++) ok = porta_ref_numel(&n->in[i]) == xn;
+        ok = ok && porta_ref_numel(&n->in[4]) == 4;
+        break;
+    }
     case PORTA_OP_ATTN: {
         const porta_ref *k = &n->in[1], *v = &n->in[2];
         ok = x->ndim == 4 && has_in(n, 1) && has_in(n, 2) && k->ndim == 4 && v->ndim == 4 && on == xn;
@@ -405,6 +414,7 @@ static const char *be_device(void *bep) { return ((cpu_backend *)bep)->device; }
 static const porta_backend_vt cpu_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "cpu",
+    .caps = PORTA_CAP_MIXTURE_SAMPLE,
     .close = be_close,
     .device_name = be_device,
     .buf_new = buf_new,

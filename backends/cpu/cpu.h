@@ -62,6 +62,7 @@ void cpu_rope(const cpu_exec *ex, const cpu_node *nd);
 void cpu_kv_append(const cpu_exec *ex, const cpu_node *nd);
 void cpu_attn_cached(const cpu_exec *ex, const cpu_node *nd);
 void cpu_attn(const cpu_exec *ex, const cpu_node *nd);
+void cpu_mixture_sample(const cpu_exec *ex, const cpu_node *nd);
 
 /* Matrix products on plain pointers, shared by LINEAR, MATMUL and the
  * benchmarks: c[M,N] = a[M,K] b^T with b = w[N,K] (linear), or a[M,K] b[K,N].

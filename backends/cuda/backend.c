@@ -205,6 +205,7 @@ static porta_status pc_node(pc_rec *r, const porta_node *n)
     case PORTA_OP_KV_APPEND: return pc_kv_update(r, n);
     case PORTA_OP_ATTN_CACHED:
     case PORTA_OP_ATTN: return pc_attention(r, n);
+    case PORTA_OP_MIXTURE_SAMPLE: return pc_sample(r, n);
     default: return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: unknown op %d", n->name, (int)n->op);
     }
 }
@@ -496,7 +497,7 @@ static porta_status pc_prog_wait(void *prog)
 static const porta_backend_vt pc_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "cuda",
-    .caps = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND,
+    .caps = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND | PORTA_CAP_MIXTURE_SAMPLE,
     .close = pc_close,
     .device_name = pc_device_name,
     .buf_new = pc_buf_new,

@@ -164,6 +164,7 @@ porta_status pc_softmax(pc_rec *r, const porta_node *n);
 porta_status pc_rope(pc_rec *r, const porta_node *n);        /* ROPE, KV_APPEND_ROPE */
 porta_status pc_kv_update(pc_rec *r, const porta_node *n);   /* KV_APPEND */
 porta_status pc_attention(pc_rec *r, const porta_node *n);   /* ATTN_CACHED, ATTN */
+porta_status pc_sample(pc_rec *r, const porta_node *n);      /* MIXTURE_SAMPLE */
 
 /* Frees the GEMM choices made for this backend. */
 void pc_tuner_free(pc_backend *be);

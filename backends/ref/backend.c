@@ -21,6 +21,7 @@ static const ref_kernel kernels[PORTA_OP_COUNT] = {
     [PORTA_OP_SWIGLU] = ref_swiglu,       [PORTA_OP_SOFTMAX] = ref_softmax,
     [PORTA_OP_ROPE] = ref_rope,           [PORTA_OP_KV_APPEND] = ref_kv_append,
     [PORTA_OP_ATTN_CACHED] = ref_attention_cached, [PORTA_OP_ATTN] = ref_attention,
+    [PORTA_OP_MIXTURE_SAMPLE] = ref_mixture_sample,
 };
 
 static void be_close(void *be) { free(be); }
@@ -94,6 +95,9 @@ static porta_status prog_new(void *be, const porta_plan *plan, porta_backend_cou
         const porta_node *n = &plan->nodes[i];
         if (n->op == PORTA_OP_ATTN_CACHED && n->in[1].shape[2] > keys) keys = n->in[1].shape[2];
         if (n->op == PORTA_OP_ATTN && n->in[1].shape[1] > keys) keys = n->in[1].shape[1];
+        /* a mixture's 4 x K parameters as float */
+        if (n->op == PORTA_OP_MIXTURE_SAMPLE && 2 * n->in[0].shape[n->in[0].ndim - 1] > keys)
+            keys = 2 * n->in[0].shape[n->in[0].ndim - 1];
     }
     ref_program *p = calloc(1, sizeof *p);
     if (p) {
@@ -162,6 +166,7 @@ static void prog_free(void *prog)
 static const porta_backend_vt ref_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "ref",
+    .caps = PORTA_CAP_MIXTURE_SAMPLE,
     .close = be_close,
     .device_name = be_device,
     .buf_new = buf_new,

@@ -20,7 +20,8 @@ typedef struct ref_ctx {
     double *arena;
     const int32_t *step; /* pos[rows] then n[rows]; NULL without a cache */
     int rows;
-    double *scratch;     /* one attention row of scores: the most keys of any node */
+    double *scratch;     /* one attention row of scores (the most keys of any node), or a
+                          * sampled mixture's parameters */
 } ref_ctx;
 
 /* Base address of a ref (element 0 of its view). */
@@ -63,5 +64,6 @@ void ref_rope(const ref_ctx *c, const porta_node *n);
 void ref_kv_append(const ref_ctx *c, const porta_node *n);
 void ref_attention_cached(const ref_ctx *c, const porta_node *n);
 void ref_attention(const ref_ctx *c, const porta_node *n);
+void ref_mixture_sample(const ref_ctx *c, const porta_node *n);
 
 #endif

@@ -145,6 +145,7 @@ void porta_backend_close(porta_backend *be)
 }
 
 const char *porta_backend_kind(const porta_backend *be) { return be ? be->vt->kind : ""; }
+int porta_backend_can_sample(const porta_backend *be) { return be && (be->vt->caps & PORTA_CAP_MIXTURE_SAMPLE); }
 
 const char *porta_backend_device(const porta_backend *be) { return be ? be->vt->device_name(be->impl) : ""; }
 

@@ -597,3 +597,37 @@ porta_tensor *porta_attention(porta_graph *g, porta_tensor *q, porta_tensor *k, 
     t->params.p.attn.causal = causal != 0;
     return t;
 }
+
+porta_tensor *porta_mixture_sample(porta_graph *g, porta_tensor *df, porta_tensor *loc, porta_tensor *scale,
+                                   porta_tensor *logits, porta_tensor *key, int repeat)
+{
+    porta_tensor *a[5] = { df, loc, scale, logits, key };
+    if (!args_ok(g, "porta_mixture_sample", 5, a)) return NULL;
+    for (int i = 1; i < 4; i++) {
+        int same = a[i]->ndim == df->ndim;
+        for (int d = 0; same && d < df->ndim; d++) same = a[i]->shape[d] == df->shape[d];
+        if (!same) {
+            DECL_SHAPE(df);
+            DECL_SHAPE(a[i]);
+            return gfail(g, PORTA_ERR_SHAPE, "porta_mixture_sample: parameter %d is %s, df is %s", i, SHAPE(a[i]),
+                         SHAPE(df));
+        }
+    }
+    if (porta_tensor_numel(key) != 4) {
+        DECL_SHAPE(key);
+        return gfail(g, PORTA_ERR_SHAPE, "porta_mixture_sample: key %s, expected 4 elements", SHAPE(key));
+    }
+    int64_t n = porta_tensor_numel(df) / df->shape[df->ndim - 1];
+    if (repeat < 1 || (uint64_t)n * (uint64_t)repeat > UINT32_MAX)
+        return gfail(g, PORTA_ERR_SHAPE, "porta_mixture_sample: repeat %d of %lld mixtures (1 .. 2^32 draws allowed)",
+                     repeat, (long long)n);
+    /* [repeat, leading dims of the mixtures] */
+    int64_t s[PORTA_MAX_DIMS];
+    int nd = df->ndim;
+    s[0] = repeat;
+    for (int d = 0; d + 1 < df->ndim; d++) s[d + 1] = df->shape[d];
+    porta_tensor *in[5];
+    for (int i = 0; i < 5; i++)
+        if (!(in[i] = dense(g, a[i]))) return NULL;
+    return new_node(g, PORTA_OP_MIXTURE_SAMPLE, nd, s, 5, in);
+}

@@ -15,7 +15,7 @@
 
 #define PORTA_PLAN_MAX_DIMS 6
 #define PORTA_PLAN_MAX_IN 5
-#define PORTA_MODULE_ABI 2
+#define PORTA_MODULE_ABI 3
 
 typedef enum porta_op {
     PORTA_OP_COPY = 0,   /* in0 (strided) -> out (dense) */
@@ -44,6 +44,11 @@ typedef enum porta_op {
      * out = cache layer [B,H,L,D] as KV_APPEND; the rows written are
      * rope(x) with p.rope, positions from the step block. */
     PORTA_OP_KV_APPEND_ROPE,
+    /* Only for backends whose vtable sets PORTA_CAP_MIXTURE_SAMPLE: in0 df,
+     * in1 loc, in2 scale, in3 logits, dense [n, K] each (raw outputs of
+     * Toto's head), in4 key [4]; out [numel]: draw j from mixture j % n
+     * (mixture_sample.h holds the draw every backend runs). */
+    PORTA_OP_MIXTURE_SAMPLE,
     PORTA_OP_COUNT
 } porta_op;
 
@@ -105,6 +110,7 @@ typedef struct porta_backend_counts {
 /* Capabilities a backend declares in its vtable. */
 #define PORTA_CAP_FUSED_LINEAR 1u      /* takes PORTA_OP_LINEAR_FUSED nodes */
 #define PORTA_CAP_FUSED_ROPE_APPEND 2u /* takes PORTA_OP_KV_APPEND_ROPE nodes */
+#define PORTA_CAP_MIXTURE_SAMPLE 4u    /* runs PORTA_OP_MIXTURE_SAMPLE nodes */
 
 typedef struct porta_backend_vt {
     int abi;

@@ -151,6 +151,9 @@ static porta_status check_backends(const porta_graph *g, const porta_backend *be
         if (t->kv && t->kv->be != be)
             return porta_fail(PORTA_ERR_ARG, "porta_compile: node '%s' uses a KV cache of backend %s, program compiles for %s",
                               t->name, t->kv->be->vt->kind, be->vt->kind);
+        if (t->kind == PORTA_T_NODE && t->op == PORTA_OP_MIXTURE_SAMPLE && !(be->vt->caps & PORTA_CAP_MIXTURE_SAMPLE))
+            return porta_fail(PORTA_ERR_UNSUPPORTED, "porta_compile: node '%s': backend %s does not run %s", t->name,
+                              be->vt->kind, porta_op_name(t->op));
     }
     return PORTA_OK;
 }
@@ -340,7 +343,8 @@ static porta_status plan_program(porta_graph *g, porta_program *p, const char *l
         if (emit[i]) d[i] = own_node(g->t[i]);
     }
     const char *no_fuse = getenv("PORTA_NO_FUSE");
-    if (p->be->vt->caps && !(no_fuse && strcmp(no_fuse, "1") == 0)) fuse(g, p->be->vt, emit, d, uses);
+    unsigned fusions = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND;
+    if ((p->be->vt->caps & fusions) && !(no_fuse && strcmp(no_fuse, "1") == 0)) fuse(g, p->be->vt, emit, d, uses);
     int n_nodes = 0;
     for (int i = 0; i < g->n; i++) n_nodes += emit[i];
     p->stats.nodes = (uint64_t)n_nodes;

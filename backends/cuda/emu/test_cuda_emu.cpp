@@ -151,6 +151,7 @@ static pc_fn kernel_of(porta_op op)
     case PORTA_OP_SOFTMAX: return pc_softmax;
     case PORTA_OP_ROPE: return pc_rope;
     case PORTA_OP_KV_APPEND: return pc_kv_update;
+    case PORTA_OP_MIXTURE_SAMPLE: return pc_sample;
     default: return pc_attention;
     }
 }
@@ -171,6 +172,7 @@ static ref_kernel ref_of(porta_op op)
     case PORTA_OP_ROPE: return ref_rope;
     case PORTA_OP_KV_APPEND: return ref_kv_append;
     case PORTA_OP_ATTN_CACHED: return ref_attention_cached;
+    case PORTA_OP_MIXTURE_SAMPLE: return ref_mixture_sample;
     default: return ref_attention;
     }
 }
@@ -332,6 +334,23 @@ static void t_norm()
         2e-6);
 }
 
+/* Draws are a function of the key and the draw index: the same values as
+ * ref's, up to the output's rounding to float. */
+static void t_sample()
+{
+    porta_ref P[4];
+    for (int i = 0; i < 4; i++) P[i] = A.alloc({ 3, 5, 24 }, 3);
+    porta_ref key = A.alloc({ 4 });
+    const float kv[4] = { 12345, 678, 9, 4 };
+    for (int i = 0; i < 4; i++) {
+        A.f[key.offset + i] = kv[i];
+        A.d[key.offset + i] = kv[i];
+    }
+    run(node(PORTA_OP_MIXTURE_SAMPLE, "mixture_sample [2,3,5] from [3,5,24]", A.alloc({ 2, 3, 5 }),
+             { P[0], P[1], P[2], P[3], key }),
+        nullptr, 0, 1e-6);
+}
+
 static void t_rope()
 {
     for (int xpos = 0; xpos < 2; xpos++)
@@ -411,6 +430,7 @@ int main()
     t_eltwise();
     t_norm();
     t_rope();
+    t_sample();
     /* Decode (T <= 4): one or several splits, rows at split boundaries, idle rows. */
     t_cached(2, 1, 2, 64, 300, { 150, 37 }, { 1, 1 });
     t_cached(3, 1, 2, 64, 300, { 0, 299, 256 }, { 1, 1, 0 });

@@ -125,6 +125,25 @@ porta_tensor *porta_attention_cached(porta_graph *g, porta_tensor *q, porta_tens
 porta_tensor *porta_attention(porta_graph *g, porta_tensor *q, porta_tensor *k, porta_tensor *v,
                               porta_tensor *mask, float scale, int causal);
 
+/* ---- Sampling ------------------------------------------------------------ */
+/* One draw from each mixture of K Student-t components whose raw parameters
+ * are df, loc, scale and logits [..., K] (one shape; the outputs of Toto's
+ * head, distribution.py's MixtureOfStudentTsOutput): weights softmax(logits),
+ * degrees of freedom 2 + max(softplus(df), eps), scale max(softplus(scale),
+ * eps), eps = FLT_EPSILON. -> [repeat, ...] (the mixtures' shape without K,
+ * behind a leading repeat): draw j of the flattened output comes from mixture
+ * j mod (number of mixtures).
+ *
+ * key: an input of 4 elements, integers in [0, 2^24) that the host writes at
+ * each run: the seed's bits 0-23, 24-47 and 48-63, then a stream number (a
+ * forecast's step). A draw is a function of (seed, stream, j) and the
+ * parameters alone (a Philox4x32-10 counter per draw), so every backend
+ * running the op draws the same values up to rounding, and a replay with a new
+ * stream draws afresh. Backends without the op refuse the program at compile;
+ * porta_backend_can_sample tells beforehand. */
+porta_tensor *porta_mixture_sample(porta_graph *g, porta_tensor *df, porta_tensor *loc, porta_tensor *scale,
+                                   porta_tensor *logits, porta_tensor *key, int repeat);
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,7 +19,7 @@
 
 typedef struct options {
     const char *model, *backend;
-    int variates, samples, horizon, context, repeat, json;
+    int variates, samples, horizon, context, repeat, json, host_sampler;
 } options;
 
 static double now(void)
@@ -47,6 +47,7 @@ static void usage(FILE *f)
             "  --horizon H      time steps forecast (default 336)\n"
             "  --context C      context time steps (default 4096)\n"
             "  --repeat N       timed forecasts after one warm-up (default 5)\n"
+            "  --host-sampler   draw sample paths on the host even where the backend samples\n"
             "  --json           one JSON object on stdout instead of the text report\n"
             "  --help           this text\n"
             "The input is bench_series(): see the comment in bench_toto.c; bench_toto_torch.py\n"
@@ -60,8 +61,8 @@ static int parse_args(int argc, char **argv, options *o)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
-        if (!strcmp(a, "--json")) {
-            o->json = 1;
+        if (!strcmp(a, "--json") || !strcmp(a, "--host-sampler")) {
+            *(!strcmp(a, "--json") ? &o->json : &o->host_sampler) = 1;
             continue;
         }
         if (i + 1 >= argc) {
@@ -224,6 +225,7 @@ typedef struct figures {
     double load_ms, build_ms, warmup_ms;
     double forecast_ms, forecast_min_ms, cpu_ms, prefill_ms, decode_ms;
     int steps;
+    int can_sample; /* the backend runs porta_mixture_sample */
     porta_program_stats prefill, decode;
     double kv_mb, weights_mb, rss_after_load_mb, peak_rss_mb, device_mb;
 } figures;
@@ -262,6 +264,7 @@ static int bench(const options *o, figures *fg, char *device, size_t device_len)
         goto out;
     }
     snprintf(device, device_len, "%s", porta_backend_device(be));
+    fg->can_sample = porta_backend_can_sample(be);
     if ((s = porta_toto_model_load(o->model, be, &m)) != PORTA_OK || (s = porta_backend_sync(be)) != PORTA_OK) {
         rc = fail("loading the model", s);
         goto out;
@@ -269,7 +272,8 @@ static int bench(const options *o, figures *fg, char *device, size_t device_len)
     double t1 = now();
     fg->rss_after_load_mb = rss_mb();
     const porta_toto_config *c = porta_toto_model_config(m);
-    porta_toto_forecast_desc d = {1, V, o->context, H, S, 0};
+    porta_toto_forecast_desc d = {.series = 1, .variates = V, .context_len = o->context, .horizon = H,
+                                  .samples = S, .host_sampler = o->host_sampler};
     if ((s = porta_toto_forecaster_new(m, &d, &fc)) != PORTA_OK) {
         rc = fail("building the forecaster", s);
         goto out;
@@ -342,12 +346,18 @@ out:
     return rc;
 }
 
+/* Where the sample paths' draws are made. */
+static const char *sampler(const options *o, const figures *f)
+{
+    return o->host_sampler || !f->can_sample ? "host" : "backend";
+}
+
 static void print_text(const options *o, const figures *f, const char *device)
 {
     printf("porta Toto forecast: backend %s (%s), context %d, horizon %d (%d patches), variates %d, %s\n",
            o->backend, device, o->context, o->horizon, f->steps, o->variates,
            o->samples ? "sample paths" : "mean path");
-    if (o->samples) printf("  samples              %d\n", o->samples);
+    if (o->samples) printf("  samples              %d, drawn on the %s\n", o->samples, sampler(o, f));
     printf("  load weights         %10.1f ms\n", f->load_ms);
     printf("  build (compile)      %10.1f ms\n", f->build_ms);
     printf("  warm-up forecast     %10.2f ms\n", f->warmup_ms);
@@ -376,14 +386,15 @@ static void print_text(const options *o, const figures *f, const char *device)
 static void print_json(const options *o, const figures *f, const char *device)
 {
     printf("{\"impl\": \"porta\", \"backend\": \"%s\", \"device\": \"%s\", \"context\": %d, \"horizon\": %d, "
-           "\"variates\": %d, \"samples\": %d, \"repeat\": %d, \"steps\": %d, "
+           "\"variates\": %d, \"samples\": %d, \"sampler\": \"%s\", \"repeat\": %d, \"steps\": %d, "
            "\"load_ms\": %.3f, \"build_ms\": %.3f, \"warmup_ms\": %.3f, \"forecast_ms\": %.3f, "
            "\"forecast_min_ms\": %.3f, \"cpu_ms\": %.3f, \"prefill_ms\": %.3f, \"decode_step_ms\": %.3f, "
            "\"prefill_compiles\": %llu, \"prefill_captures\": %llu, \"prefill_records\": %llu, "
            "\"prefill_replays\": %llu, \"decode_compiles\": %llu, \"decode_captures\": %llu, "
            "\"decode_records\": %llu, \"decode_replays\": %llu, \"arena_mb\": %.3f, \"weights_mb\": %.3f, "
            "\"kv_mb\": %.3f, \"rss_after_load_mb\": %.3f, \"peak_rss_mb\": %.3f",
-           o->backend, device, o->context, o->horizon, o->variates, o->samples, o->repeat, f->steps, f->load_ms,
+           o->backend, device, o->context, o->horizon, o->variates, o->samples, sampler(o, f), o->repeat, f->steps,
+           f->load_ms,
            f->build_ms, f->warmup_ms, f->forecast_ms, f->forecast_min_ms, f->cpu_ms, f->prefill_ms, f->decode_ms,
            (unsigned long long)f->prefill.compiles, (unsigned long long)f->prefill.captures,
            (unsigned long long)f->prefill.records, (unsigned long long)f->prefill.replays,

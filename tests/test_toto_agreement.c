@@ -101,7 +101,7 @@ int main(int argc, char **argv)
     porta_toto_model *m;
     CHECK_OK(porta_toto_model_load(argv[2], be, &m));
     porta_toto_forecaster *f;
-    porta_toto_forecast_desc d = {B, V, T, H, 0, 0};
+    porta_toto_forecast_desc d = {.series = B, .variates = V, .context_len = T, .horizon = H};
     CHECK_OK(porta_toto_forecaster_new(m, &d, &f));
     checker c = {0};
     ref_ctx r = {st, &c, 0, 0};

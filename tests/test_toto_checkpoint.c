@@ -151,7 +151,7 @@ static porta_status forecast(const fixture *fx, const char *dir, float *mean)
     porta_status s = porta_toto_model_load(dir, fx->be, &m);
     if (s != PORTA_OK) return s;
     porta_toto_forecaster *f;
-    porta_toto_forecast_desc d = {fx->B, fx->V, fx->T, fx->H, 0, 0};
+    porta_toto_forecast_desc d = {.series = fx->B, .variates = fx->V, .context_len = fx->T, .horizon = fx->H};
     s = porta_toto_forecaster_new(m, &d, &f);
     porta_toto_inputs in = {.series = fx->x, .padding_mask = fx->pad, .id_mask = fx->id};
     if (s == PORTA_OK) s = porta_toto_forecast(f, &in, &(porta_toto_result){mean, NULL});

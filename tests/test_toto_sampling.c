@@ -45,6 +45,76 @@ static void on_step(void *user, const porta_toto_dist *d)
     }
 }
 
+/* The checks of one sampler (the host's, or the backend's porta_mixture_sample). */
+static void check_sampler(checker *c, porta_toto_model *m, const toto_fixture *fx, int H, const float *mean_path,
+                          int host_sampler, int SAMPLES)
+{
+    int B = fx->B, V = fx->V, P = porta_toto_model_config(m)->patch_size;
+    size_t nh = (size_t)B * V * H;
+    const char *who = host_sampler ? "host sampler" : "backend sampler";
+    porta_toto_forecaster *fs;
+    porta_toto_forecast_desc ds = {.series = B, .variates = V, .context_len = fx->T, .horizon = H,
+                                   .samples = SAMPLES, .seed = 1234, .host_sampler = host_sampler};
+    CHECK_OK(porta_toto_forecaster_new(m, &ds, &fs));
+    float *mean[3], *smp[3];
+    first_step first = {0};
+    for (int run = 0; run < 3; run++) {
+        mean[run] = malloc(nh * sizeof(float));
+        smp[run] = malloc(nh * SAMPLES * sizeof(float));
+        fill_nan(smp[run], (int64_t)(nh * SAMPLES));
+    }
+    /* The first run reads every step's mixture parameters back (on_step),
+     * the others only what the forecast needs: the same draws. */
+    porta_toto_inputs ins = {.series = fx->series, .padding_mask = fx->padding_mask, .id_mask = fx->id_mask,
+                             .on_step = on_step, .user = &first};
+    CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[0], smp[0]}));
+    ins.on_step = NULL;
+    CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[1], smp[1]}));
+    porta_toto_forecaster *fs2;
+    ds.seed = 99;
+    CHECK_OK(porta_toto_forecaster_new(m, &ds, &fs2));
+    CHECK_OK(porta_toto_forecast(fs2, &ins, &(porta_toto_result){mean[2], smp[2]}));
+
+    char what[160];
+    snprintf(what, sizeof what, "%s, same seed: identical samples", who);
+    check_true(c, what, !memcmp(smp[0], smp[1], nh * SAMPLES * sizeof(float)));
+    snprintf(what, sizeof what, "%s, other seed: different samples", who);
+    check_true(c, what, memcmp(smp[0], smp[2], nh * SAMPLES * sizeof(float)) != 0);
+    int finite = 1;
+    for (size_t i = 0; i < nh * SAMPLES; i++) finite &= isfinite(smp[0][i]) != 0;
+    snprintf(what, sizeof what, "%s: every sample finite", who);
+    check_true(c, what, finite);
+
+    double worst = 0;
+    int close = first.var != NULL;
+    for (int r = 0; close && r < B * V; r++)
+        for (int t = 0; t < P; t++) {
+            size_t o = (size_t)r * H + t;
+            double se = sqrt(first.var[(size_t)r * P + t] / SAMPLES);
+            double z = fabs(mean[0][o] - mean_path[o]) / se;
+            worst = z > worst ? z : worst;
+            close &= z <= 6;
+        }
+    snprintf(what, sizeof what,
+             "%s, first patch: sample mean within 6 standard errors of the mean path (worst %.2f)", who, worst);
+    check_true(c, what, close);
+
+    porta_program_stats ps, dstat;
+    CHECK_OK(porta_toto_forecaster_stats(fs, &ps, &dstat));
+    snprintf(what, sizeof what, "%s, prefill: one compile, one replay per forecast", who);
+    check_true(c, what, ps.compiles == 1 && ps.replays == 2);
+    snprintf(what, sizeof what, "%s, decode: one compile, one replay per step", who);
+    check_true(c, what, dstat.compiles == 1 && dstat.replays == 2 * 2);
+
+    for (int run = 0; run < 3; run++) {
+        free(mean[run]);
+        free(smp[run]);
+    }
+    free(first.var);
+    porta_toto_forecaster_free(fs2);
+    porta_toto_forecaster_free(fs);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -69,66 +139,15 @@ int main(int argc, char **argv)
     checker c = {0};
 
     porta_toto_forecaster *fm;
-    porta_toto_forecast_desc dm = {B, V, T, H, 0, 0};
+    porta_toto_forecast_desc dm = {.series = B, .variates = V, .context_len = T, .horizon = H};
     CHECK_OK(porta_toto_forecaster_new(m, &dm, &fm));
     float *mean_path = malloc(nh * sizeof(float));
     porta_toto_inputs in = {.series = fx.series, .padding_mask = fx.padding_mask, .id_mask = fx.id_mask};
     CHECK_OK(porta_toto_forecast(fm, &in, &(porta_toto_result){mean_path, NULL}));
 
-    porta_toto_forecaster *fs;
-    porta_toto_forecast_desc ds = {B, V, T, H, SAMPLES, 1234};
-    CHECK_OK(porta_toto_forecaster_new(m, &ds, &fs));
-    float *mean[3], *smp[3];
-    first_step first = {0};
-    for (int run = 0; run < 3; run++) {
-        mean[run] = malloc(nh * sizeof(float));
-        smp[run] = malloc(nh * SAMPLES * sizeof(float));
-        fill_nan(smp[run], (int64_t)(nh * SAMPLES));
-    }
-    porta_toto_inputs ins = {.series = fx.series, .padding_mask = fx.padding_mask, .id_mask = fx.id_mask,
-                             .on_step = on_step, .user = &first};
-    CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[0], smp[0]}));
-    ins.on_step = NULL;
-    CHECK_OK(porta_toto_forecast(fs, &ins, &(porta_toto_result){mean[1], smp[1]}));
-    porta_toto_forecaster *fs2;
-    ds.seed = 99;
-    CHECK_OK(porta_toto_forecaster_new(m, &ds, &fs2));
-    CHECK_OK(porta_toto_forecast(fs2, &ins, &(porta_toto_result){mean[2], smp[2]}));
-
-    check_true(&c, "same seed: identical samples", !memcmp(smp[0], smp[1], nh * SAMPLES * sizeof(float)));
-    check_true(&c, "other seed: different samples", memcmp(smp[0], smp[2], nh * SAMPLES * sizeof(float)) != 0);
-    int finite = 1;
-    for (size_t i = 0; i < nh * SAMPLES; i++) finite &= isfinite(smp[0][i]) != 0;
-    check_true(&c, "every sample finite", finite);
-
-    double worst = 0;
-    int close = first.var != NULL;
-    for (int r = 0; close && r < B * V; r++)
-        for (int t = 0; t < P; t++) {
-            size_t o = (size_t)r * H + t;
-            double se = sqrt(first.var[(size_t)r * P + t] / SAMPLES);
-            double z = fabs(mean[0][o] - mean_path[o]) / se;
-            worst = z > worst ? z : worst;
-            close &= z <= 6;
-        }
-    char what[128];
-    snprintf(what, sizeof what, "first patch: sample mean within 6 standard errors of the mean path (worst %.2f)",
-             worst);
-    check_true(&c, what, close);
-
-    porta_program_stats ps, dstat;
-    CHECK_OK(porta_toto_forecaster_stats(fs, &ps, &dstat));
-    check_true(&c, "prefill: one compile, one replay per forecast", ps.compiles == 1 && ps.replays == 2);
-    check_true(&c, "decode: one compile, one replay per step", dstat.compiles == 1 && dstat.replays == 2 * 2);
-
-    for (int run = 0; run < 3; run++) {
-        free(mean[run]);
-        free(smp[run]);
-    }
-    free(first.var);
+    check_sampler(&c, m, &fx, H, mean_path, 1, SAMPLES);
+    if (porta_backend_can_sample(be)) check_sampler(&c, m, &fx, H, mean_path, 0, SAMPLES);
     free(mean_path);
-    porta_toto_forecaster_free(fs2);
-    porta_toto_forecaster_free(fs);
     porta_toto_forecaster_free(fm);
     porta_toto_model_free(m);
     fixture_close(&fx);

@@ -187,7 +187,8 @@ static int forecast(const options *o, const csv_table *t)
         goto out;
     }
     const porta_toto_config *c = porta_toto_model_config(m);
-    porta_toto_forecast_desc d = {1, V, L, o->horizon, o->samples, o->seed};
+    porta_toto_forecast_desc d = {.series = 1, .variates = V, .context_len = L, .horizon = o->horizon,
+                                  .samples = o->samples, .seed = o->seed};
     if ((s = porta_toto_forecaster_new(m, &d, &fc)) != PORTA_OK) {
         rc = fail("preparing the forecast", s);
         goto out;

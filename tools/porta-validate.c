@@ -306,7 +306,7 @@ static void run_backend(validation *v, porta_backend *be, const input *in, backe
     clock_gettime(CLOCK_MONOTONIC, &t0);
     porta_status s = porta_toto_model_load(v->model, be, &m);
     if (s != PORTA_OK) run_fail(r, "loading the model", s);
-    porta_toto_forecast_desc d = {in->series, in->variates, in->len, H, 0, 0};
+    porta_toto_forecast_desc d = {.series = in->series, .variates = in->variates, .context_len = in->len, .horizon = H};
     if (!r->failed && (s = porta_toto_forecaster_new(m, &d, &fc)) != PORTA_OK) run_fail(r, "preparing the forecast", s);
     collector c = {v, r};
     porta_toto_inputs pin = {.series = in->x, .on_step = on_step, .user = &c};

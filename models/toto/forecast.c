@@ -18,6 +18,7 @@ struct porta_toto_forecaster {
     int N;        /* series length at the end: Lp + steps * P */
     porta_kvcache *kv;
     porta_program *prefill, *decode;
+    int dev;      /* draws made by the programs (porta_mixture_sample) */
     toto_rng rng;
     /* host state, one entry per (row, variate) */
     double *x, *w;      /* [R * V][N] values and observation weights */
@@ -27,6 +28,7 @@ struct porta_toto_forecaster {
     double *sloc, *sscale; /* [R * V] statistics of the patch fed this step */
     float *in_x, *in_mask;
     float *out[TOTO_HEAD_COUNT];
+    float *draws;       /* [R * V * P] the programs' draws (dev) */
     double *dist[TOTO_HEAD_COUNT]; /* parameters for on_step only */
     double *probs;      /* [K] unnormalised mixture weights of one value */
     float *mix_work;    /* [K * TOTO_MIXTURE_BLOCK] the sampler's scratch */
@@ -57,6 +59,7 @@ void porta_toto_forecaster_free(porta_toto_forecaster *f)
     free(f->probs);
     free(f->mix_work);
     free(f->draw);
+    free(f->draws);
     free(f->row_new);
     free(f);
 }
@@ -90,8 +93,9 @@ static porta_status alloc_host(porta_toto_forecaster *f)
     f->mix_work = malloc(K * TOTO_MIXTURE_BLOCK * sizeof(float));
     f->draw = malloc(P * sizeof(double));
     f->row_new = malloc(RV * sizeof(int32_t));
+    f->draws = f->dev ? malloc(RV * P * sizeof(float)) : NULL;
     int ok = f->x && f->w && f->id && f->scaler && f->ploc && f->pscale && f->sloc && f->sscale && f->in_x &&
-             f->in_mask && f->probs && f->mix_work && f->draw && f->row_new;
+             f->in_mask && f->probs && f->mix_work && f->draw && f->row_new && (f->draws || !f->dev);
     for (size_t r = 0; ok && r < RV; r++) f->row_new[r] = r < (size_t)f->B * f->V ? f->Tc : 0;
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) {
         f->out[k] = malloc(RV * P * K * sizeof(float));
@@ -123,6 +127,7 @@ porta_status porta_toto_forecaster_new(porta_toto_model *m, const porta_toto_for
     f->Lp = f->Tc * f->P;
     f->steps = (d->horizon + f->P - 1) / f->P;
     f->N = f->Lp + f->steps * f->P;
+    f->dev = d->samples > 0 && !d->host_sampler && porta_backend_can_sample(m->be);
     s = alloc_host(f);
     porta_kvcache_desc kd = {
         .layers = m->n_time_layers,
@@ -135,8 +140,11 @@ porta_status porta_toto_forecaster_new(porta_toto_model *m, const porta_toto_for
     if (s == PORTA_OK) s = porta_kvcache_new(m->be, &kd, &f->kv);
     /* The prefill covers each series once: cache rows [0, B * V), which are
      * the first sample's rows in the sample-major layout. */
-    if (s == PORTA_OK) s = toto_build(m, f->kv, f->B, f->V, f->Tc, 0, &f->prefill);
-    if (s == PORTA_OK && f->steps > 1) s = toto_build(m, f->kv, f->R, f->V, 1, 0, &f->decode);
+    /* With draws on the backend, the prefill draws every sample's first
+     * patch from its series' mixtures: [S, B, V, P], sample-major as the
+     * decode rows. */
+    if (s == PORTA_OK) s = toto_build(m, f->kv, f->B, f->V, f->Tc, 0, f->dev ? f->S : 0, &f->prefill);
+    if (s == PORTA_OK && f->steps > 1) s = toto_build(m, f->kv, f->R, f->V, 1, 0, f->dev, &f->decode);
     if (s != PORTA_OK) {
         porta_toto_forecaster_free(f);
         return s;
@@ -237,22 +245,45 @@ static void to_dist(porta_toto_forecaster *f, size_t n)
     }
 }
 
-/* One replay of p on patches [end - T, end) of every row, into outputs. */
-static porta_status replay(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end,
+/* One replay of p on patches [end - T, end) of every row, into outputs;
+ * p draws (takes the sampling key) when `stream` >= 0, which numbers the
+ * step's draws. */
+static porta_status replay(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end, int64_t stream,
                            float *const *outputs)
 {
     scale_inputs(f, rows, T, end);
-    const float *inputs[2] = {f->in_x, f->in_mask};
-    if (toto_has_spacewise(&f->m->cfg)) space_mask(f, rows, T, end);
+    const float *inputs[3] = {f->in_x};
+    int n_in = 1;
+    if (toto_has_spacewise(&f->m->cfg)) {
+        space_mask(f, rows, T, end);
+        inputs[n_in++] = f->in_mask;
+    }
+    /* porta_mixture_sample's key: the seed in 24, 24 and 16 bits, the stream. */
+    uint64_t seed = f->d.seed;
+    const float key[4] = {(float)(seed & 0xFFFFFF), (float)(seed >> 24 & 0xFFFFFF), (float)(seed >> 48),
+                          (float)stream};
+    if (stream >= 0) inputs[n_in++] = key;
     porta_step st = {.n_new = T, .row_new = rows < f->R ? f->row_new : NULL, .inputs = inputs, .outputs = outputs};
     porta_status s = porta_run(p, &st);
     return s == PORTA_OK ? porta_program_wait(p) : s;
 }
 
-static porta_status run(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end)
+/* Step `step` (0: the prefill) into f->out, or the parts of it read: the
+ * mixture parameters for on_step (params), the host sampler or the mean
+ * path's weights and locations, and the backend's draws. */
+static porta_status run(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end, int step, int params)
 {
-    return replay(f, p, rows, T, end, f->out);
+    float *outputs[TOTO_HEAD_COUNT + 1];
+    for (int h = 0; h < TOTO_HEAD_COUNT; h++) {
+        int mean_reads = f->d.samples == 0 && (h == TOTO_HEAD_LOC || h == TOTO_HEAD_LOGITS);
+        outputs[h] = params || mean_reads || (f->d.samples > 0 && !f->dev) ? f->out[h] : NULL;
+    }
+    outputs[TOTO_HEAD_COUNT] = f->draws;
+    return replay(f, p, rows, T, end, f->dev ? step : -1, outputs);
 }
+
+/* Whether report() hands on_step the mixture parameters. */
+static int wants_params(const porta_toto_inputs *in) { return in->on_step && !in->step_only; }
 
 static void report(porta_toto_forecaster *f, const porta_toto_inputs *in, int step, int rows)
 {
@@ -290,6 +321,10 @@ static float tame(double v)
 static void next_values(porta_toto_forecaster *f, size_t dr, double *y)
 {
     size_t o = dr * f->P * f->K;
+    if (f->dev) {
+        for (int i = 0; i < f->P; i++) y[i] = f->draws[dr * f->P + i];
+        return;
+    }
     if (f->d.samples > 0) {
         const float *head[TOTO_HEAD_COUNT];
         for (int h = 0; h < TOTO_HEAD_COUNT; h++) head[h] = f->out[h] + o;
@@ -316,7 +351,8 @@ static void append_patch(porta_toto_forecaster *f, porta_toto_result *res, int p
                 size_t r = ((size_t)s * f->B + b) * f->V + v;
                 size_t dr = dist_rows == f->B ? (size_t)b * f->V + v : r;
                 double *x = f->x + r * f->N + (size_t)p * f->P, *w = f->w + r * f->N + (size_t)p * f->P;
-                next_values(f, dr, f->draw);
+                /* The backend's draws are per row already. */
+                next_values(f, f->dev ? r : dr, f->draw);
                 for (int i = 0; i < f->P; i++) {
                     float y = tame(f->sloc[dr] + f->sscale[dr] * f->draw[i]);
                     x[i] = y;
@@ -364,7 +400,7 @@ static porta_status prefill_step(porta_toto_forecaster *f, const porta_toto_inpu
     toto_rng_seed(&f->rng, f->d.seed);
     porta_status s = porta_kvcache_reset(f->kv, -1);
     if (s == PORTA_OK) s = load_context(f, in);
-    if (s == PORTA_OK) s = run(f, f->prefill, f->B, f->Tc, f->Tc);
+    if (s == PORTA_OK) s = run(f, f->prefill, f->B, f->Tc, f->Tc, 0, wants_params(in));
     if (s != PORTA_OK) return s;
     report(f, in, 0, f->B);
     if (f->S > 1) s = share_prefill(f);
@@ -379,7 +415,7 @@ porta_status porta_toto_forecast(porta_toto_forecaster *f, const porta_toto_inpu
     porta_status s = prefill_step(f, in, res);
     for (int k = 1; s == PORTA_OK && k < f->steps; k++) {
         int end = f->Tc + k;
-        s = run(f, f->decode, f->R, 1, end);
+        s = run(f, f->decode, f->R, 1, end, k, wants_params(in));
         if (s != PORTA_OK) break;
         report(f, in, k, f->R);
         append_patch(f, res, end, f->R);
@@ -400,7 +436,7 @@ static porta_status build_traced(porta_toto_forecaster *f, int rows, int T, cons
                                  float ***values, int *n_out)
 {
     porta_program *p = NULL;
-    porta_status s = toto_build(f->m, f->kv, rows, f->V, T, 1, &p);
+    porta_status s = toto_build(f->m, f->kv, rows, f->V, T, 1, 0, &p);
     int n = s == PORTA_OK ? porta_program_n_outputs(p) : 0;
     float **v = s == PORTA_OK ? calloc((size_t)n, sizeof *v) : NULL;
     for (int i = 0; v && i < n && s == PORTA_OK; i++)
@@ -426,7 +462,7 @@ porta_status porta_toto_trace_prefill(porta_toto_forecaster *f, const porta_toto
     porta_status s = build_traced(f, f->B, f->Tc, "porta_toto_trace_prefill", &p, &v, &n);
     if (s == PORTA_OK) s = porta_kvcache_reset(f->kv, -1);
     if (s == PORTA_OK) s = load_context(f, in);
-    if (s == PORTA_OK) s = replay(f, p, f->B, f->Tc, f->Tc, v);
+    if (s == PORTA_OK) s = replay(f, p, f->B, f->Tc, f->Tc, -1, v);
     if (s != PORTA_OK) {
         free_values(v, n);
         porta_program_free(p);
@@ -465,7 +501,7 @@ porta_status porta_toto_trace_decode(porta_toto_forecaster *f, const porta_toto_
     quiet.on_step = NULL;
     if (s == PORTA_OK) s = prefill_step(f, &quiet, NULL);
     if (s == PORTA_OK && first_patch) pin_patch(f, first_patch);
-    if (s == PORTA_OK) s = replay(f, p, f->R, 1, f->Tc + 1, v);
+    if (s == PORTA_OK) s = replay(f, p, f->R, 1, f->Tc + 1, -1, v);
     if (s != PORTA_OK) {
         free_values(v, n);
         porta_program_free(p);

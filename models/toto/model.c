@@ -94,7 +94,7 @@ static porta_tensor *layer(porta_graph *g, const porta_toto_model *m, const toto
 }
 
 static porta_status build_graph(const porta_toto_model *m, porta_kvcache *kv, int rows, int variates, int T,
-                                porta_graph *g)
+                                int draws, porta_graph *g)
 {
     const porta_toto_config *c = &m->cfg;
     int64_t B = rows, V = variates, P = c->patch_size, E = c->embed_dim;
@@ -108,9 +108,17 @@ static porta_status build_graph(const porta_toto_model *m, porta_kvcache *kv, in
     porta_tensor *u = porta_name(linear(g, m, last, &m->unembed_w, &m->unembed_b), "unembed");
     u = porta_reshape(g, u, 4, (const int64_t[]){B, V, P, E});
     static const char *const head[TOTO_HEAD_COUNT] = {"head.df", "head.loc", "head.scale", "head.logits"};
+    porta_tensor *y[TOTO_HEAD_COUNT];
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) {
-        porta_tensor *y = porta_name(linear(g, m, u, &m->head_w[k], &m->head_b[k]), head[k]);
-        porta_status s = porta_output(g, y);
+        y[k] = porta_name(linear(g, m, u, &m->head_w[k], &m->head_b[k]), head[k]);
+        porta_status s = porta_output(g, y[k]);
+        if (s != PORTA_OK) return s;
+    }
+    if (draws > 0) {
+        porta_tensor *key = porta_input(g, "sample_key", 1, (const int64_t[]){4});
+        porta_tensor *d = porta_mixture_sample(g, y[TOTO_HEAD_DF], y[TOTO_HEAD_LOC], y[TOTO_HEAD_SCALE],
+                                               y[TOTO_HEAD_LOGITS], key, draws);
+        porta_status s = porta_output(g, porta_name(d, "sample"));
         if (s != PORTA_OK) return s;
     }
     porta_status s = porta_graph_status(g);
@@ -119,11 +127,11 @@ static porta_status build_graph(const porta_toto_model *m, porta_kvcache *kv, in
 }
 
 porta_status toto_build(const porta_toto_model *m, porta_kvcache *kv, int rows, int variates, int T, int traced,
-                        porta_program **out)
+                        int draws, porta_program **out)
 {
     porta_graph *g = NULL;
     porta_status s = porta_graph_new(&g);
-    if (s == PORTA_OK) s = build_graph(m, kv, rows, variates, T, g);
+    if (s == PORTA_OK) s = build_graph(m, kv, rows, variates, T, draws, g);
     if (s == PORTA_OK) s = traced ? porta_compile_traced(g, m->be, out) : porta_compile(g, m->be, out);
     porta_graph_free(g);
     return s;

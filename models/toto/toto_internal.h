@@ -50,10 +50,12 @@ porta_status toto_weights_load(porta_toto_model *m, const char *path);
  * inputs x [rows, variates, T, patch] (scaled patches) and, when the model
  * has space-wise layers, an additive mask [rows * T, variates, variates];
  * outputs the head's four linears for the last patch, each
- * [rows, variates, patch, k]. traced: porta_compile_traced instead of
- * porta_compile. */
+ * [rows, variates, patch, k]. draws > 0 adds an input, the sampling key [4]
+ * (porta_mixture_sample), and a fifth output: `draws` draws from each
+ * mixture, [draws, rows, variates, patch]. traced: porta_compile_traced
+ * instead of porta_compile. */
 porta_status toto_build(const porta_toto_model *m, porta_kvcache *kv, int rows, int variates, int T, int traced,
-                        porta_program **out);
+                        int draws, porta_program **out);
 int toto_has_spacewise(const porta_toto_config *cfg);
 
 /* CausalPatchStdMeanScaler on one series, incrementally: its running sums

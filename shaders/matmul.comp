@@ -21,13 +21,16 @@
 // outputs (TM 2: 32 x 32 tiles for products too small to fill a GPU with larger
 // ones; TM 4: 64 x 64; TM 8: 128 x 128 for large products). Without FUSED it
 // is a plain product (bias stride 1, P(13..17) unread) that carries none of
-// the fused parts' registers, loads or branches: it compiles to the same
-// SPIR-V as before the fused forms were added.
+// the fused parts' registers, loads or branches. Every loop over a thread's
+// TM x TM accumulators (or its loads) is unrolled by glslc, so the SPIR-V has
+// no indexed arrays: the accumulators stay in registers whatever the driver's
+// own unrolling decides (an array it leaves indexed lives in local memory).
 // GEMV (M <= 8 rows, B contiguous along k, the decode case): a workgroup takes
 // R weight rows and splits K among its threads, so that each load of x serves
 // R rows and each weight element is read once, in 16-byte pieces; the partial
 // sums meet in shared memory.
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : require
 
 #define FL_NORM 1u
 #define FL_SWIGLU 2u
@@ -194,15 +197,15 @@ void main()
 #ifdef FUSED
             for (uint tn = gl_WorkGroupID.x * cols; tn < Nout; tn += gl_NumWorkGroups.x * cols) {
                 float acc[TM][TM], ss[TM];
-                for (uint i = 0u; i < TM; i++) {
+                [[unroll]] for (uint i = 0u; i < TM; i++) {
                     ss[i] = 0.0;
-                    for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
+                    [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
                 }
 #else
             for (uint tn = gl_WorkGroupID.x * BM; tn < N; tn += gl_NumWorkGroups.x * BM) {
                 float acc[TM][TM];
-                for (uint i = 0u; i < TM; i++)
-                    for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
+                [[unroll]] for (uint i = 0u; i < TM; i++)
+                    [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
 #endif
                 uint a0 = A_OFF + z * P(4), b0 = B_OFF + z * P(5);
                 for (uint k0 = 0u; k0 < K; k0 += BK) {
@@ -210,7 +213,7 @@ void main()
                     // operand. A's load r lands in row ty + 16 r (BK 16, 256
                     // threads), the row whose sum of squares ss[r] gathers
                     // (FUSED).
-                    for (uint r = 0u; r < LOADS; r++) {
+                    [[unroll]] for (uint r = 0u; r < LOADS; r++) {
                         uint e = tid + 256u * r;
                         uint row = e / BK, kk = e % BK;
                         uint gm = tm + row, gk = k0 + kk;
@@ -237,54 +240,54 @@ void main()
                     barrier();
                     for (uint kk = 0u; kk < BK; kk++) {
                         float av[TM], bv[TM];
-                        for (uint i = 0u; i < TM; i++) av[i] = As[kk][ty + 16u * i];
-                        for (uint j = 0u; j < TM; j++) bv[j] = Bs[kk][tx + 16u * j];
-                        for (uint i = 0u; i < TM; i++)
-                            for (uint j = 0u; j < TM; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+                        [[unroll]] for (uint i = 0u; i < TM; i++) av[i] = As[kk][ty + 16u * i];
+                        [[unroll]] for (uint j = 0u; j < TM; j++) bv[j] = Bs[kk][tx + 16u * j];
+                        [[unroll]] for (uint i = 0u; i < TM; i++)
+                            [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
                     }
                     barrier();
                 }
 #ifdef FUSED
                 float inv[TM];
-                for (uint i = 0u; i < TM; i++) inv[i] = 1.0;
+                [[unroll]] for (uint i = 0u; i < TM; i++) inv[i] = 1.0;
                 if ((flags & FL_NORM) != 0u) {
                     // Row ty + 16 i's squares are spread over the 16 threads tx.
-                    for (uint i = 0u; i < TM; i++) As[tx][ty + 16u * i] = ss[i];
+                    [[unroll]] for (uint i = 0u; i < TM; i++) As[tx][ty + 16u * i] = ss[i];
                     barrier();
-                    for (uint i = 0u; i < TM; i++) {
+                    [[unroll]] for (uint i = 0u; i < TM; i++) {
                         float q = 0.0;
-                        for (uint t = 0u; t < 16u; t++) q += As[t][ty + 16u * i];
+                        [[unroll]] for (uint t = 0u; t < 16u; t++) q += As[t][ty + 16u * i];
                         inv[i] = inversesqrt(q / float(K) + PF(16));
                     }
                     barrier();
                 }
-                for (uint i = 0u; i < TM; i++) {
+                [[unroll]] for (uint i = 0u; i < TM; i++) {
                     uint gm = tm + ty + 16u * i;
-                    if (gm >= M) continue;
-                    for (uint j = 0u; j < TM; j++) {
+                    [[unroll]] for (uint j = 0u; j < TM; j++) {
                         uint gn = tn + tx + 16u * j;
-                        if (gn >= Nout || (swiglu && j >= TM / 2u)) continue;
-                        float y = acc[i][j] * inv[i];
-                        if (P(11) != 0u) y += in2(C_OFF + gn * P(14));
-                        if (swiglu) {
-                            float v = acc[i][(j + TM / 2u) % TM] * inv[i];
-                            if (P(11) != 0u) v += in2(C_OFF + (gn + Nout) * P(14));
-                            y = silu(y) * v;
+                        if (gm < M && gn < Nout && !(swiglu && j >= TM / 2u)) {
+                            float y = acc[i][j] * inv[i];
+                            if (P(11) != 0u) y += in2(C_OFF + gn * P(14));
+                            if (swiglu) {
+                                float v = acc[i][(j + TM / 2u) % TM] * inv[i];
+                                if (P(11) != 0u) v += in2(C_OFF + (gn + Nout) * P(14));
+                                y = silu(y) * v;
+                            }
+                            if ((flags & FL_RES) != 0u) y += in3(D_OFF + gm * Nout + gn);
+                            o[O_OFF + z * P(6) + gm * Nout + gn] = y;
                         }
-                        if ((flags & FL_RES) != 0u) y += in3(D_OFF + gm * Nout + gn);
-                        o[O_OFF + z * P(6) + gm * Nout + gn] = y;
                     }
                 }
 #else
-                for (uint i = 0u; i < TM; i++) {
+                [[unroll]] for (uint i = 0u; i < TM; i++) {
                     uint gm = tm + ty + 16u * i;
-                    if (gm >= M) continue;
-                    for (uint j = 0u; j < TM; j++) {
+                    [[unroll]] for (uint j = 0u; j < TM; j++) {
                         uint gn = tn + tx + 16u * j;
-                        if (gn >= N) continue;
-                        float y = acc[i][j];
-                        if (P(11) != 0u) y += in2(C_OFF + gn);
-                        o[O_OFF + z * P(6) + gm * N + gn] = y;
+                        if (gm < M && gn < N) {
+                            float y = acc[i][j];
+                            if (P(11) != 0u) y += in2(C_OFF + gn);
+                            o[O_OFF + z * P(6) + gm * N + gn] = y;
+                        }
                     }
                 }
 #endif

@@ -15,16 +15,22 @@
 // 1 / rms applied to the finished dot products and its scale folded into the
 // weights' k; with SwiGLU out[:, j] = silu(y[:, j]) * y[:, j + Nout], the gate
 // and value rows computed side by side; then + residual. Everything happens
-// in the one dispatch of either build.
+// in the one dispatch of either build: the GEMV, or the tiled build with FUSED.
 //
 // Default build: square tiles through shared memory, 256 threads of TM x TM
 // outputs (TM 2: 32 x 32 tiles for products too small to fill a GPU with larger
-// ones; TM 4: 64 x 64; TM 8: 128 x 128 for large products).
+// ones; TM 4: 64 x 64; TM 8: 128 x 128 for large products). Without FUSED it
+// is a plain product (bias stride 1, P(13..17) unread) that carries none of
+// the fused parts' registers, loads or branches. Every loop over a thread's
+// TM x TM accumulators (or its loads) is unrolled by glslc, so the SPIR-V has
+// no indexed arrays: the accumulators stay in registers whatever the driver's
+// own unrolling decides (an array it leaves indexed lives in local memory).
 // GEMV (M <= 8 rows, B contiguous along k, the decode case): a workgroup takes
 // R weight rows and splits K among its threads, so that each load of x serves
 // R rows and each weight element is read once, in 16-byte pieces; the partial
 // sums meet in shared memory.
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : require
 
 #define FL_NORM 1u
 #define FL_SWIGLU 2u
@@ -160,6 +166,7 @@ layout(local_size_x = 256) in;
 shared float As[BK][BM + 1u];
 shared float Bs[BK][BM + 1u];
 
+#ifdef FUSED
 // B column (weight row) of tile column nn of the tile at output column tn,
 // or ~0u past the end: with SwiGLU the tile's first half holds gate rows and
 // its second half the value rows Nout further, so that thread (tx, j) holds
@@ -172,31 +179,45 @@ uint tile_col(uint tn, uint nn, bool swiglu, uint N, uint Nout)
     }
     return tn + nn < N ? tn + nn : ~0u;
 }
+#endif
 
 void main()
 {
+#ifdef FUSED
     uint M = P(0), N = P(1), K = P(2), Nout = P(13), flags = P(15);
     bool swiglu = (flags & FL_SWIGLU) != 0u, scale = (flags & FL_SCALE) != 0u;
-    uint tid = gl_LocalInvocationID.x, tx = tid % 16u, ty = tid / 16u;
     uint cols = swiglu ? BM / 2u : BM;
+#else
+    uint M = P(0), N = P(1), K = P(2);
+#endif
+    uint tid = gl_LocalInvocationID.x, tx = tid % 16u, ty = tid / 16u;
     bool b_kcontig = P(9) == 1u;
     for (uint z = gl_WorkGroupID.z; z < P(3); z += gl_NumWorkGroups.z) {
         for (uint tm = gl_WorkGroupID.y * BM; tm < M; tm += gl_NumWorkGroups.y * BM) {
+#ifdef FUSED
             for (uint tn = gl_WorkGroupID.x * cols; tn < Nout; tn += gl_NumWorkGroups.x * cols) {
                 float acc[TM][TM], ss[TM];
-                for (uint i = 0u; i < TM; i++) {
+                [[unroll]] for (uint i = 0u; i < TM; i++) {
                     ss[i] = 0.0;
-                    for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
+                    [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
                 }
+#else
+            for (uint tn = gl_WorkGroupID.x * BM; tn < N; tn += gl_NumWorkGroups.x * BM) {
+                float acc[TM][TM];
+                [[unroll]] for (uint i = 0u; i < TM; i++)
+                    [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
+#endif
                 uint a0 = A_OFF + z * P(4), b0 = B_OFF + z * P(5);
                 for (uint k0 = 0u; k0 < K; k0 += BK) {
                     // Consecutive threads walk the contiguous dim of each
                     // operand. A's load r lands in row ty + 16 r (BK 16, 256
-                    // threads), the row whose sum of squares ss[r] gathers.
-                    for (uint r = 0u; r < LOADS; r++) {
+                    // threads), the row whose sum of squares ss[r] gathers
+                    // (FUSED).
+                    [[unroll]] for (uint r = 0u; r < LOADS; r++) {
                         uint e = tid + 256u * r;
                         uint row = e / BK, kk = e % BK;
                         uint gm = tm + row, gk = k0 + kk;
+#ifdef FUSED
                         float x = gm < M && gk < K ? in0(a0 + gm * P(7) + gk * P(8)) : 0.0;
                         As[kk][row] = x;
                         ss[r] += x * x;
@@ -207,47 +228,69 @@ void main()
                         float w = gn != ~0u && gk < K ? in1(b0 + gk * P(9) + gn * P(10)) : 0.0;
                         if (scale && gk < K) w *= in4(E_OFF + gk * P(17));
                         Bs[kk][nn] = w;
+#else
+                        As[kk][row] = gm < M && gk < K ? in0(a0 + gm * P(7) + gk * P(8)) : 0.0;
+                        uint nn = b_kcontig ? e / BK : e % BM;
+                        kk = b_kcontig ? e % BK : e / BM;
+                        uint gn = tn + nn;
+                        gk = k0 + kk;
+                        Bs[kk][nn] = gn < N && gk < K ? in1(b0 + gk * P(9) + gn * P(10)) : 0.0;
+#endif
                     }
                     barrier();
                     for (uint kk = 0u; kk < BK; kk++) {
                         float av[TM], bv[TM];
-                        for (uint i = 0u; i < TM; i++) av[i] = As[kk][ty + 16u * i];
-                        for (uint j = 0u; j < TM; j++) bv[j] = Bs[kk][tx + 16u * j];
-                        for (uint i = 0u; i < TM; i++)
-                            for (uint j = 0u; j < TM; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+                        [[unroll]] for (uint i = 0u; i < TM; i++) av[i] = As[kk][ty + 16u * i];
+                        [[unroll]] for (uint j = 0u; j < TM; j++) bv[j] = Bs[kk][tx + 16u * j];
+                        [[unroll]] for (uint i = 0u; i < TM; i++)
+                            [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
                     }
                     barrier();
                 }
+#ifdef FUSED
                 float inv[TM];
-                for (uint i = 0u; i < TM; i++) inv[i] = 1.0;
+                [[unroll]] for (uint i = 0u; i < TM; i++) inv[i] = 1.0;
                 if ((flags & FL_NORM) != 0u) {
                     // Row ty + 16 i's squares are spread over the 16 threads tx.
-                    for (uint i = 0u; i < TM; i++) As[tx][ty + 16u * i] = ss[i];
+                    [[unroll]] for (uint i = 0u; i < TM; i++) As[tx][ty + 16u * i] = ss[i];
                     barrier();
-                    for (uint i = 0u; i < TM; i++) {
+                    [[unroll]] for (uint i = 0u; i < TM; i++) {
                         float q = 0.0;
-                        for (uint t = 0u; t < 16u; t++) q += As[t][ty + 16u * i];
+                        [[unroll]] for (uint t = 0u; t < 16u; t++) q += As[t][ty + 16u * i];
                         inv[i] = inversesqrt(q / float(K) + PF(16));
                     }
                     barrier();
                 }
-                for (uint i = 0u; i < TM; i++) {
+                [[unroll]] for (uint i = 0u; i < TM; i++) {
                     uint gm = tm + ty + 16u * i;
-                    if (gm >= M) continue;
-                    for (uint j = 0u; j < TM; j++) {
+                    [[unroll]] for (uint j = 0u; j < TM; j++) {
                         uint gn = tn + tx + 16u * j;
-                        if (gn >= Nout || (swiglu && j >= TM / 2u)) continue;
-                        float y = acc[i][j] * inv[i];
-                        if (P(11) != 0u) y += in2(C_OFF + gn * P(14));
-                        if (swiglu) {
-                            float v = acc[i][(j + TM / 2u) % TM] * inv[i];
-                            if (P(11) != 0u) v += in2(C_OFF + (gn + Nout) * P(14));
-                            y = silu(y) * v;
+                        if (gm < M && gn < Nout && !(swiglu && j >= TM / 2u)) {
+                            float y = acc[i][j] * inv[i];
+                            if (P(11) != 0u) y += in2(C_OFF + gn * P(14));
+                            if (swiglu) {
+                                float v = acc[i][(j + TM / 2u) % TM] * inv[i];
+                                if (P(11) != 0u) v += in2(C_OFF + (gn + Nout) * P(14));
+                                y = silu(y) * v;
+                            }
+                            if ((flags & FL_RES) != 0u) y += in3(D_OFF + gm * Nout + gn);
+                            o[O_OFF + z * P(6) + gm * Nout + gn] = y;
                         }
-                        if ((flags & FL_RES) != 0u) y += in3(D_OFF + gm * Nout + gn);
-                        o[O_OFF + z * P(6) + gm * Nout + gn] = y;
                     }
                 }
+#else
+                [[unroll]] for (uint i = 0u; i < TM; i++) {
+                    uint gm = tm + ty + 16u * i;
+                    [[unroll]] for (uint j = 0u; j < TM; j++) {
+                        uint gn = tn + tx + 16u * j;
+                        if (gm < M && gn < N) {
+                            float y = acc[i][j];
+                            if (P(11) != 0u) y += in2(C_OFF + gn);
+                            o[O_OFF + z * P(6) + gm * N + gn] = y;
+                        }
+                    }
+                }
+#endif
             }
         }
     }

@@ -1,6 +1,7 @@
 /* matmul: linear (x w^T + bias), the fused linear (RMSNorm prologue, SwiGLU,
  * residual; see shaders/matmul.comp) and batched matmul; a GEMV kernel for
- * few rows. Either kernel does every fused form in one dispatch. */
+ * few rows. Either kernel does every fused form in one dispatch; the tiled
+ * one is built twice, with and without the fused parts. */
 #include "vk.h"
 
 #define GEMV_MAX_ROWS 8
@@ -86,8 +87,13 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
         e->groups[1] = vk_groups(batches, 1);
         e->groups[2] = 1;
     } else {
+        /* The FUSED tile build for any fused part or a strided bias; the plain
+         * one, free of both, for the rest (prefill linears among them). */
+        const int plain = !(norm || swiglu || res || scale) && (!bias || bs == 1);
         int64_t tile = pick_tile(be, M, N, batches);
-        e->pipe = tile == TILE_BIG ? VK_PIPE_MATMUL_BIG : tile == TILE ? VK_PIPE_MATMUL : VK_PIPE_MATMUL_SMALL;
+        e->pipe = tile == TILE_BIG ? (plain ? VK_PIPE_MATMUL_BIG : VK_PIPE_MATMUL_BIG_FUSED)
+                  : tile == TILE   ? (plain ? VK_PIPE_MATMUL : VK_PIPE_MATMUL_FUSED)
+                                   : (plain ? VK_PIPE_MATMUL_SMALL : VK_PIPE_MATMUL_SMALL_FUSED);
         e->groups[0] = vk_groups(Nout, (uint32_t)(swiglu ? tile / 2 : tile));
         e->groups[1] = vk_groups(M, (uint32_t)tile);
         e->groups[2] = vk_groups(batches, 1);

@@ -80,11 +80,11 @@ void main()
 }
 #else
 // Copies rows [0, nk) of a K tile (rows from kr, P(14) apart) and of a V tile
-// (from vr, P(18) apart) into kvs: K row j at j (D + 1), V row j at
-// TK (D + 1) + j (D + 1).
-void stage(uint kr, uint vr, uint nk, uint D, uint TK, bool vec)
+// (from vr, P(18) apart) into kvs: K row j at (js + j) (D + 1), V row j at
+// TK (D + 1) + (js + j) (D + 1).
+void stage(uint kr, uint vr, uint nk, uint D, uint TK, bool vec, uint js)
 {
-    uint tid = gl_LocalInvocationID.x, DP = D + 1u, voff = TK * DP;
+    uint tid = gl_LocalInvocationID.x, DP = D + 1u, voff = TK * DP + js * DP;
     if (vec) {
         uint per = D / 4u, total = nk * per;
         for (uint e0 = 0u; e0 < total; e0 += THREADS * STAGE_LOADS) {
@@ -101,7 +101,7 @@ void stage(uint kr, uint vr, uint nk, uint D, uint TK, bool vec)
                 uint e = e0 + u * THREADS + tid, j = e / per, d = 4u * (e % per);
                 if (e >= total) break;
                 for (uint i = 0u; i < 4u; i++) {
-                    kvs[j * DP + d + i] = tk[u][i];
+                    kvs[(js + j) * DP + d + i] = tk[u][i];
                     kvs[voff + j * DP + d + i] = tv[u][i];
                 }
             }
@@ -122,7 +122,7 @@ void stage(uint kr, uint vr, uint nk, uint D, uint TK, bool vec)
         for (uint u = 0u; u < STAGE_LOADS; u++) {
             uint e = e0 + u * THREADS + tid, j = e / D, d = e % D;
             if (e >= total) break;
-            kvs[j * DP + d] = tk[u];
+            kvs[(js + j) * DP + d] = tk[u];
             kvs[voff + j * DP + d] = tv[u];
         }
     }
@@ -156,13 +156,23 @@ void main()
         uint q0 = A_OFF + bi * P(9) + t * P(10) + h * P(11);
         for (uint dd = tid; dd < D; dd += THREADS) qs[dd] = in0(q0 + dd * P(12)) * scale;
         uint k0 = B_OFF + bi * P(13) + h * P(15), v0 = C_OFF + bi * P(17) + h * P(19);
+        // Cached keys below nsh are the shared prefix's, in row src (step block).
+        uint nsh = 0u, ks0 = k0, vs0 = v0;
+        if (P(5) != 0u) {
+            uint src = uint(step[2u * STEP_ROWS + bi]);
+            nsh = uint(step[3u * STEP_ROWS + bi]);
+            ks0 = B_OFF + src * P(13) + h * P(15);
+            vs0 = C_OFF + src * P(17) + h * P(19);
+        }
         uint m0 = D_OFF + (bi / (B / max(P(24), 1u))) * P(21) + t * P(22);
         float m = -1.0 / 0.0, l = 0.0;
         float acc[MAX_D / THREADS];
         for (uint i = 0u; i < MAX_D / THREADS; i++) acc[i] = 0.0;
         for (uint j0 = lo; j0 < hi; j0 += TK) {
             uint cnt = min(TK, hi - j0);
-            stage(k0 + j0 * P(14), v0 + j0 * P(18), cnt, D, TK, vec);
+            uint np = j0 < nsh ? min(cnt, nsh - j0) : 0u;
+            if (np > 0u) stage(ks0 + j0 * P(14), vs0 + j0 * P(18), np, D, TK, vec, 0u);
+            if (cnt > np) stage(k0 + (j0 + np) * P(14), v0 + (j0 + np) * P(18), cnt - np, D, TK, vec, np);
             barrier();
             float s = -1.0 / 0.0;
             if (tid < cnt) {

@@ -272,6 +272,10 @@ static const opcase cases[] = {
     { "kv_append+attention_cached [2,1,4,64] 70 steps", 1e-5, b_attn_cached, { 2, 1, 4, 64 }, 0.125f, 0, 70, 1 },
     { "kv_append+attention_cached [2,8,3,32] 12 steps", 1e-5, b_attn_cached, { 2, 8, 3, 32 }, 0.17f, 0, 12, 1 },
     { "kv_append+attention_cached [2,3,2,16] of a 4-row cache", 1e-5, b_attn_cached, { 2, 3, 2, 16 }, 0.2f, 1, 15, 1 },
+    /* Rows reading a prefix they share with row 0, decode and prefill kernels. */
+    { "kv_append+attention_cached [4,1,2,64] shared prefix 90 steps", 1e-5, b_attn_cached, { 4, 1, 2, 64 }, 0.125f, 2, 90, 1 },
+    { "kv_append+attention_cached [3,4,2,32] shared prefix 30 steps", 1e-5, b_attn_cached, { 3, 4, 2, 32 }, 0.17f, 2, 30, 1 },
+    { "kv_append+attention_cached [3,9,2,16] shared prefix 9 steps", 1e-5, b_attn_cached, { 3, 9, 2, 16 }, 0.25f, 2, 9, 1 },
     /* A long cache: decode kernels that split the key range see many splits. */
     { "kv_append+attention_cached [2,1,2,64] 600 steps", 1e-5, b_attn_cached, { 2, 1, 2, 64 }, 0.125f, 0, 600, 1 },
     /* Many new rows of a wide head: prefill kernels tile the rows. */
@@ -314,9 +318,9 @@ static porta_status setup(runner *R, porta_backend *be, const opcase *c)
     R->P.r.s = 1234;
     if (c->steps) {
         int64_t B = c->d[0], T = c->d[1], H = c->d[2], D = c->d[3];
-        /* flag on a cached attention case: the cache has more rows than the
+        /* flag 1 on a cached attention case: the cache has more rows than the
          * program covers. */
-        int extra = c->build == b_attn_cached && c->flag ? 2 : 0;
+        int extra = c->build == b_attn_cached && (c->flag & 1) ? 2 : 0;
         porta_kvcache_desc kd = { 2, (int)B + extra, (int)H, (int)(c->steps * T), (int)D, PORTA_F32 };
         CHECK_OK(porta_kvcache_new(be, &kd, &R->kv));
     }
@@ -412,6 +416,12 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
          * at different positions and chunks of every size occur. */
         for (int b = 0; b < B; b++) row_new[b] = (s + 3 * b) % (T + 2) > T ? 0 : 1 + (s + 3 * b) % T;
         if (s == 0) row_new[0] = T;
+        /* flag 2: a third of the way in, rows 1.. start sharing row 0's
+         * prefix (every key it holds), then go on appending their own. */
+        if (c->build == b_attn_cached && (c->flag & 2) && s == steps / 3) {
+            CHECK_OK(porta_kvcache_share_rows(X.kv, 0, 1, 1, B - 1));
+            CHECK_OK(porta_kvcache_share_rows(Rf.kv, 0, 1, 1, B - 1));
+        }
         porta_step st = { .n_new = 1, .row_new = c->steps ? row_new : NULL, .inputs = (const float *const *)X.in,
                           .outputs = &X.out };
         fill_nan(X.out, X.out_n);

@@ -13,8 +13,9 @@
  *  - 64 replays enqueued without waiting equal 64 synchronised ones, bit for bit;
  *  - a full cache is refused before the replay, and truncation recovers;
  *  - a prefix prefilled once on row 0 by a one-row program and copied to the
- *    other rows (porta_kvcache_copy_row) decodes exactly like rows that each
- *    prefilled it themselves. */
+ *    other rows (porta_kvcache_copy_row), or shared with them
+ *    (porta_kvcache_share_rows), decodes like rows that each prefilled it
+ *    themselves; a shared prefix cannot be overwritten while shared. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,10 +315,12 @@ static porta_program *program_on(const model *m, int batch, int chunk)
     return p;
 }
 
-static void test_shared_prefix(checker *ck, porta_backend *be)
+/* share: rows 1.. share row 0's prefix (porta_kvcache_share_rows) instead
+ * of copying it (porta_kvcache_copy_row). */
+static void test_shared_prefix(checker *ck, porta_backend *be, int share)
 {
     enum { PRE = 8, DEC = 12 };
-    model a, b; /* a: prefill row 0 and copy; b: every row prefills itself */
+    model a, b; /* a: prefill row 0 and copy or share; b: every row prefills itself */
     model_open(&a, be, 1, 64, 1);
     model_open(&b, be, PRE, 64, 1);
     porta_program *pre1 = program_on(&a, 1, PRE);
@@ -326,7 +329,9 @@ static void test_shared_prefix(checker *ck, porta_backend *be)
     fill_random(&r, pre, PRE * E, 1.0f);
     for (int row = 1; row < ROWS; row++) memcpy(pre + (size_t)row * PRE * E, pre, PRE * E * sizeof(float));
     CHECK_OK(porta_run(pre1, &(porta_step){ .n_new = PRE, .inputs = (const float *const[]){ pre } }));
-    for (int row = 1; row < ROWS; row++) CHECK_OK(porta_kvcache_copy_row(a.kv, 0, row));
+    if (share) CHECK_OK(porta_kvcache_share_rows(a.kv, 0, 1, 1, ROWS - 1));
+    else
+        for (int row = 1; row < ROWS; row++) CHECK_OK(porta_kvcache_copy_row(a.kv, 0, row));
     CHECK_OK(porta_run(b.p, &(porta_step){ .n_new = PRE, .inputs = (const float *const[]){ pre } }));
     porta_program *decb = program_on(&b, ROWS, 1);
     int same = 1;
@@ -344,10 +349,28 @@ static void test_shared_prefix(checker *ck, porta_backend *be)
     }
     int len;
     CHECK_OK(porta_kvcache_length(a.kv, 2, &len));
-    check_true(ck, "prefix prefilled once on row 0 and copied to rows 1, 2 decodes like rows that prefilled it",
+    check_true(ck,
+               share ? "prefix prefilled once on row 0 and shared with rows 1, 2 decodes like rows that prefilled it"
+                     : "prefix prefilled once on row 0 and copied to rows 1, 2 decodes like rows that prefilled it",
                same && len == PRE + DEC);
     porta_step bad = { .row_new = (const int32_t[]){ 1, 1, 0 }, .inputs = (const float *const[]){ pre } };
     check_true(ck, "a one-row program refuses to append to row 1", porta_run(pre1, &bad) == PORTA_ERR_ARG);
+    if (share) {
+        /* Row 0 holds the prefix rows 1 and 2 read: it may not rewrite it,
+         * nor be copied over, nor share onward a prefix it holds. */
+        CHECK_OK(porta_kvcache_truncate(a.kv, 0, PRE - 1));
+        check_true(ck, "a row whose prefix others share refuses appends inside it",
+                   porta_run(a.p, &(porta_step){ .n_new = 1, .inputs = (const float *const[]){ x } }) == PORTA_ERR_ARG);
+        check_true(ck, "a copy onto a row whose prefix others share is refused",
+                   porta_kvcache_copy_row(a.kv, 1, 0) == PORTA_ERR_ARG);
+        check_true(ck, "a row that shares a prefix cannot be shared onward",
+                   porta_kvcache_share_rows(a.kv, 1, 1, 2, 1) == PORTA_ERR_ARG);
+        CHECK_OK(porta_kvcache_reset(a.kv, 1));
+        CHECK_OK(porta_kvcache_reset(a.kv, 2));
+        check_true(ck, "once its sharers are reset, the row appends again",
+                   porta_run(a.p, &(porta_step){ .n_new = 1, .inputs = (const float *const[]){ x } }) == PORTA_OK);
+        CHECK_OK(porta_program_wait(a.p));
+    }
     porta_program_free(pre1);
     porta_program_free(decb);
     model_close(&a);
@@ -487,7 +510,8 @@ int main(int argc, char **argv)
     test_reset_isolation(&ck, be);
     test_async(&ck, be);
     test_overflow(&ck, be);
-    test_shared_prefix(&ck, be);
+    test_shared_prefix(&ck, be, 0);
+    test_shared_prefix(&ck, be, 1);
     test_copy_rows(&ck, be);
     test_trace(&ck, be);
     porta_backend_close(be);

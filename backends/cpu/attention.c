@@ -37,7 +37,12 @@ typedef struct kv_src {
     const float *k, *v;  /* key / value 0 of this (b, h) */
     int64_t ks, kd;      /* stride between keys, within a key */
     int64_t vs, vd;
+    const float *ksh, *vsh; /* keys / values of the shared prefix's row */
+    int64_t nsh;            /* keys below nsh are the shared prefix's */
 } kv_src;
+
+static inline const float *key_at(const kv_src *s, int64_t j) { return (j < s->nsh ? s->ksh : s->k) + j * s->ks; }
+static inline const float *val_at(const kv_src *s, int64_t j) { return (j < s->nsh ? s->vsh : s->v) + j * s->vs; }
 
 /* out[D] = softmax(q . k_j + mask_j) v over keys j < nkeys (q already scaled);
  * zeros when every key is excluded. buf: cpu_attention_scratch floats. */
@@ -55,8 +60,8 @@ static void attend(const float *q, int64_t D, const kv_src *s, const float *mask
         const float *kp[KB], *vp[KB];
         for (int t = 0; t < KB; t++) {
             const int64_t j = j0 + (t < cnt ? t : 0);
-            kp[t] = s->k + j * s->ks;
-            vp[t] = s->v + j * s->vs;
+            kp[t] = key_at(s, j);
+            vp[t] = val_at(s, j);
             if (s->kd != 1 && t < cnt) {
                 for (int64_t d = 0; d < D; d++) kbuf[t * Dp + d] = kp[t][d * s->kd];
                 kp[t] = kbuf + t * Dp;
@@ -76,8 +81,8 @@ static void attend(const float *q, int64_t D, const kv_src *s, const float *mask
         if (j0 + 2 * KB < nkeys)
             for (int t = 0; t < KB; t++)
                 for (int64_t d = 0; d < D; d += 16) {
-                    _mm_prefetch((const char *)(s->k + (j0 + 2 * KB + t) * s->ks + d * s->kd), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(s->v + (j0 + 2 * KB + t) * s->vs + d * s->vd), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(key_at(s, j0 + 2 * KB + t) + d * s->kd), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(val_at(s, j0 + 2 * KB + t) + d * s->vd), _MM_HINT_T0);
                 }
 
         __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
@@ -180,7 +185,13 @@ static kv_src src_of(const attn_job *j, int64_t b, int64_t h)
     /* The cache is [B, H, L, D]; plain attention's keys are [B, Tk, H, D]. */
     const int hd = j->cached ? 1 : 2, ld = j->cached ? 2 : 1;
     kv_src s = {j->nd->in[1] + b * k->stride[0] + h * k->stride[hd], j->nd->in[2] + b * v->stride[0] + h * v->stride[hd],
-                k->stride[ld], k->stride[3], v->stride[ld], v->stride[3]};
+                k->stride[ld], k->stride[3], v->stride[ld], v->stride[3], NULL, NULL, 0};
+    if (j->cached) {
+        int64_t src;
+        cpu_step_shared(j->ex, b, &src, &s.nsh);
+        s.ksh = j->nd->in[1] + src * k->stride[0] + h * k->stride[hd];
+        s.vsh = j->nd->in[2] + src * v->stride[0] + h * v->stride[hd];
+    }
     return s;
 }
 
@@ -354,14 +365,14 @@ static void transpose_keys(const kv_src *s, int64_t c0, int64_t kc, int64_t kcp,
 {
     if (s->kd != 1) {
         for (int64_t j = 0; j < kcp; j++) {
-            const float *kr = s->k + (c0 + j) * s->ks;
+            const float *kr = key_at(s, c0 + (j < kc ? j : 0));
             for (int64_t d = 0; d < D; d++) kt[d * KC + j] = j < kc ? kr[d * s->kd] : 0.0f;
         }
         return;
     }
     for (int64_t j = 0; j < kcp; j += 8) {
         const float *kr[8];
-        for (int t = 0; t < 8; t++) kr[t] = j + t < kc ? s->k + (c0 + j + t) * s->ks : NULL;
+        for (int t = 0; t < 8; t++) kr[t] = j + t < kc ? key_at(s, c0 + j + t) : NULL;
         for (int64_t d = 0; d < D; d += 8) {
             __m256 r[8];
             for (int t = 0; t < 8; t++) r[t] = kr[t] ? _mm256_loadu_ps(kr[t] + d) : _mm256_setzero_ps();
@@ -415,11 +426,13 @@ static void tile_task(void *ctx, int64_t begin, int64_t end, int tid)
         for (int64_t c0 = 0; c0 < nkmax; c0 += KC) {
             const int64_t kc = nkmax - c0 < KC ? nkmax - c0 : KC, kcp = (kc + 7) / 8 * 8;
             transpose_keys(&s, c0, kc, kcp, D, kt);
-            const float *vp = s.v + c0 * s.vs;
+            const float *vp = val_at(&s, c0);
             int64_t vs = s.vs;
-            if (s.vd != 1) {
+            /* Values are read in place when the chunk's rows are evenly
+             * strided: not across the end of a shared prefix. */
+            if (s.vd != 1 || (c0 < s.nsh && c0 + kc > s.nsh)) {
                 for (int64_t jj = 0; jj < kc; jj++)
-                    for (int64_t d = 0; d < D; d++) vd[jj * Dp + d] = vp[jj * s.vs + d * s.vd];
+                    for (int64_t d = 0; d < D; d++) vd[jj * Dp + d] = val_at(&s, c0 + jj)[d * s.vd];
                 vp = vd;
                 vs = Dp;
             }

@@ -307,7 +307,7 @@ static porta_status prog_new(void *bep, const porta_plan *plan, porta_backend_co
     p->out_ptr = calloc((size_t)plan->n_outputs + 1, sizeof *p->out_ptr);
     p->in_numel = calloc((size_t)plan->n_inputs + 1, sizeof *p->in_numel);
     p->out_numel = calloc((size_t)plan->n_outputs + 1, sizeof *p->out_numel);
-    p->step = calloc(2 * (size_t)plan->step_rows + 1, sizeof *p->step);
+    p->step = calloc(PORTA_STEP_FIELDS * (size_t)plan->step_rows + 1, sizeof *p->step);
     if (!p->nodes || !p->arena || !p->in_ptr || !p->out_ptr || !p->in_numel || !p->out_numel || !p->step) {
         prog_free(p);
         return be->host.fail(PORTA_ERR_NOMEM, "cpu: cannot allocate a program (arena of %lld floats)",
@@ -375,7 +375,7 @@ static porta_status prog_run(void *pp, const int32_t *step_block, const float *c
     cpu_prog *p = pp;
     if (p->ex.step_rows) {
         if (!step_block) return p->be->host.fail(PORTA_ERR_ARG, "cpu: program needs a step block");
-        memcpy(p->step, step_block, 2 * (size_t)p->ex.step_rows * sizeof *p->step);
+        memcpy(p->step, step_block, PORTA_STEP_FIELDS * (size_t)p->ex.step_rows * sizeof *p->step);
     }
     for (int i = 0; i < p->n_inputs; i++) {
         if (!inputs || !inputs[i]) return p->be->host.fail(PORTA_ERR_ARG, "cpu: input %d has no data", i);

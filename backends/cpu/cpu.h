@@ -18,7 +18,7 @@ typedef struct cpu_node {
 typedef struct cpu_exec {
     cpu_pool *pool;
     int threads;
-    const int32_t *step; /* pos[step_rows] then n[step_rows] */
+    const int32_t *step; /* pos, n, src, shared [step_rows] each (plan.h) */
     int step_rows;
     float *scratch;      /* threads * scratch_stride floats, 64-byte aligned */
     int64_t scratch_stride;
@@ -37,6 +37,13 @@ static inline void cpu_step_row(const cpu_exec *ex, int cached, int64_t b, int64
     *pos = ex->step[b];
     int64_t nb = ex->step[ex->step_rows + b];
     *n = nb < 0 ? 0 : nb > T ? T : nb;
+}
+
+/* Cache row b's shared prefix: keys and values below *len are row *src's. */
+static inline void cpu_step_shared(const cpu_exec *ex, int64_t b, int64_t *src, int64_t *len)
+{
+    *src = ex->step[2 * ex->step_rows + b];
+    *len = ex->step[3 * ex->step_rows + b];
 }
 
 static inline float *cpu_scratch(const cpu_exec *ex, int tid)

@@ -35,7 +35,7 @@ typedef struct attn_args {
     float scale;
     int causal;
     int kvec;                       /* K and V rows 16-byte aligned, unit stride: float4 loads */
-    const int32_t *step;            /* cached: pos[B], n[B]; NULL otherwise */
+    const int32_t *step;            /* cached: pos, n, src, shared [rows] (plan.h); NULL otherwise */
     int chunk, splits;              /* decode: keys per split, splits */
     int tk;                         /* decode: keys per staged tile */
     float *part;                    /* decode: [B,T,H,splits][D+2] = m, l, acc */
@@ -82,10 +82,12 @@ static __global__ void __launch_bounds__(PF_WARPS * 32) attn_prefill(attn_args a
     int tiles = (a.T + PF_ROWS - 1) / PF_ROWS;
     int b = blockIdx.x / tiles, t0 = (blockIdx.x % tiles) * PF_ROWS, h = blockIdx.y;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    int pos = 0, cnt = a.T;
+    int pos = 0, cnt = a.T, src = b, nsh = 0;
     if (a.step) {
         pos = a.step[b];
         cnt = a.step[a.rows + b];
+        src = a.step[2 * a.rows + b];
+        nsh = a.step[3 * a.rows + b];
     }
     /* Rows past the step or the chunk are never scored: only live rows load. */
     int live = min(PF_ROWS, min(a.T, cnt) - t0);
@@ -109,14 +111,16 @@ static __global__ void __launch_bounds__(PF_WARPS * 32) attn_prefill(attn_args a
         for (int c = 0; c < DPL; c++) acc[i][c] = 0.0f;
     }
     const float *k = a.k + b * a.ks[0] + h * a.ks[2], *v = a.v + b * a.vs[0] + h * a.vs[2];
+    /* Keys below nsh: the shared prefix's row. */
+    const float *kp = a.k + src * a.ks[0] + h * a.ks[2], *vp = a.v + src * a.vs[0] + h * a.vs[2];
     for (int k0 = 0; k0 < kend; k0 += KT) {
         __syncthreads();
         /* Keys past kend are never scored nor weighted: only visible ones load. */
         int nk = min(KT, kend - k0);
         for (int e = threadIdx.x; e < nk * D; e += blockDim.x) {
             int j = e / D, d = e - j * D, key = k0 + j;
-            ksh[j * (D + 1) + d] = k[key * a.ks[1] + d * a.ks[3]];
-            vsh[j * D + d] = v[key * a.vs[1] + d * a.vs[3]];
+            ksh[j * (D + 1) + d] = (key < nsh ? kp : k)[key * a.ks[1] + d * a.ks[3]];
+            vsh[j * D + d] = (key < nsh ? vp : v)[key * a.vs[1] + d * a.vs[3]];
         }
         __syncthreads();
 #pragma unroll
@@ -224,8 +228,10 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
     int s = blockIdx.x % a.splits, b = blockIdx.x / a.splits, h = blockIdx.y;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     float *ksh = wsh + DC_MAX_T * DC_WARPS * W + warp * 2 * TK * DP, *vsh = ksh + TK * DP;
-    int pos = a.step[b], cnt = a.step[a.rows + b];
+    int pos = a.step[b], cnt = a.step[a.rows + b], src = a.step[2 * a.rows + b], nsh = a.step[3 * a.rows + b];
     const float *k = a.k + b * a.ks[0] + h * a.ks[2], *v = a.v + b * a.vs[0] + h * a.vs[2];
+    /* Keys below nsh: the shared prefix's row. */
+    const float *kp = a.k + src * a.ks[0] + h * a.ks[2], *vp = a.v + src * a.vs[0] + h * a.vs[2];
     for (int e = threadIdx.x; e < a.T * D; e += blockDim.x) {
         int t = e / D, d = e - t * D;
         if (t < cnt) qsh[e] = a.scale * a.q[b * a.qs[0] + t * a.qs[1] + h * a.qs[2] + d * a.qs[3]];
@@ -246,10 +252,14 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
 #pragma unroll
         for (int c = 0; c < DPL; c++) acc[c] = 0.0f;
         for (int base = k0 + warp * TK; base < k1; base += DC_WARPS * TK) {
-            int nk = min(TK, k1 - base);
+            int nk = min(TK, k1 - base), np = min(nk, max(nsh - base, 0)); /* np keys of the prefix */
             __syncwarp();
-            stage_kv(ksh, vsh, k + base * a.ks[1], a.ks[1], a.ks[3], v + base * a.vs[1], a.vs[1], a.vs[3], nk, D,
-                     a.kvec, lane);
+            if (np > 0)
+                stage_kv(ksh, vsh, kp + base * a.ks[1], a.ks[1], a.ks[3], vp + base * a.vs[1], a.vs[1], a.vs[3], np,
+                         D, a.kvec, lane);
+            if (nk > np)
+                stage_kv(ksh + np * DP, vsh + np * DP, k + (base + np) * a.ks[1], a.ks[1], a.ks[3],
+                         v + (base + np) * a.vs[1], a.vs[1], a.vs[3], nk - np, D, a.kvec, lane);
             __syncwarp();
             float sc = -INFINITY;
             if (lane < nk) {

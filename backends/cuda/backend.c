@@ -369,7 +369,7 @@ static porta_status pc_prog_build(pc_prog *p, const porta_plan *plan)
         if (st) return st;
     }
     if (plan->step_rows < 0) return be->host->fail(PORTA_ERR_ARG, "cuda: step block of %d rows", plan->step_rows);
-    p->step_bytes = (size_t)plan->step_rows * 2 * sizeof(int32_t);
+    p->step_bytes = (size_t)plan->step_rows * PORTA_STEP_FIELDS * sizeof(int32_t);
     PC_CK(be, cudaMalloc((void **)&p->arena, (size_t)(plan->arena_elems > 0 ? plan->arena_elems : 1) * sizeof(float)));
     PC_CK(be, cudaMalloc((void **)&p->step, p->step_bytes > 0 ? p->step_bytes : sizeof(int32_t)));
     pc_rec r = {.be = be, .dry = 1, .arena = p->arena, .step = p->step, .step_rows = plan->step_rows};

@@ -51,7 +51,7 @@ typedef struct pc_rec {
     pc_backend *be;
     int dry;                  /* nonzero: validate and size, launch nothing */
     float *arena;
-    const int32_t *step;      /* device step block: pos[step_rows], n[step_rows] */
+    const int32_t *step;      /* device step block: pos, n, src, shared [step_rows] each (plan.h) */
     int step_rows;
     float *scratch;           /* shared by all nodes: nodes run one after another */
     int64_t scratch_elems;    /* dry pass: the largest request so far */

@@ -103,7 +103,7 @@ static porta_status prog_new(void *be, const porta_plan *plan, porta_backend_cou
     if (p) {
         p->ctx.arena = calloc((size_t)(plan->arena_elems ? plan->arena_elems : 1), sizeof(double));
         p->ctx.scratch = malloc((size_t)keys * sizeof(double));
-        p->step = calloc((size_t)(2 * plan->step_rows + 1), sizeof(int32_t));
+        p->step = calloc((size_t)(PORTA_STEP_FIELDS * plan->step_rows + 1), sizeof(int32_t));
     }
     if (!p || !p->ctx.arena || !p->ctx.scratch || !p->step) {
         if (p) {
@@ -131,7 +131,7 @@ static porta_status prog_new(void *be, const porta_plan *plan, porta_backend_cou
 static porta_status prog_run(void *prog, const int32_t *step, const float *const *inputs, float *const *outputs)
 {
     ref_program *p = prog;
-    if (step) memcpy(p->step, step, (size_t)(2 * p->ctx.rows) * sizeof *step);
+    if (step) memcpy(p->step, step, (size_t)(PORTA_STEP_FIELDS * p->ctx.rows) * sizeof *step);
     for (int i = 0; i < p->n_inputs; i++) {
         double *d = ref_base(&p->ctx, &p->inputs[i]);
         int64_t n = porta_ref_numel(&p->inputs[i]);

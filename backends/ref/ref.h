@@ -18,7 +18,7 @@ typedef struct ref_buffer {
 typedef struct ref_ctx {
     const porta_host *host;
     double *arena;
-    const int32_t *step; /* pos[rows] then n[rows]; NULL without a cache */
+    const int32_t *step; /* pos, n, src, shared [rows] each (plan.h); NULL without a cache */
     int rows;
     double *scratch;     /* one attention row of scores (the most keys of any node), or a
                           * sampled mixture's parameters */
@@ -35,6 +35,13 @@ static inline double *ref_base(const ref_ctx *c, const porta_ref *r)
 static inline double *ref_at4(double *base, const porta_ref *r, int64_t i0, int64_t i1, int64_t i2, int64_t i3)
 {
     return base + i0 * r->stride[0] + i1 * r->stride[1] + i2 * r->stride[2] + i3 * r->stride[3];
+}
+
+/* Cache row b's shared prefix: keys and values below *len come from row *src. */
+static inline void ref_shared(const ref_ctx *c, int64_t b, int64_t *src, int64_t *len)
+{
+    *src = c->step ? c->step[2 * c->rows + b] : b;
+    *len = c->step ? c->step[3 * c->rows + b] : 0;
 }
 
 /* Rows appended this step by cache row b, and its length before the step. */

@@ -763,7 +763,7 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
     p->n_in = plan->n_inputs;
     p->n_out = plan->n_outputs;
     p->step_rows = plan->step_rows;
-    p->step_bytes = (VkDeviceSize)plan->step_rows * 2 * 4;
+    p->step_bytes = (VkDeviceSize)plan->step_rows * PORTA_STEP_FIELDS * 4;
     VkDeviceSize stage_bytes = 0, back_bytes = 0;
     porta_status s = layout_io(p, plan, &stage_bytes, &back_bytes);
     if (!s) s = buf_create(be, (VkDeviceSize)plan->arena_elems * 4, MEM_DEVICE, &p->arena);

@@ -26,6 +26,10 @@ struct porta_kvcache {
     porta_kvcache_desc d;
     porta_buffer *store;   /* [layers][2][rows][heads][max_len][head_dim] */
     int32_t *len;          /* host lengths, one per row */
+    /* Shared prefixes (porta_kvcache_share_rows): row r's positions below
+     * shared[r] are row src[r]'s; keep[r] is the longest prefix of row r
+     * that other rows share, which its appends must not overwrite. */
+    int32_t *src, *shared, *keep;
 };
 
 /* Nonzero when t's strides are row-major dense (size-1 dims aside). */

@@ -19,14 +19,17 @@ porta_status porta_kvcache_new(porta_backend *be, const porta_kvcache_desc *d, p
     porta_kvcache *kv = calloc(1, sizeof *kv);
     if (!kv) return porta_fail(PORTA_ERR_NOMEM, "porta_kvcache_new: out of memory");
     kv->len = calloc((size_t)d->rows, sizeof *kv->len);
-    if (!kv->len) {
-        free(kv);
+    kv->src = calloc((size_t)d->rows, sizeof *kv->src);
+    kv->shared = calloc((size_t)d->rows, sizeof *kv->shared);
+    kv->keep = calloc((size_t)d->rows, sizeof *kv->keep);
+    if (!kv->len || !kv->src || !kv->shared || !kv->keep) {
+        porta_kvcache_free(kv);
         return porta_fail(PORTA_ERR_NOMEM, "porta_kvcache_new: out of memory");
     }
+    for (int r = 0; r < d->rows; r++) kv->src[r] = r;
     porta_status s = porta_buffer_new(be, d->dtype, per * 2 * d->layers, &kv->store);
     if (s != PORTA_OK) {
-        free(kv->len);
-        free(kv);
+        porta_kvcache_free(kv);
         return s;
     }
     kv->be = be;
@@ -40,6 +43,9 @@ void porta_kvcache_free(porta_kvcache *kv)
     if (!kv) return;
     porta_buffer_free(kv->store);
     free(kv->len);
+    free(kv->src);
+    free(kv->shared);
+    free(kv->keep);
     free(kv);
 }
 
@@ -68,12 +74,40 @@ porta_status porta_kvcache_length(const porta_kvcache *kv, int row, int *len)
     return PORTA_OK;
 }
 
+/* keep[] from src[] and shared[]. */
+static void update_keep(porta_kvcache *kv)
+{
+    for (int r = 0; r < kv->d.rows; r++) kv->keep[r] = 0;
+    for (int r = 0; r < kv->d.rows; r++)
+        if (kv->shared[r] > kv->keep[kv->src[r]]) kv->keep[kv->src[r]] = kv->shared[r];
+}
+
+static void unshare(porta_kvcache *kv, int r)
+{
+    kv->src[r] = r;
+    kv->shared[r] = 0;
+}
+
+/* Fails when writing row r's storage (a copy onto it) would change a prefix
+ * other rows share. */
+static porta_status check_unshared(const porta_kvcache *kv, int r, const char *fn)
+{
+    if (kv->keep[r] > 0)
+        return porta_fail(PORTA_ERR_ARG, "%s: row %d holds a prefix of %d positions other rows share; reset them first",
+                          fn, r, kv->keep[r]);
+    return PORTA_OK;
+}
+
 porta_status porta_kvcache_reset(porta_kvcache *kv, int row)
 {
     porta_status s = check_row(kv, row, 1, "porta_kvcache_reset");
     if (s != PORTA_OK) return s;
     for (int r = 0; r < kv->d.rows; r++)
-        if (row == -1 || r == row) kv->len[r] = 0;
+        if (row == -1 || r == row) {
+            kv->len[r] = 0;
+            unshare(kv, r);
+        }
+    update_keep(kv);
     return PORTA_OK;
 }
 
@@ -85,6 +119,9 @@ porta_status porta_kvcache_truncate(porta_kvcache *kv, int row, int len)
         return porta_fail(PORTA_ERR_ARG, "porta_kvcache_truncate: length %d outside 0..%d of row %d", len,
                           kv->len[row], row);
     kv->len[row] = len;
+    if (kv->shared[row] > len) kv->shared[row] = len;
+    if (kv->shared[row] == 0) unshare(kv, row);
+    update_keep(kv);
     return PORTA_OK;
 }
 
@@ -94,6 +131,7 @@ porta_status porta_kvcache_copy_row(porta_kvcache *kv, int src, int dst)
     if (s == PORTA_OK) s = check_row(kv, dst, 0, "porta_kvcache_copy_row");
     if (s != PORTA_OK) return s;
     if (src == dst) return PORTA_OK;
+    if ((s = check_unshared(kv, dst, "porta_kvcache_copy_row")) != PORTA_OK) return s;
     /* Only the filled prefix of each head matters, but heads are strided by
      * max_len: copying whole rows keeps it to one transfer per layer. */
     int64_t row_elems = (int64_t)kv->d.heads * kv->d.max_len * kv->d.head_dim;
@@ -106,21 +144,35 @@ porta_status porta_kvcache_copy_row(porta_kvcache *kv, int src, int dst)
             if (s != PORTA_OK) return s;
         }
     kv->len[dst] = kv->len[src];
+    /* A copy of a sharing row shares the same prefix. */
+    kv->src[dst] = kv->shared[src] ? kv->src[src] : dst;
+    kv->shared[dst] = kv->shared[src];
+    update_keep(kv);
+    return PORTA_OK;
+}
+
+/* The checks of copy_rows and share_rows. */
+static porta_status check_blocks(const porta_kvcache *kv, int src, int n, int dst, int copies, const char *fn)
+{
+    if (!kv) return porta_fail(PORTA_ERR_ARG, "%s: cache is NULL", fn);
+    int64_t end = (int64_t)dst + (int64_t)n * copies;
+    if (n < 1 || copies < 0 || src < 0 || dst < 0 || src + (int64_t)n > kv->d.rows || end > kv->d.rows)
+        return porta_fail(PORTA_ERR_ARG, "%s: %d copies of rows %d..%d at row %d do not fit rows 0..%d", fn, copies,
+                          src, src + n - 1, dst, kv->d.rows - 1);
+    if (copies > 0 && dst < src + n && src < end)
+        return porta_fail(PORTA_ERR_ARG, "%s: destination rows %d..%lld overlap source rows %d..%d", fn, dst,
+                          (long long)end - 1, src, src + n - 1);
+    for (int64_t r = dst; r < end; r++) {
+        porta_status s = check_unshared(kv, (int)r, fn);
+        if (s != PORTA_OK) return s;
+    }
     return PORTA_OK;
 }
 
 porta_status porta_kvcache_copy_rows(porta_kvcache *kv, int src, int n, int dst, int copies)
 {
-    if (!kv) return porta_fail(PORTA_ERR_ARG, "porta_kvcache_copy_rows: cache is NULL");
-    int64_t end = (int64_t)dst + (int64_t)n * copies;
-    if (n < 1 || copies < 0 || src < 0 || dst < 0 || src + (int64_t)n > kv->d.rows || end > kv->d.rows)
-        return porta_fail(PORTA_ERR_ARG,
-                          "porta_kvcache_copy_rows: %d copies of rows %d..%d at row %d do not fit rows 0..%d", copies,
-                          src, src + n - 1, dst, kv->d.rows - 1);
-    if (copies > 0 && dst < src + n && src < end)
-        return porta_fail(PORTA_ERR_ARG,
-                          "porta_kvcache_copy_rows: destination rows %d..%lld overlap source rows %d..%d", dst,
-                          (long long)end - 1, src, src + n - 1);
+    porta_status st = check_blocks(kv, src, n, dst, copies, "porta_kvcache_copy_rows");
+    if (st != PORTA_OK) return st;
     int64_t row_elems = (int64_t)kv->d.heads * kv->d.max_len * kv->d.head_dim;
     const porta_backend_vt *vt = kv->be->vt;
     /* Rows are contiguous within a layer's K or V, so the first copy and then
@@ -138,6 +190,32 @@ porta_status porta_kvcache_copy_rows(porta_kvcache *kv, int src, int n, int dst,
             }
         done += rows / n;
     }
-    for (int i = 0; i < copies * n; i++) kv->len[dst + i] = kv->len[src + i % n];
+    for (int i = 0; i < copies * n; i++) {
+        int s = src + i % n, d = dst + i;
+        kv->len[d] = kv->len[s];
+        kv->src[d] = kv->shared[s] ? kv->src[s] : d;
+        kv->shared[d] = kv->shared[s];
+    }
+    update_keep(kv);
+    return PORTA_OK;
+}
+
+porta_status porta_kvcache_share_rows(porta_kvcache *kv, int src, int n, int dst, int copies)
+{
+    porta_status st = check_blocks(kv, src, n, dst, copies, "porta_kvcache_share_rows");
+    if (st != PORTA_OK) return st;
+    for (int j = 0; j < n; j++)
+        if (kv->shared[src + j] > 0)
+            return porta_fail(PORTA_ERR_ARG,
+                              "porta_kvcache_share_rows: row %d shares a prefix itself; copy it (porta_kvcache_copy_rows)",
+                              src + j);
+    for (int i = 0; i < copies * n; i++) {
+        int s = src + i % n, d = dst + i;
+        kv->len[d] = kv->len[s];
+        kv->src[d] = s;
+        kv->shared[d] = kv->len[s];
+        if (kv->shared[d] == 0) unshare(kv, d);
+    }
+    update_keep(kv);
     return PORTA_OK;
 }

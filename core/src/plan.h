@@ -16,6 +16,7 @@
 #define PORTA_PLAN_MAX_DIMS 6
 #define PORTA_PLAN_MAX_IN 5
 #define PORTA_MODULE_ABI 3
+#define PORTA_STEP_FIELDS 4 /* pos, n, src, shared: see the step block below */
 
 typedef enum porta_op {
     PORTA_OP_COPY = 0,   /* in0 (strided) -> out (dense) */
@@ -89,7 +90,7 @@ typedef struct porta_plan {
     int n_inputs, n_outputs;
     const porta_ref *inputs;   /* dense arena regions the host writes */
     const porta_ref *outputs;  /* dense regions the host reads (arena or buffer) */
-    int step_rows;             /* int32 pairs in the step block */
+    int step_rows;             /* rows of the step block (PORTA_STEP_FIELDS int32 each) */
 } porta_plan;
 
 /* Counters a backend advances (core counts compiles and replays). */
@@ -98,7 +99,11 @@ typedef struct porta_backend_counts {
 } porta_backend_counts;
 
 /* The step block, as the host hands it to a backend before each replay:
- * pos[rows] then n[rows], int32 (NULL when plan->step_rows is 0). Backends copy
+ * pos[rows], n[rows], src[rows] then shared[rows], int32 (NULL when
+ * plan->step_rows is 0). Row b's cached keys and values at positions below
+ * shared[b] are those of row src[b] (a prefix it shares,
+ * porta_kvcache_share_rows); the others are its own. Without sharing
+ * src[b] = b and shared[b] = 0. Backends copy
  * it into device memory in stream order, into a slot that no replay in flight
  * still reads.
  *

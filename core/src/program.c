@@ -18,7 +18,7 @@ struct porta_program {
     porta_node *nodes;
     porta_ref *io;          /* inputs then outputs */
     char *names;            /* node names, one block */
-    int32_t *step;          /* pos[rows] then n[rows] */
+    int32_t *step;          /* pos, n, src, shared [rows] each: plan.h */
     porta_backend_counts counts;
     porta_program_stats stats;
     int n_traced;
@@ -535,7 +535,7 @@ static porta_status compile(porta_graph *g, porta_backend *be, int trace, porta_
     if (s == PORTA_OK) s = check_backends(g, be, live);
     if (s == PORTA_OK) s = find_chunk(g, live, &p->chunk, &p->batch);
     if (s == PORTA_OK && p->kv) {
-        p->step = calloc((size_t)p->kv->d.rows * 2, sizeof *p->step);
+        p->step = calloc((size_t)p->kv->d.rows * PORTA_STEP_FIELDS, sizeof *p->step);
         if (!p->step) s = porta_fail(PORTA_ERR_NOMEM, "porta_compile: out of memory");
     }
     if (s == PORTA_OK) s = plan_program(g, p, live);
@@ -581,8 +581,15 @@ porta_status porta_run(porta_program *p, const porta_step *st)
                 return porta_fail(PORTA_ERR_OVERFLOW,
                                   "porta_run: row %d holds %d of %d positions; appending %d would overflow the cache",
                                   b, kv->len[b], kv->d.max_len, n);
+            if (n && kv->len[b] < kv->keep[b])
+                return porta_fail(PORTA_ERR_ARG,
+                                  "porta_run: row %d would append at position %d, inside the prefix of %d positions "
+                                  "other rows share",
+                                  b, kv->len[b], kv->keep[b]);
             p->step[b] = kv->len[b];
             p->step[rows + b] = n;
+            p->step[2 * rows + b] = kv->src[b];
+            p->step[3 * rows + b] = kv->shared[b];
         }
     }
     porta_status s = p->be->vt->prog_run(p->impl, p->step, st->inputs, st->outputs);

@@ -1,7 +1,7 @@
 /* TotoForecaster on porta: prefill the context once, then decode one patch
  * per step, feeding back the mixture mean (mean path) or one draw per sample
  * path. Sample paths share their series' prefill through
- * porta_kvcache_copy_rows instead of repeating the context per sample. */
+ * porta_kvcache_share_rows instead of repeating the context per sample. */
 #include <float.h>
 #include <math.h>
 #include <string.h>
@@ -378,8 +378,9 @@ static porta_status share_prefill(porta_toto_forecaster *f)
         f->scaler[r] = f->scaler[src];
     }
     /* Sample-major rows: sample s of the series' rows [0, BV) is the block
-     * [s * BV, (s + 1) * BV). */
-    return porta_kvcache_copy_rows(f->kv, 0, (int)BV, (int)BV, f->S - 1);
+     * [s * BV, (s + 1) * BV). Every path reads its series' one copy of the
+     * prefilled context. */
+    return porta_kvcache_share_rows(f->kv, 0, (int)BV, (int)BV, f->S - 1);
 }
 
 static void sample_mean(const porta_toto_forecaster *f, porta_toto_result *res)

@@ -364,28 +364,32 @@ static void t_rope()
                 n.p.rope.xpos = xpos;
                 n.p.rope.is_key = key;
                 n.p.rope.cached = cached;
-                const int32_t step[4] = { 1000, 37, 4, 6 };
+                const int32_t step[8] = { 1000, 37, 4, 6, 0, 1, 0, 0 }; /* pos, n, src, shared */
                 run(n, cached ? step : nullptr, cached ? 2 : 0, 2e-6);
             }
 }
 
 /* kv_append of K and V from a fused projection, then cached attention. A
  * program may cover the first B of more cache rows: rows beyond pos.size()
- * sit in the step block only. */
-static void t_cached(int B, int T, int H, int D, int L, std::vector<int32_t> pos, std::vector<int32_t> cnt)
+ * sit in the step block only. Row b > 0 reads its first shared[b] keys from
+ * row 0 (a shared prefix) when `shared` is given. */
+static void t_cached(int B, int T, int H, int D, int L, std::vector<int32_t> pos, std::vector<int32_t> cnt,
+                     std::vector<int32_t> shared = {})
 {
     int rows = (int)pos.size();
-    std::vector<int32_t> step(2 * rows);
+    std::vector<int32_t> step(PORTA_STEP_FIELDS * rows);
     for (int b = 0; b < rows; b++) {
         step[b] = pos[b];
         step[rows + b] = cnt[b];
+        step[3 * rows + b] = shared.empty() ? 0 : shared[b];
+        step[2 * rows + b] = step[3 * rows + b] ? 0 : b;
     }
     porta_ref qkv = A.alloc({ B, T, 3, H, D });
     /* Even batches get a 16-byte aligned cache (float4 key loads), odd ones not. */
     A.pad((int)((B % 2 ? 5 : 4) - A.f.size() % 4) % 4);
     porta_ref kc = A.alloc({ rows, H, L, D }), vc = A.alloc({ rows, H, L, D });
-    const char *shape = label("[%d,%d,%d,%d] L %d, rows %d, pos %d..%d, n %d..%d", B, T, H, D, L, rows, pos[0],
-                              pos[B - 1], cnt[0], cnt[B - 1]);
+    const char *shape = label("[%d,%d,%d,%d] L %d, rows %d, pos %d..%d, n %d..%d%s", B, T, H, D, L, rows, pos[0],
+                              pos[B - 1], cnt[0], cnt[B - 1], shared.empty() ? "" : ", shared prefixes");
     run(node(PORTA_OP_KV_APPEND, label("kv_append K %s", shape), kc, { qkv_part(qkv, 1) }), step.data(), rows, 0, 0);
     run(node(PORTA_OP_KV_APPEND, label("kv_append V %s", shape), vc, { qkv_part(qkv, 2) }), step.data(), rows, 0, 0);
     porta_node n = node(PORTA_OP_ATTN_CACHED, label("attention_cached %s", shape), A.alloc({ B, T, H, D }),
@@ -438,7 +442,13 @@ int main()
     t_cached(2, 2, 3, 32, 512, { 127, 254 }, { 2, 2 });
     t_cached(2, 3, 1, 256, 4500, { 4000, 1 }, { 2, 3 });
     t_cached(2, 1, 2, 32, 300, { 140, 7, 250 }, { 1, 1, 1 });
+    /* Shared prefixes of row 0: ending inside a staged tile, on a tile
+     * boundary, across splits, covering every key; rows 1.. append past them. */
+    t_cached(4, 1, 2, 64, 300, { 200, 13, 201, 250 }, { 1, 1, 1, 1 }, { 0, 13, 200, 150 });
+    t_cached(3, 2, 2, 32, 300, { 260, 130, 260 }, { 2, 2, 1 }, { 0, 128, 7 });
+    t_cached(3, 1, 2, 62, 100, { 40, 45, 60 }, { 1, 1, 1 }, { 0, 33, 40 });
     /* Prefill (T > 4): several row tiles, wide heads (opt-in shared memory). */
+    t_cached(3, 9, 2, 64, 200, { 100, 20, 50 }, { 9, 9, 4 }, { 0, 20, 37 });
     t_cached(2, 20, 2, 64, 200, { 5, 100 }, { 20, 7 });
     t_cached(2, 40, 2, 128, 200, { 0, 150 }, { 33, 0 });
     t_cached(1, 24, 1, 256, 64, { 3 }, { 24 });

@@ -31,8 +31,8 @@ const porta_kvcache_desc *porta_kvcache_info(const porta_kvcache *kv);
 
 /* Current length of one row. */
 porta_status porta_kvcache_length(const porta_kvcache *kv, int row, int *len);
-/* Forgets a row (row = -1: every row). Storage is not cleared: positions past
- * the length are never read. */
+/* Forgets a row (row = -1: every row), and its shared prefix. Storage is
+ * not cleared: positions past the length are never read. */
 porta_status porta_kvcache_reset(porta_kvcache *kv, int row);
 /* Shortens a row to len <= its current length. */
 porta_status porta_kvcache_truncate(porta_kvcache *kv, int row, int len);
@@ -47,6 +47,15 @@ porta_status porta_kvcache_copy_row(porta_kvcache *kv, int src, int dst);
  * 2 * layers * (1 + ceil(log2(copies))) device copies instead of 2 * layers
  * per row: how many sequences (sample paths) share one prefilled prefix. */
 porta_status porta_kvcache_copy_rows(porta_kvcache *kv, int src, int n, int dst, int copies);
+/* As porta_kvcache_copy_rows, but nothing is copied: row dst + i * n + j
+ * takes row src + j's length and reads that row's keys and values for those
+ * positions (its shared prefix); what it appends later is its own. Attention
+ * reads one copy of the prefix for every row that shares it. The source rows
+ * must not share a prefix themselves, and while rows share their prefix they
+ * may not overwrite it: a source row's appends must start at or after the
+ * shared length, and copies onto a source row are refused. Resetting or
+ * truncating a row ends its own sharing. */
+porta_status porta_kvcache_share_rows(porta_kvcache *kv, int src, int n, int dst, int copies);
 
 #ifdef __cplusplus
 }

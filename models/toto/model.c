@@ -97,21 +97,25 @@ static porta_status build_graph(const porta_toto_model *m, porta_kvcache *kv, in
                                 int draws, porta_graph *g)
 {
     const porta_toto_config *c = &m->cfg;
-    int64_t B = rows, V = variates, P = c->patch_size, E = c->embed_dim;
+    int64_t B = rows, V = variates, P = c->patch_size;
     porta_tensor *x = porta_input(g, "patches", 4, (const int64_t[]){B, V, T, P});
     porta_tensor *mask = NULL;
     if (toto_has_spacewise(c)) mask = porta_input(g, "space_mask", 3, (const int64_t[]){B * T, V, V});
     porta_tensor *h = porta_name(linear(g, m, x, &m->patch_w, &m->patch_b), "patch_embed");
     for (int i = 0; i < c->num_layers; i++) h = layer(g, m, &m->layers[i], kv, mask, h);
-    /* Only the last patch is forecast from; toto-ts unembeds every patch. */
+    /* Only the last patch is forecast from; toto-ts unembeds every patch.
+     * The unembedding (embed -> patch x embed) and the head's linears
+     * (embed -> k, at each of the patch's time steps) are both linear, so
+     * each head is one linear embed -> patch x k (compose_head). */
     porta_tensor *last = porta_slice(g, h, 2, T - 1, 1);
-    porta_tensor *u = porta_name(linear(g, m, last, &m->unembed_w, &m->unembed_b), "unembed");
-    u = porta_reshape(g, u, 4, (const int64_t[]){B, V, P, E});
     static const char *const head[TOTO_HEAD_COUNT] = {"head.df", "head.loc", "head.scale", "head.logits"};
+    int64_t K = c->k_components;
     porta_tensor *y[TOTO_HEAD_COUNT];
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) {
-        y[k] = porta_name(linear(g, m, u, &m->head_w[k], &m->head_b[k]), head[k]);
-        porta_status s = porta_output(g, y[k]);
+        porta_tensor *w = porta_param(g, m->head, m->head_wc[k].offset, 2, m->head_wc[k].shape);
+        porta_tensor *b = porta_param(g, m->head, m->head_bc[k].offset, 1, m->head_bc[k].shape);
+        y[k] = porta_reshape(g, porta_linear(g, last, w, b), 4, (const int64_t[]){B, V, P, K});
+        porta_status s = porta_output(g, porta_name(y[k], head[k]));
         if (s != PORTA_OK) return s;
     }
     if (draws > 0) {
@@ -133,6 +137,59 @@ porta_status toto_build(const porta_toto_model *m, porta_kvcache *kv, int rows, 
     porta_status s = porta_graph_new(&g);
     if (s == PORTA_OK) s = build_graph(m, kv, rows, variates, T, draws, g);
     if (s == PORTA_OK) s = traced ? porta_compile_traced(g, m->be, out) : porta_compile(g, m->be, out);
+    porta_graph_free(g);
+    return s;
+}
+
+/* The composed head, on the model's backend: for head h with weights Wh
+ * [k, E] and bias bh, and the unembedding's Wu [P E, E] and bu [P E] seen as
+ * P blocks Wu_t [E, E], bu_t [E]:
+ *   Wc [t k + j, :] = Wh [j, :] Wu_t,   bc [t k + j] = Wh [j, :] bu_t + bh [j],
+ * so that Wc x + bc equals the head applied to each time step of Wu x + bu.
+ * Computed once, in float32 on the backend, into m->head. */
+static porta_status compose_head(porta_toto_model *m)
+{
+    const porta_toto_config *c = &m->cfg;
+    int64_t E = c->embed_dim, P = c->patch_size, K = c->k_components;
+    porta_graph *g = NULL;
+    porta_program *p = NULL;
+    float *host = NULL;
+    porta_status s = porta_graph_new(&g);
+    if (s != PORTA_OK) return s;
+    static const int swap[3] = {0, 2, 1};
+    /* Wu_t^T as [P, E (k), E (e)], bu as [P, E]. */
+    porta_tensor *wu = porta_permute(g, porta_reshape(g, param(g, m, &m->unembed_w), 3, (const int64_t[]){P, E, E}),
+                                     swap);
+    porta_tensor *bu = porta_reshape(g, param(g, m, &m->unembed_b), 2, (const int64_t[]){P, E});
+    for (int h = 0; h < TOTO_HEAD_COUNT; h++) {
+        porta_tensor *wht = porta_permute(g, param(g, m, &m->head_w[h]), (const int[]){1, 0}); /* [E, k] */
+        /* [P, E, k] -> [P, k, E] -> [P k, E] */
+        porta_tensor *wc = porta_permute(g, porta_matmul(g, wu, wht), swap);
+        wc = porta_reshape(g, porta_contiguous(g, wc), 2, (const int64_t[]){P * K, E});
+        porta_tensor *bc = porta_add(g, porta_matmul(g, bu, wht), param(g, m, &m->head_b[h]));
+        if ((s = porta_output(g, wc)) != PORTA_OK || (s = porta_output(g, bc)) != PORTA_OK) break;
+    }
+    if (s == PORTA_OK) s = porta_graph_status(g);
+    if (s != PORTA_OK) s = toto_fail(s, "composing the Toto head: %s", porta_graph_error(g));
+    int64_t per = P * K * (E + 1);
+    if (s == PORTA_OK) s = porta_compile(g, m->be, &p);
+    if (s == PORTA_OK) s = porta_buffer_new(m->be, PORTA_F32, TOTO_HEAD_COUNT * per, &m->head);
+    if (s == PORTA_OK && !(host = malloc((size_t)(TOTO_HEAD_COUNT * per) * sizeof *host)))
+        s = toto_fail(PORTA_ERR_NOMEM, "composing the Toto head: no host memory");
+    if (s == PORTA_OK) {
+        float *out[2 * TOTO_HEAD_COUNT];
+        for (int h = 0; h < TOTO_HEAD_COUNT; h++) {
+            m->head_wc[h] = (toto_weight){h * per, 2, {P * K, E}};
+            m->head_bc[h] = (toto_weight){h * per + P * K * E, 1, {P * K, 0}};
+            out[2 * h] = host + m->head_wc[h].offset;
+            out[2 * h + 1] = host + m->head_bc[h].offset;
+        }
+        s = porta_run(p, &(porta_step){.outputs = out});
+        if (s == PORTA_OK) s = porta_program_wait(p);
+    }
+    if (s == PORTA_OK) s = porta_buffer_write(m->head, 0, TOTO_HEAD_COUNT * per, host);
+    free(host);
+    porta_program_free(p);
     porta_graph_free(g);
     return s;
 }
@@ -206,6 +263,7 @@ porta_status porta_toto_model_load(const char *dir, porta_backend *be, porta_tot
         snprintf(path, n, "%s/model.safetensors", dir);
         s = toto_weights_load(m, path);
     }
+    if (s == PORTA_OK) s = compose_head(m);
     free(path);
     if (s != PORTA_OK) {
         porta_toto_model_free(m);
@@ -219,6 +277,7 @@ void porta_toto_model_free(porta_toto_model *m)
 {
     if (!m) return;
     porta_buffer_free(m->weights);
+    porta_buffer_free(m->head);
     free(m->layers);
     free(m);
 }

@@ -31,6 +31,10 @@ struct porta_toto_model {
     int64_t n_weights;
     toto_weight patch_w, patch_b, unembed_w, unembed_b;
     toto_weight head_w[4], head_b[4]; /* df, loc_proj, scale_proj, mixture_weights */
+    /* The unembedding and each head linear composed into one linear
+     * ([patch * k, embed] weights, [patch * k] bias per head), in `head`. */
+    porta_buffer *head;
+    toto_weight head_wc[4], head_bc[4];
     toto_layer *layers;
     int n_time_layers;
 };

@@ -223,11 +223,11 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
     const int D = a.D, DP = D + 1, TK = a.tk, W = D + 2;
     /* Every query row of the step has its own q and merge slots, so no shared
      * memory is reused from one row to the next. */
-    float *qsh = sh;                        /* [T][D], pre-scaled */
-    float *wsh = sh + a.T * D;              /* [T][DC_WARPS][D + 2]: each warp's m, l, acc */
+    float *qsh = sh;                        /* [DC_MAX_T][D], pre-scaled */
+    float *wsh = sh + DC_MAX_T * D;         /* [DC_MAX_T][DC_WARPS][D + 2]: each warp's m, l, acc */
     int s = blockIdx.x % a.splits, b = blockIdx.x / a.splits, h = blockIdx.y;
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    float *ksh = wsh + a.T * DC_WARPS * W + warp * 2 * TK * DP, *vsh = ksh + TK * DP;
+    float *ksh = wsh + DC_MAX_T * DC_WARPS * W + warp * 2 * TK * DP, *vsh = ksh + TK * DP;
     int pos = a.step[b], cnt = a.step[a.rows + b], src = a.step[2 * a.rows + b], nsh = a.step[3 * a.rows + b];
     const float *k = a.k + b * a.ks[0] + h * a.ks[2], *v = a.v + b * a.vs[0] + h * a.vs[2];
     /* Keys below nsh: the shared prefix's row. */
@@ -351,13 +351,11 @@ static porta_status decode(pc_rec *r, attn_args *a)
     a->splits = (a->Tk + chunk - 1) / chunk;
     if (a->splits < 1) a->splits = 1;
     /* Staged tiles of 16 keys up to head dim 64, fewer for larger heads: a
-     * block's shared memory stays near 34 KB at head dim 64 and one query
-     * row, so six blocks fit a multiprocessor (with 32-key tiles, three: at
-     * 256 rows of short context the kernel waited on blocks, not on memory).
-     * Caches of at most 256 positions take 8-key tiles: many rows of few keys
-     * each, where resident blocks count more than keys per tile. */
-    a->tk = a->D <= 64 ? (a->Tk <= 256 ? KT / 4 : KT / 2) : a->D <= 128 ? KT / 4 : KT / 8;
-    size_t smem = (size_t)(a->T * a->D + a->T * DC_WARPS * (a->D + 2) + DC_WARPS * 2 * a->tk * (a->D + 1)) *
+     * block's shared memory stays near 38 KB at head dim 64, so five blocks
+     * fit a multiprocessor (with 32-key tiles, three: at 256 rows of short
+     * context the kernel waited on blocks, not on memory). */
+    a->tk = a->D <= 64 ? KT / 2 : a->D <= 128 ? KT / 4 : KT / 8;
+    size_t smem = (size_t)(DC_MAX_T * a->D + DC_MAX_T * DC_WARPS * (a->D + 2) + DC_WARPS * 2 * a->tk * (a->D + 1)) *
                   sizeof(float);
     int64_t need = a->splits > 1 ? (int64_t)a->B * a->T * a->H * a->splits * (a->D + 2) : 0;
     int64_t blocks = (int64_t)a->B * a->splits;

@@ -349,7 +349,7 @@ out:
 /* Where the sample paths' draws are made. */
 static const char *sampler(const options *o, const figures *f)
 {
-    return o->host_sampler || !f->can_sample ? "host" : "backend";
+    return o->samples == 0 ? "none" : o->host_sampler || !f->can_sample ? "host" : "backend";
 }
 
 static void print_text(const options *o, const figures *f, const char *device)

@@ -88,6 +88,32 @@ int main(int argc, char **argv)
            porta_permute(g, x, (int[]){ 0, 0, 1 }) == NULL && porta_graph_status(g) == PORTA_ERR_ARG);
     porta_graph_free(g);
 
+    /* porta_mixture_sample: parameters of one shape, a key of 4, a repeat
+     * of at least 1; a backend without the op refuses the program. */
+    CHECK_OK(porta_graph_new(&g));
+    porta_tensor *mp[4];
+    for (int i = 0; i < 4; i++) mp[i] = porta_input(g, "p", 2, (int64_t[]){ 5, 24 });
+    porta_tensor *key = porta_input(g, "key", 1, (int64_t[]){ 4 });
+    porta_tensor *odd = porta_input(g, "q", 2, (int64_t[]){ 5, 23 });
+    EXPECT(&ck, "mixture_sample with parameters of different shapes",
+           porta_mixture_sample(g, mp[0], mp[1], odd, mp[3], key, 1) == NULL &&
+               porta_graph_status(g) == PORTA_ERR_SHAPE);
+    porta_graph_free(g);
+    CHECK_OK(porta_graph_new(&g));
+    for (int i = 0; i < 4; i++) mp[i] = porta_input(g, "p", 2, (int64_t[]){ 5, 24 });
+    key = porta_input(g, "key", 1, (int64_t[]){ 3 });
+    EXPECT(&ck, "mixture_sample with a key of 3 elements",
+           porta_mixture_sample(g, mp[0], mp[1], mp[2], mp[3], key, 1) == NULL &&
+               porta_graph_status(g) == PORTA_ERR_SHAPE);
+    porta_graph_free(g);
+    CHECK_OK(porta_graph_new(&g));
+    for (int i = 0; i < 4; i++) mp[i] = porta_input(g, "p", 2, (int64_t[]){ 5, 24 });
+    key = porta_input(g, "key", 1, (int64_t[]){ 4 });
+    EXPECT(&ck, "mixture_sample repeated 0 times",
+           porta_mixture_sample(g, mp[0], mp[1], mp[2], mp[3], key, 0) == NULL &&
+               porta_graph_status(g) == PORTA_ERR_SHAPE);
+    porta_graph_free(g);
+
     porta_kvcache *kv = NULL;
     porta_kvcache_desc kd = { 2, 3, 4, 16, 8, PORTA_F32 };
     porta_kvcache_desc bad = kd;
@@ -97,6 +123,9 @@ int main(int argc, char **argv)
     EXPECT(&ck, "reset of a row out of range", refused(porta_kvcache_reset(kv, 3), PORTA_ERR_ARG));
     EXPECT(&ck, "truncate beyond the current length", refused(porta_kvcache_truncate(kv, 0, 1), PORTA_ERR_ARG));
     EXPECT(&ck, "copy_row from a row out of range", refused(porta_kvcache_copy_row(kv, -2, 0), PORTA_ERR_ARG));
+    EXPECT(&ck, "share_rows onto rows past the last", refused(porta_kvcache_share_rows(kv, 0, 1, 1, 3), PORTA_ERR_ARG));
+    EXPECT(&ck, "share_rows onto its own source", refused(porta_kvcache_share_rows(kv, 0, 2, 1, 1), PORTA_ERR_ARG));
+    EXPECT(&ck, "share_rows of a NULL cache", refused(porta_kvcache_share_rows(NULL, 0, 1, 1, 1), PORTA_ERR_ARG));
 
     CHECK_OK(porta_graph_new(&g));
     x = porta_input(g, "x", 4, (int64_t[]){ 3, 2, 5, 8 });

@@ -376,7 +376,14 @@ static void make_inputs(runner *R, const opcase *c, int s)
 static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const opcase *c)
 {
     if (c->build == b_sample && !porta_backend_can_sample(be)) {
-        printf("skip %s: backend %s does not sample\n", c->name, porta_backend_kind(be));
+        /* A backend without the op refuses the program, with a message. */
+        runner X;
+        porta_status s = setup(&X, be, c);
+        char what[200];
+        snprintf(what, sizeof what, "%s: refused at compile by %s (%s)", c->name, porta_backend_kind(be),
+                 porta_last_error());
+        check_true(ck, what, s == PORTA_ERR_UNSUPPORTED && !X.p);
+        teardown(&X);
         return 1;
     }
     runner X, Rf;

@@ -370,6 +370,14 @@ static void test_shared_prefix(checker *ck, porta_backend *be, int share)
         check_true(ck, "once its sharers are reset, the row appends again",
                    porta_run(a.p, &(porta_step){ .n_new = 1, .inputs = (const float *const[]){ x } }) == PORTA_OK);
         CHECK_OK(porta_program_wait(a.p));
+        /* Row 0 sharing the prefix of row 1 (its copy): the one-row program
+         * does not cover row 1. */
+        CHECK_OK(porta_kvcache_copy_row(a.kv, 0, 1));
+        CHECK_OK(porta_kvcache_reset(a.kv, 0));
+        CHECK_OK(porta_kvcache_share_rows(a.kv, 1, 1, 0, 1));
+        check_true(ck, "a program refuses rows that share the prefix of a row it does not cover",
+                   porta_run(pre1, &(porta_step){ .n_new = 1, .inputs = (const float *const[]){ pre } }) ==
+                       PORTA_ERR_ARG);
     }
     porta_program_free(pre1);
     porta_program_free(decb);

@@ -581,6 +581,12 @@ porta_status porta_run(porta_program *p, const porta_step *st)
                 return porta_fail(PORTA_ERR_OVERFLOW,
                                   "porta_run: row %d holds %d of %d positions; appending %d would overflow the cache",
                                   b, kv->len[b], kv->d.max_len, n);
+            /* A program sees the cache rows it covers, and no others. */
+            if (b < p->batch && kv->shared[b] && kv->src[b] >= p->batch)
+                return porta_fail(PORTA_ERR_ARG,
+                                  "porta_run: row %d reads the prefix it shares from row %d, outside the program's "
+                                  "rows 0..%d",
+                                  b, kv->src[b], p->batch - 1);
             if (n && kv->len[b] < kv->keep[b])
                 return porta_fail(PORTA_ERR_ARG,
                                   "porta_run: row %d would append at position %d, inside the prefix of %d positions "

@@ -53,8 +53,10 @@ porta_status porta_kvcache_copy_rows(porta_kvcache *kv, int src, int n, int dst,
  * reads one copy of the prefix for every row that shares it. The source rows
  * must not share a prefix themselves, and while rows share their prefix they
  * may not overwrite it: a source row's appends must start at or after the
- * shared length, and copies onto a source row are refused. Resetting or
- * truncating a row ends its own sharing. */
+ * shared length, and copies onto a source row are refused. A program that
+ * covers only the first B rows refuses to run while one of them shares the
+ * prefix of a row past them. Resetting or truncating a row ends its own
+ * sharing. */
 porta_status porta_kvcache_share_rows(porta_kvcache *kv, int src, int n, int dst, int copies);
 
 #ifdef __cplusplus

@@ -382,6 +382,7 @@ static porta_status create_pipelines(vk_be *be)
     };
     VK_TRY(be, be->f.vkCreatePipelineLayout(be->dev, &pci, NULL, &be->layout), "vkCreatePipelineLayout");
     for (int i = 0; i < VK_PIPE_COUNT; i++) {
+        if (i == VK_PIPE_SAMPLE && !be->fp64) continue;
         VkShaderModuleCreateInfo mci = {
             .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
             .codeSize = vk_shaders[i].size,
@@ -401,6 +402,14 @@ static porta_status create_pipelines(vk_be *be)
         };
         VkResult r = be->f.vkCreateComputePipelines(be->dev, VK_NULL_HANDLE, 1, &cci, NULL, &be->pipe[i]);
         be->f.vkDestroyShaderModule(be->dev, mod, NULL);
+        /* The sampler is optional: a driver that cannot build it leaves the
+         * backend without the op (programs using it are refused), not
+         * without a backend. */
+        if (r != VK_SUCCESS && i == VK_PIPE_SAMPLE) {
+            be->pipe[i] = VK_NULL_HANDLE;
+            be->fp64 = 0;
+            continue;
+        }
         VK_TRY(be, r, vk_shaders[i].name);
     }
     return PORTA_OK;
@@ -559,6 +568,7 @@ static porta_status encode(vk_be *be, const porta_plan *plan, const porta_node *
         [PORTA_OP_SILU] = vk_enc_eltwise,
         [PORTA_OP_SWIGLU] = vk_enc_eltwise,
         [PORTA_OP_SOFTMAX] = vk_enc_softmax,
+        [PORTA_OP_MIXTURE_SAMPLE] = vk_enc_sample,
         [PORTA_OP_ROPE] = vk_enc_rope,
         [PORTA_OP_KV_APPEND] = vk_enc_kv_update,
         [PORTA_OP_ATTN_CACHED] = vk_enc_attention,
@@ -908,7 +918,9 @@ __attribute__((visibility("default"))) porta_status porta_module_open(const port
         vkb_close(be);
         return s;
     }
-    *vt = &vk_vt;
+    be->vt = vk_vt;
+    if (be->fp64) be->vt.caps |= PORTA_CAP_MIXTURE_SAMPLE;
+    *vt = &be->vt;
     *out = be;
     return PORTA_OK;
 }

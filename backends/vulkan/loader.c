@@ -248,10 +248,16 @@ porta_status vk_device_open(vk_be *be, const char *spec)
         .queueCount = 1,
         .pQueuePriorities = &prio,
     };
+    /* Double precision only for mixture_sample, where the device has it. */
+    VkPhysicalDeviceFeatures have, want = {0};
+    be->f.vkGetPhysicalDeviceFeatures(be->pd, &have);
+    want.shaderFloat64 = have.shaderFloat64;
+    be->fp64 = have.shaderFloat64 == VK_TRUE;
     VkDeviceCreateInfo dci = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &qci,
+        .pEnabledFeatures = &want,
     };
     VK_TRY(be, be->f.vkCreateDevice(be->pd, &dci, NULL, &be->dev), "vkCreateDevice");
 #define VK_LOAD_DEVICE(name)                                                             \

@@ -16,7 +16,7 @@
 #define VK_INSTANCE_FNS(X) \
     X(vkDestroyInstance) X(vkEnumeratePhysicalDevices) X(vkGetPhysicalDeviceProperties) \
     X(vkGetPhysicalDeviceQueueFamilyProperties) X(vkGetPhysicalDeviceMemoryProperties) X(vkGetPhysicalDeviceProperties2) \
-    X(vkCreateDevice) X(vkGetDeviceProcAddr) X(vkEnumerateDeviceExtensionProperties)
+    X(vkCreateDevice) X(vkGetDeviceProcAddr) X(vkEnumerateDeviceExtensionProperties) X(vkGetPhysicalDeviceFeatures)
 
 #define VK_DEVICE_FNS(X) \
     X(vkDestroyDevice) X(vkGetDeviceQueue) X(vkDeviceWaitIdle) \
@@ -61,6 +61,7 @@ typedef enum vk_pipe {
     VK_PIPE_MATMUL_FUSED,
     VK_PIPE_MATMUL_BIG_FUSED,
     VK_PIPE_MATMUL_SMALL_FUSED,
+    VK_PIPE_SAMPLE, /* made only on devices with shaderFloat64 */
     VK_PIPE_COUNT
 } vk_pipe;
 
@@ -107,6 +108,8 @@ typedef struct vk_be {
     VkPhysicalDeviceMemoryProperties memp;
     VkDeviceSize max_alloc; /* advertised largest allocation, a soft limit */
     uint32_t cores; /* multiprocessors (VK_NV_shader_sm_builtins), 0 unknown */
+    int fp64;       /* shaderFloat64 enabled: mixture_sample runs */
+    porta_backend_vt vt; /* this device's vtable (caps depend on its features) */
     VkDevice dev;
     uint32_t qfam;
     VkQueue queue;
@@ -185,6 +188,7 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
 porta_status vk_enc_eltwise(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
 porta_status vk_enc_norm(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
 porta_status vk_enc_softmax(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
+porta_status vk_enc_sample(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
 porta_status vk_enc_rope(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
 porta_status vk_enc_kv_update(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
 porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);

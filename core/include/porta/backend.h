@@ -24,7 +24,8 @@ void porta_backend_close(porta_backend *be);
 /* The kind ("ref", "cpu", "cuda", "vulkan") and a human-readable device name. */
 const char *porta_backend_kind(const porta_backend *be);
 const char *porta_backend_device(const porta_backend *be);
-/* Nonzero when the backend runs porta_mixture_sample (ref, cpu and cuda do). */
+/* Nonzero when the backend runs porta_mixture_sample (ref, cpu and cuda do;
+ * vulkan on devices with double precision). */
 int porta_backend_can_sample(const porta_backend *be);
 
 /* Buffers hold n elements of dtype in the backend's memory. Host data always

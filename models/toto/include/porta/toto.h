@@ -52,7 +52,8 @@ typedef struct porta_toto_forecast_desc {
     int samples;     /* 0: mean path (the mixture mean fed back); else sample paths */
     uint64_t seed;   /* sampling generator seed */
     /* Sample paths draw on the backend when it runs porta_mixture_sample
-     * (porta_backend_can_sample: ref, cpu, cuda), inside the programs, so
+     * (porta_backend_can_sample: ref, cpu, cuda, vulkan with double
+     * precision), inside the programs, so
      * that only the draws come back to the host; elsewhere, or when this is
      * nonzero, on the host from the mixture parameters. The two samplers are
      * exact but draw different values for one seed. */

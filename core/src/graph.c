@@ -607,9 +607,10 @@ porta_tensor *porta_mixture_sample(porta_graph *g, porta_tensor *df, porta_tenso
         int same = a[i]->ndim == df->ndim;
         for (int d = 0; same && d < df->ndim; d++) same = a[i]->shape[d] == df->shape[d];
         if (!same) {
+            const porta_tensor *bad = a[i];
             DECL_SHAPE(df);
-            DECL_SHAPE(a[i]);
-            return gfail(g, PORTA_ERR_SHAPE, "porta_mixture_sample: parameter %d is %s, df is %s", i, SHAPE(a[i]),
+            DECL_SHAPE(bad);
+            return gfail(g, PORTA_ERR_SHAPE, "porta_mixture_sample: parameter %d is %s, df is %s", i, SHAPE(bad),
                          SHAPE(df));
         }
     }

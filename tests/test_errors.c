@@ -18,6 +18,21 @@ static int refused(porta_status s, porta_status want)
         check_true(ck, w_, c_);                                                                                  \
     } while (0)
 
+/* Whether porta_mixture_sample refuses parameters [5, 24] but the third
+ * [5, k3], a key of key_n elements and `repeat`, with a shape error. */
+static int sample_refused(int k3, int key_n, int repeat)
+{
+    porta_graph *g;
+    CHECK_OK(porta_graph_new(&g));
+    porta_tensor *p[4];
+    for (int i = 0; i < 4; i++) p[i] = porta_input(g, "p", 2, (int64_t[]){ 5, i == 2 ? k3 : 24 });
+    porta_tensor *key = porta_input(g, "key", 1, (int64_t[]){ key_n });
+    int refused = porta_mixture_sample(g, p[0], p[1], p[2], p[3], key, repeat) == NULL &&
+                  porta_graph_status(g) == PORTA_ERR_SHAPE;
+    porta_graph_free(g);
+    return refused;
+}
+
 int main(int argc, char **argv)
 {
     (void)argc, (void)argv;
@@ -90,29 +105,9 @@ int main(int argc, char **argv)
 
     /* porta_mixture_sample: parameters of one shape, a key of 4, a repeat
      * of at least 1; a backend without the op refuses the program. */
-    CHECK_OK(porta_graph_new(&g));
-    porta_tensor *mp[4];
-    for (int i = 0; i < 4; i++) mp[i] = porta_input(g, "p", 2, (int64_t[]){ 5, 24 });
-    porta_tensor *key = porta_input(g, "key", 1, (int64_t[]){ 4 });
-    porta_tensor *odd = porta_input(g, "q", 2, (int64_t[]){ 5, 23 });
-    EXPECT(&ck, "mixture_sample with parameters of different shapes",
-           porta_mixture_sample(g, mp[0], mp[1], odd, mp[3], key, 1) == NULL &&
-               porta_graph_status(g) == PORTA_ERR_SHAPE);
-    porta_graph_free(g);
-    CHECK_OK(porta_graph_new(&g));
-    for (int i = 0; i < 4; i++) mp[i] = porta_input(g, "p", 2, (int64_t[]){ 5, 24 });
-    key = porta_input(g, "key", 1, (int64_t[]){ 3 });
-    EXPECT(&ck, "mixture_sample with a key of 3 elements",
-           porta_mixture_sample(g, mp[0], mp[1], mp[2], mp[3], key, 1) == NULL &&
-               porta_graph_status(g) == PORTA_ERR_SHAPE);
-    porta_graph_free(g);
-    CHECK_OK(porta_graph_new(&g));
-    for (int i = 0; i < 4; i++) mp[i] = porta_input(g, "p", 2, (int64_t[]){ 5, 24 });
-    key = porta_input(g, "key", 1, (int64_t[]){ 4 });
-    EXPECT(&ck, "mixture_sample repeated 0 times",
-           porta_mixture_sample(g, mp[0], mp[1], mp[2], mp[3], key, 0) == NULL &&
-               porta_graph_status(g) == PORTA_ERR_SHAPE);
-    porta_graph_free(g);
+    EXPECT(&ck, "mixture_sample with parameters of different shapes", sample_refused(23, 4, 1));
+    EXPECT(&ck, "mixture_sample with a key of 3 elements", sample_refused(24, 3, 1));
+    EXPECT(&ck, "mixture_sample repeated 0 times", sample_refused(24, 4, 0));
 
     porta_kvcache *kv = NULL;
     porta_kvcache_desc kd = { 2, 3, 4, 16, 8, PORTA_F32 };

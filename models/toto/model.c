@@ -8,7 +8,7 @@ int toto_has_spacewise(const porta_toto_config *cfg) { return cfg->spacewise_eve
 
 static porta_tensor *param(porta_graph *g, const porta_toto_model *m, const toto_weight *w)
 {
-    return porta_param(g, m->weights, w->offset, w->ndim, w->shape);
+    return porta_param(g, w->src ? m->head_src : m->weights, w->offset, w->ndim, w->shape);
 }
 
 static porta_tensor *linear(porta_graph *g, const porta_toto_model *m, porta_tensor *x, const toto_weight *w,
@@ -146,7 +146,8 @@ porta_status toto_build(const porta_toto_model *m, porta_kvcache *kv, int rows, 
  * P blocks Wu_t [E, E], bu_t [E]:
  *   Wc [t k + j, :] = Wh [j, :] Wu_t,   bc [t k + j] = Wh [j, :] bu_t + bh [j],
  * so that Wc x + bc equals the head applied to each time step of Wu x + bu.
- * Computed once, in float32 on the backend, into m->head. */
+ * Computed once, in float32 on the backend, into m->head; m->head_src, which
+ * held Wu, bu, Wh and bh, is freed. */
 static porta_status compose_head(porta_toto_model *m)
 {
     const porta_toto_config *c = &m->cfg;
@@ -179,8 +180,8 @@ static porta_status compose_head(porta_toto_model *m)
     if (s == PORTA_OK) {
         float *out[2 * TOTO_HEAD_COUNT];
         for (int h = 0; h < TOTO_HEAD_COUNT; h++) {
-            m->head_wc[h] = (toto_weight){h * per, 2, {P * K, E}};
-            m->head_bc[h] = (toto_weight){h * per + P * K * E, 1, {P * K, 0}};
+            m->head_wc[h] = (toto_weight){.offset = h * per, .ndim = 2, .shape = {P * K, E}};
+            m->head_bc[h] = (toto_weight){.offset = h * per + P * K * E, .ndim = 1, .shape = {P * K, 0}};
             out[2 * h] = host + m->head_wc[h].offset;
             out[2 * h + 1] = host + m->head_bc[h].offset;
         }
@@ -191,6 +192,9 @@ static porta_status compose_head(porta_toto_model *m)
     free(host);
     porta_program_free(p);
     porta_graph_free(g);
+    /* The sources are read only here: the programs use the composed head. */
+    porta_buffer_free(m->head_src);
+    m->head_src = NULL;
     return s;
 }
 
@@ -277,6 +281,7 @@ void porta_toto_model_free(porta_toto_model *m)
 {
     if (!m) return;
     porta_buffer_free(m->weights);
+    porta_buffer_free(m->head_src);
     porta_buffer_free(m->head);
     free(m->layers);
     free(m);

@@ -9,8 +9,10 @@
 
 #define toto_fail porta_fail
 
-/* A weight: its place in the model's buffer and its shape ([N, K] linears). */
+/* A weight: its place in one of the model's buffers and its shape ([N, K]
+ * linears). */
 typedef struct toto_weight {
+    int src;       /* 1: in the load-time buffer of the head's sources (head_src) */
     int64_t offset;
     int ndim;
     int64_t shape[2];
@@ -29,6 +31,9 @@ struct porta_toto_model {
     porta_backend *be;
     porta_buffer *weights;
     int64_t n_weights;
+    /* The unembedding and the head's linears as the checkpoint has them:
+     * read once, to compose `head`, then freed (NULL). */
+    porta_buffer *head_src;
     toto_weight patch_w, patch_b, unembed_w, unembed_b;
     toto_weight head_w[4], head_b[4]; /* df, loc_proj, scale_proj, mixture_weights */
     /* The unembedding and each head linear composed into one linear

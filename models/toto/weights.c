@@ -1,5 +1,7 @@
 /* The state dict of a toto-ts checkpoint: names and shapes checked against
- * the config, converted to float32 and uploaded once into one buffer. */
+ * the config, converted to float32 and uploaded once: the backbone into the
+ * model's buffer, the unembedding and the head's linears into a load-time
+ * buffer that composing the head consumes (model.c). */
 #include <stdio.h>
 #include <string.h>
 #include "porta/safetensors.h"
@@ -10,7 +12,8 @@ typedef struct loader {
     porta_st_file *st;
     const char *path;
     unsigned char *used;   /* per tensor of the file */
-    int64_t next;          /* running offset in the model's buffer */
+    int64_t next[2];       /* running offsets in the model's buffer and in head_src */
+    int src;               /* take() places into head_src */
     int upload;            /* second pass: convert and write */
     float *scratch;
     int64_t scratch_n;
@@ -26,7 +29,7 @@ static porta_status upload(loader *L, const porta_st_tensor *t, const toto_weigh
         L->scratch_n = n;
     }
     porta_status s = porta_st_to_f32(t, L->scratch, n);
-    if (s == PORTA_OK) s = porta_buffer_write(L->m->weights, w->offset, n, L->scratch);
+    if (s == PORTA_OK) s = porta_buffer_write(w->src ? L->m->head_src : L->m->weights, w->offset, n, L->scratch);
     return s;
 }
 
@@ -60,11 +63,12 @@ static porta_status take(loader *L, const char *name, const char *alias, int ndi
     for (int i = 0; i < porta_st_count(L->st); i++)
         if (porta_st_at(L->st, i) == t) L->used[i] = 1;
     if (L->upload) return upload(L, t, w);
-    w->offset = L->next;
+    w->src = L->src;
+    w->offset = L->next[L->src];
     w->ndim = ndim;
     w->shape[0] = d0;
     w->shape[1] = d1;
-    L->next += porta_st_numel(t);
+    L->next[L->src] += porta_st_numel(t);
     return PORTA_OK;
 }
 
@@ -101,6 +105,7 @@ static porta_status take_all(loader *L)
     porta_status s = take(L, "model.patch_embed.projection.weight", NULL, 2, E, P, &m->patch_w);
     if (s == PORTA_OK) s = take(L, "model.patch_embed.projection.bias", NULL, 1, E, 0, &m->patch_b);
     for (int i = 0; s == PORTA_OK && i < c->num_layers; i++) s = take_layer(L, i, &m->layers[i]);
+    L->src = 1;
     if (s == PORTA_OK) s = take(L, "model.unembed.weight", NULL, 2, E * P, E, &m->unembed_w);
     if (s == PORTA_OK) s = take(L, "model.unembed.bias", NULL, 1, E * P, 0, &m->unembed_b);
     for (int h = 0; s == PORTA_OK && h < TOTO_HEAD_COUNT; h++) {
@@ -110,6 +115,7 @@ static porta_status take_all(loader *L)
         s = take(L, w, NULL, 2, K, E, &m->head_w[h]);
         if (s == PORTA_OK) s = take(L, b, NULL, 1, K, 0, &m->head_b[h]);
     }
+    L->src = 0;
     return s;
 }
 
@@ -132,9 +138,10 @@ porta_status toto_weights_load(porta_toto_model *m, const char *path)
     if (!L.used) s = toto_fail(PORTA_ERR_NOMEM, "%s: no host memory", path);
     if (s == PORTA_OK) s = take_all(&L);
     if (s == PORTA_OK) {
-        m->n_weights = L.next;
-        s = porta_buffer_new(m->be, PORTA_F32, L.next, &m->weights);
+        m->n_weights = L.next[0];
+        s = porta_buffer_new(m->be, PORTA_F32, L.next[0], &m->weights);
     }
+    if (s == PORTA_OK) s = porta_buffer_new(m->be, PORTA_F32, L.next[1], &m->head_src);
     if (s == PORTA_OK) {
         L.upload = 1;
         s = take_all(&L);

@@ -410,10 +410,7 @@ int main(int argc, char **argv)
 {
     options o;
     int a = parse_args(argc, argv, &o);
-    if (a) {
-        usage(a > 0 ? stdout : stderr);
-        return a > 0 ? 0 : 2;
-    }
+    if (a) return cli_usage_exit(a, usage);
     figures f = {0};
     char device[256] = "?";
     if (bench(&o, &f, device, sizeof device)) return 1;

@@ -202,10 +202,7 @@ int main(int argc, char **argv)
 {
     options o;
     int a = parse_args(argc, argv, &o);
-    if (a) {
-        usage(a > 0 ? stdout : stderr);
-        return a > 0 ? 0 : 2;
-    }
+    if (a) return cli_usage_exit(a, usage);
     size_t n = (size_t)o.rows * o.points * o.k, draws = (size_t)o.rows * o.points;
     float *head[TOTO_HEAD_COUNT];
     int ok = 1;

@@ -244,10 +244,7 @@ int main(int argc, char **argv)
 {
     options o;
     int a = parse_args(argc, argv, &o);
-    if (a) {
-        usage(a > 0 ? stdout : stderr);
-        return a > 0 ? 0 : 2;
-    }
+    if (a) return cli_usage_exit(a, usage);
     csv_table t;
     char err[256];
     if (csv_read(o.input, &t, err, sizeof err) != PORTA_OK) {

@@ -448,10 +448,7 @@ int main(int argc, char **argv)
 {
     options o;
     int a = parse_args(argc, argv, &o);
-    if (a) {
-        usage(a > 0 ? stdout : stderr);
-        return a > 0 ? 0 : 2;
-    }
+    if (a) return cli_usage_exit(a, usage);
     porta_toto_config cfg;
     if (!check_model(o.model, &cfg)) return 2;
     input in = {0};

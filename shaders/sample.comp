@@ -4,9 +4,8 @@
 // (raw outputs of Toto's head); in4: the key [4]. P(0) draws N, P(1)
 // mixtures M, P(2) components K. Draw j comes from mixture j % M, with
 // Philox4x32-10 counters (block, j, stream, 0) under the seed. GLSL has no
-// double exp or log: exp_d and log_d are Cephes' forms (as in the host
-// sampler, models/toto/mixture.c), so draws equal the C backends' up to
-// rounding. Needs the device's shaderFloat64.
+// double exp or log: exp_d and log_d are Cephes' forms, so draws equal the
+// C backends' up to rounding. Needs the device's shaderFloat64.
 #include "common.glsl"
 layout(local_size_x = 64) in;
 

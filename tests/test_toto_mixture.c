@@ -1,15 +1,14 @@
-/* Toto's samplers draw from the mixture of Student-t components its raw head
- * outputs define: the host sampler (toto_mixture_sample) without arguments,
- * the porta_mixture_sample op on a backend given as the argument. For a few
- * fixed mixtures, the Kolmogorov-Smirnov distance between N draws and the
- * exact mixture CDF (regularised incomplete beta) stays below 2.7 / sqrt(N),
- * exceeded by an exact sampler with probability about 1.5e-6. The distance
- * is taken at 2000 order statistics, which can only lower it. Host sampler:
- * mixtures interleave within a call (one block of draws holds several) and
- * calls span partial blocks. Op: three mixtures interleave in one node's
- * draws. K = 1, 3 and 24 components; df from 2 + FLT_EPSILON (the floor) to
- * ~30. The op's generator, Philox4x32-10, is checked against its authors'
- * known-answer vectors. */
+/* porta_mixture_sample draws from the mixture of Student-t components Toto's
+ * raw head outputs define: its draw (mixture_sample.h) run on the host
+ * without arguments (as the forecaster does where the backend lacks the op),
+ * the op on a backend given as the argument. For a few fixed mixtures, the
+ * Kolmogorov-Smirnov distance between N draws and the exact mixture CDF
+ * (regularised incomplete beta) stays below 2.7 / sqrt(N), exceeded by an
+ * exact sampler with probability about 1.5e-6. The distance is taken at 2000
+ * order statistics, which can only lower it. Three mixtures interleave in
+ * one node's draws; K = 1, 3 and 24 components; df from 2 + FLT_EPSILON (the
+ * floor) to ~30. The generator, Philox4x32-10, is checked against its
+ * authors' known-answer vectors. */
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -98,33 +97,17 @@ static double ks_distance(const mixture *m, double *y, int n)
     return D;
 }
 
-/* DRAWS draws from each of the nm mixtures m, interleaved: draw i of a call
- * comes from mixture i % nm, calls of `per_call` draws. Every m must have the
- * same K. */
-static void draw_interleaved(toto_rng *r, const mixture *m, int nm, int per_call, double **out)
+/* DRAWS draws from each of the nm mixtures m (one K) by mixture_sample.h's
+ * draw on the host, numbered as porta_mixture_sample numbers them (the
+ * forecaster's host draws): draw j from mixture j % nm. */
+static void draw_host(const mixture *m, int nm, uint32_t stream, double **out)
 {
-    int K = m[0].K;
-    float *head[TOTO_HEAD_COUNT];
-    for (int h = 0; h < TOTO_HEAD_COUNT; h++) {
-        head[h] = malloc((size_t)per_call * K * sizeof(float));
-        for (int i = 0; i < per_call; i++) memcpy(head[h] + (size_t)i * K, m[i % nm].raw[h], K * sizeof(float));
+    for (int64_t j = 0; j < (int64_t)DRAWS * nm; j++) {
+        const mixture *x = &m[j % nm];
+        pmx_rng r = pmx_rng_init(2024, 0, 0, stream, (uint32_t)j);
+        out[j % nm][j / nm] = (float)pmx_draw(&r, x->raw[TOTO_HEAD_DF], x->raw[TOTO_HEAD_LOC],
+                                              x->raw[TOTO_HEAD_SCALE], x->raw[TOTO_HEAD_LOGITS], x->K);
     }
-    float *work = malloc((size_t)K * TOTO_MIXTURE_BLOCK * sizeof(float));
-    double *y = malloc((size_t)per_call * sizeof(double));
-    int *got = calloc((size_t)nm, sizeof(int));
-    for (int done = 0; done < nm;) {
-        toto_mixture_sample(r, per_call, K, (const float *const *)head, work, y);
-        done = 0;
-        for (int i = 0; i < per_call; i++) {
-            int j = i % nm;
-            if (got[j] < DRAWS) out[j][got[j]++] = y[i];
-        }
-        for (int j = 0; j < nm; j++) done += got[j] == DRAWS;
-    }
-    for (int h = 0; h < TOTO_HEAD_COUNT; h++) free(head[h]);
-    free(work);
-    free(y);
-    free(got);
 }
 
 static void fill_mixture(mixture *m, const char *name, int K, rng *g, float logit_spread, float df_lo,
@@ -196,8 +179,8 @@ static void check_philox(checker *c)
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--help")) {
-        printf("usage: test_toto_mixture [BACKEND]\n  no argument: the host sampler; BACKEND: its "
-               "porta_mixture_sample op\n");
+        printf("usage: test_toto_mixture [BACKEND]\n  no argument: the draws on the host; BACKEND: "
+               "porta_mixture_sample there\n");
         return 0;
     }
     porta_backend *be = argc > 1 ? open_or_skip(argv[1]) : NULL;
@@ -224,11 +207,9 @@ int main(int argc, char **argv)
         draw_op(be, &m[4], 1, 2, &y[4]);
     } else {
         check_philox(&c);
-        toto_rng r;
-        toto_rng_seed(&r, 2024);
-        draw_interleaved(&r, m, 3, 2 * TOTO_MIXTURE_BLOCK + 27, y);
-        draw_interleaved(&r, &m[3], 1, 37, &y[3]);
-        draw_interleaved(&r, &m[4], 1, TOTO_MIXTURE_BLOCK, &y[4]);
+        draw_host(m, 3, 0, y);
+        draw_host(&m[3], 1, 1, &y[3]);
+        draw_host(&m[4], 1, 2, &y[4]);
     }
 
     double limit = 2.7 / sqrt(DRAWS);

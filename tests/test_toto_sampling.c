@@ -4,7 +4,9 @@
  * match the mean path's first patch within the mixture's standard error
  * (computed from the step's own df/loc/scale/weights): tolerance 6 standard
  * errors per point. Later patches of sample paths condition on different
- * histories than the mean path, so only their finiteness is checked. */
+ * histories than the mean path, so only their finiteness is checked. The
+ * draws, made on the host or by the backend's porta_mixture_sample, give the
+ * same paths. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +49,7 @@ static void on_step(void *user, const porta_toto_dist *d)
 
 /* The checks of one sampler (the host's, or the backend's porta_mixture_sample). */
 static void check_sampler(checker *c, porta_toto_model *m, const toto_fixture *fx, int H, const float *mean_path,
-                          int host_sampler, int SAMPLES)
+                          int host_sampler, int SAMPLES, float *kept)
 {
     int B = fx->B, V = fx->V, P = porta_toto_model_config(m)->patch_size;
     size_t nh = (size_t)B * V * H;
@@ -106,6 +108,7 @@ static void check_sampler(checker *c, porta_toto_model *m, const toto_fixture *f
     snprintf(what, sizeof what, "%s, decode: one compile, one replay per step", who);
     check_true(c, what, dstat.compiles == 1 && dstat.replays == 2 * 2);
 
+    memcpy(kept, smp[0], nh * SAMPLES * sizeof(float));
     for (int run = 0; run < 3; run++) {
         free(mean[run]);
         free(smp[run]);
@@ -145,8 +148,21 @@ int main(int argc, char **argv)
     porta_toto_inputs in = {.series = fx.series, .padding_mask = fx.padding_mask, .id_mask = fx.id_mask};
     CHECK_OK(porta_toto_forecast(fm, &in, &(porta_toto_result){mean_path, NULL}));
 
-    check_sampler(&c, m, &fx, H, mean_path, 1, SAMPLES);
-    if (porta_backend_can_sample(be)) check_sampler(&c, m, &fx, H, mean_path, 0, SAMPLES);
+    float *host = malloc(nh * SAMPLES * sizeof(float)), *dev = malloc(nh * SAMPLES * sizeof(float));
+    check_sampler(&c, m, &fx, H, mean_path, 1, SAMPLES, host);
+    if (porta_backend_can_sample(be)) {
+        check_sampler(&c, m, &fx, H, mean_path, 0, SAMPLES, dev);
+        /* One draw, on the host or in the programs: the same paths up to
+         * float rounding (which feeds back through the steps). */
+        size_t close = 0;
+        for (size_t i = 0; i < nh * SAMPLES; i++) close += fabsf(host[i] - dev[i]) <= 1e-3f * (1 + fabsf(host[i]));
+        char what[160];
+        snprintf(what, sizeof what, "host and backend draws: the same paths (%zu of %zu values within 1e-3)", close,
+                 nh * SAMPLES);
+        check_true(&c, what, close >= nh * SAMPLES * 999 / 1000);
+    }
+    free(host);
+    free(dev);
     free(mean_path);
     porta_toto_forecaster_free(fm);
     porta_toto_model_free(m);

@@ -18,8 +18,7 @@ struct porta_toto_forecaster {
     int N;        /* series length at the end: Lp + steps * P */
     porta_kvcache *kv;
     porta_program *prefill, *decode;
-    int dev;      /* draws made by the programs (porta_mixture_sample) */
-    toto_rng rng;
+    int dev;      /* draws made by the programs (porta_mixture_sample), else on the host */
     /* host state, one entry per (row, variate) */
     double *x, *w;      /* [R * V][N] values and observation weights */
     int32_t *id;        /* [R][V][Tc + steps] group id per patch */
@@ -28,10 +27,9 @@ struct porta_toto_forecaster {
     double *sloc, *sscale; /* [R * V] statistics of the patch fed this step */
     float *in_x, *in_mask;
     float *out[TOTO_HEAD_COUNT];
-    float *draws;       /* [R * V * P] the programs' draws (dev) */
+    float *draws;       /* [R * V * P] this step's draws (sample paths) */
     double *dist[TOTO_HEAD_COUNT]; /* parameters for on_step only */
     double *probs;      /* [K] unnormalised mixture weights of one value */
-    float *mix_work;    /* [K * TOTO_MIXTURE_BLOCK] the sampler's scratch */
     double *draw;       /* [P] one row's forecast patch before scaling */
     int32_t *row_new;   /* prefill counts per cache row: the first sample's rows only */
 };
@@ -57,7 +55,6 @@ void porta_toto_forecaster_free(porta_toto_forecaster *f)
         free(f->dist[k]);
     }
     free(f->probs);
-    free(f->mix_work);
     free(f->draw);
     free(f->draws);
     free(f->row_new);
@@ -90,12 +87,11 @@ static porta_status alloc_host(porta_toto_forecaster *f)
     f->in_x = malloc(in_rows * f->V * P * sizeof(float));
     f->in_mask = malloc(in_rows * f->V * f->V * sizeof(float));
     f->probs = malloc(K * sizeof(double));
-    f->mix_work = malloc(K * TOTO_MIXTURE_BLOCK * sizeof(float));
     f->draw = malloc(P * sizeof(double));
     f->row_new = malloc(RV * sizeof(int32_t));
-    f->draws = f->dev ? malloc(RV * P * sizeof(float)) : NULL;
+    f->draws = f->d.samples > 0 ? malloc(RV * P * sizeof(float)) : NULL;
     int ok = f->x && f->w && f->id && f->scaler && f->ploc && f->pscale && f->sloc && f->sscale && f->in_x &&
-             f->in_mask && f->probs && f->mix_work && f->draw && f->row_new && (f->draws || !f->dev);
+             f->in_mask && f->probs && f->draw && f->row_new && (f->draws || f->d.samples == 0);
     for (size_t r = 0; ok && r < RV; r++) f->row_new[r] = r < (size_t)f->B * f->V ? f->Tc : 0;
     for (int k = 0; k < TOTO_HEAD_COUNT; k++) {
         f->out[k] = malloc(RV * P * K * sizeof(float));
@@ -245,6 +241,33 @@ static void to_dist(porta_toto_forecaster *f, size_t n)
     }
 }
 
+/* porta_mixture_sample's key for a step: the seed in 24, 24 and 16 bits,
+ * the stream. */
+static void sample_key(const porta_toto_forecaster *f, int64_t stream, float key[4])
+{
+    uint64_t seed = f->d.seed;
+    key[0] = (float)(seed & 0xFFFFFF);
+    key[1] = (float)(seed >> 24 & 0xFFFFFF);
+    key[2] = (float)(seed >> 48);
+    key[3] = (float)stream;
+}
+
+/* Without the op on the backend: the op's draws on the host, the same values
+ * (mixture_sample.h): `draws` draws from each of the rows x P mixtures in
+ * f->out, numbered as the op numbers them. */
+static void host_draws(porta_toto_forecaster *f, int rows, int draws, int step)
+{
+    float key[4];
+    sample_key(f, step, key);
+    int64_t M = (int64_t)rows * f->V * f->P, K = f->K;
+    for (int64_t j = 0; j < M * draws; j++) {
+        int64_t o = j % M * K;
+        pmx_rng r = pmx_rng_init(key[0], key[1], key[2], key[3], (uint32_t)j);
+        f->draws[j] = (float)pmx_draw(&r, f->out[TOTO_HEAD_DF] + o, f->out[TOTO_HEAD_LOC] + o,
+                                      f->out[TOTO_HEAD_SCALE] + o, f->out[TOTO_HEAD_LOGITS] + o, f->K);
+    }
+}
+
 /* One replay of p on patches [end - T, end) of every row, into outputs;
  * p draws (takes the sampling key) when `stream` >= 0, which numbers the
  * step's draws. */
@@ -258,10 +281,8 @@ static porta_status replay(porta_toto_forecaster *f, porta_program *p, int rows,
         space_mask(f, rows, T, end);
         inputs[n_in++] = f->in_mask;
     }
-    /* porta_mixture_sample's key: the seed in 24, 24 and 16 bits, the stream. */
-    uint64_t seed = f->d.seed;
-    const float key[4] = {(float)(seed & 0xFFFFFF), (float)(seed >> 24 & 0xFFFFFF), (float)(seed >> 48),
-                          (float)stream};
+    float key[4];
+    sample_key(f, stream, key);
     if (stream >= 0) inputs[n_in++] = key;
     porta_step st = {.n_new = T, .row_new = rows < f->R ? f->row_new : NULL, .inputs = inputs, .outputs = outputs};
     porta_status s = porta_run(p, &st);
@@ -269,9 +290,11 @@ static porta_status replay(porta_toto_forecaster *f, porta_program *p, int rows,
 }
 
 /* Step `step` (0: the prefill) into f->out, or the parts of it read: the
- * mixture parameters for on_step (params), the host sampler or the mean
- * path's weights and locations, and the backend's draws. */
-static porta_status run(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end, int step, int params)
+ * mixture parameters for on_step (params), for host draws or the mean path's
+ * weights and locations; and for sample paths the step's draws into
+ * f->draws (`draws` from each mixture, by the program or on the host). */
+static porta_status run(porta_toto_forecaster *f, porta_program *p, int rows, int T, int end, int step, int params,
+                        int draws)
 {
     float *outputs[TOTO_HEAD_COUNT + 1];
     for (int h = 0; h < TOTO_HEAD_COUNT; h++) {
@@ -279,7 +302,9 @@ static porta_status run(porta_toto_forecaster *f, porta_program *p, int rows, in
         outputs[h] = params || mean_reads || (f->d.samples > 0 && !f->dev) ? f->out[h] : NULL;
     }
     outputs[TOTO_HEAD_COUNT] = f->draws;
-    return replay(f, p, rows, T, end, f->dev ? step : -1, outputs);
+    porta_status s = replay(f, p, rows, T, end, f->dev ? step : -1, outputs);
+    if (s == PORTA_OK && f->d.samples > 0 && !f->dev) host_draws(f, rows, draws, step);
+    return s;
 }
 
 /* Whether report() hands on_step the mixture parameters. */
@@ -316,19 +341,13 @@ static float tame(double v)
     return isfinite(x) && fabsf(x) < FLT_MAX / 2 ? x : 0.0f;
 }
 
-/* The patch forecast from distribution row dr, unscaled, into y [P]: the
- * mixture means, or one draw from each mixture. */
-static void next_values(porta_toto_forecaster *f, size_t dr, double *y)
+/* The patch forecast of row r (distribution row dr), unscaled, into y [P]:
+ * the mixture means, or the step's draws. */
+static void next_values(porta_toto_forecaster *f, size_t r, size_t dr, double *y)
 {
     size_t o = dr * f->P * f->K;
-    if (f->dev) {
-        for (int i = 0; i < f->P; i++) y[i] = f->draws[dr * f->P + i];
-        return;
-    }
     if (f->d.samples > 0) {
-        const float *head[TOTO_HEAD_COUNT];
-        for (int h = 0; h < TOTO_HEAD_COUNT; h++) head[h] = f->out[h] + o;
-        toto_mixture_sample(&f->rng, f->P, f->K, head, f->mix_work, y);
+        for (int i = 0; i < f->P; i++) y[i] = f->draws[r * f->P + i];
         return;
     }
     for (int i = 0; i < f->P; i++, o += f->K) {
@@ -351,8 +370,7 @@ static void append_patch(porta_toto_forecaster *f, porta_toto_result *res, int p
                 size_t r = ((size_t)s * f->B + b) * f->V + v;
                 size_t dr = dist_rows == f->B ? (size_t)b * f->V + v : r;
                 double *x = f->x + r * f->N + (size_t)p * f->P, *w = f->w + r * f->N + (size_t)p * f->P;
-                /* The backend's draws are per row already. */
-                next_values(f, f->dev ? r : dr, f->draw);
+                next_values(f, r, dr, f->draw);
                 for (int i = 0; i < f->P; i++) {
                     float y = tame(f->sloc[dr] + f->sscale[dr] * f->draw[i]);
                     x[i] = y;
@@ -397,11 +415,11 @@ static void sample_mean(const porta_toto_forecaster *f, porta_toto_result *res)
  * first forecast patch appended to every row (into res unless NULL). */
 static porta_status prefill_step(porta_toto_forecaster *f, const porta_toto_inputs *in, porta_toto_result *res)
 {
-    /* Each forecast draws the same paths for the same seed and inputs. */
-    toto_rng_seed(&f->rng, f->d.seed);
+    /* Draws depend on the seed, the step and the draw alone: each forecast
+     * draws the same paths for the same seed and inputs. */
     porta_status s = porta_kvcache_reset(f->kv, -1);
     if (s == PORTA_OK) s = load_context(f, in);
-    if (s == PORTA_OK) s = run(f, f->prefill, f->B, f->Tc, f->Tc, 0, wants_params(in));
+    if (s == PORTA_OK) s = run(f, f->prefill, f->B, f->Tc, f->Tc, 0, wants_params(in), f->S);
     if (s != PORTA_OK) return s;
     report(f, in, 0, f->B);
     if (f->S > 1) s = share_prefill(f);
@@ -416,7 +434,7 @@ porta_status porta_toto_forecast(porta_toto_forecaster *f, const porta_toto_inpu
     porta_status s = prefill_step(f, in, res);
     for (int k = 1; s == PORTA_OK && k < f->steps; k++) {
         int end = f->Tc + k;
-        s = run(f, f->decode, f->R, 1, end, k, wants_params(in));
+        s = run(f, f->decode, f->R, 1, end, k, wants_params(in), 1);
         if (s != PORTA_OK) break;
         report(f, in, k, f->R);
         append_patch(f, res, end, f->R);

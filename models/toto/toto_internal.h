@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "mixture_sample.h"
 #include "porta/toto.h"
 
 #define toto_fail porta_fail
@@ -83,59 +84,9 @@ void toto_scaler_start(const porta_toto_config *cfg, const double *x, const doub
 void toto_scaler_extend(const porta_toto_config *cfg, toto_scaler_state *st, const double *x, const double *w,
                         int n, double *loc, double *scale);
 
-/* Seeded generator: TOTO_RNG_LANES xoshiro256** streams, 2^128 steps
- * apart, their states laid out lane by lane so that one step of every
- * stream is a vector loop. Scalar draws step stream 0 alone. */
-#define TOTO_RNG_LANES 16
-typedef struct toto_rng {
-    uint64_t s[4][TOTO_RNG_LANES];
-} toto_rng;
-void toto_rng_seed(toto_rng *r, uint64_t seed);
-
-/* One xoshiro256** step of stream j. */
-static inline uint64_t toto_rng_step(toto_rng *r, int j)
-{
-    uint64_t s0 = r->s[0][j], s1 = r->s[1][j], s2 = r->s[2][j] ^ s0, s3 = r->s[3][j] ^ s1;
-    uint64_t x = s1 + (s1 << 2); /* s1 * 5, rotl 7, * 9: shifts and adds vectorise */
-    x = (x << 7) | (x >> 57);
-    x += x << 3;
-    r->s[0][j] = s0 ^ s3;
-    r->s[1][j] = s1 ^ s2;
-    r->s[2][j] = s2 ^ (s1 << 17);
-    r->s[3][j] = (s3 << 45) | (s3 >> 19);
-    return x;
-}
-
-/* Uniform in (0, 1), 53 bits, from stream 0. */
-static inline double toto_rng_uniform(toto_rng *r) { return ((double)(toto_rng_step(r, 0) >> 11) + 0.5) * 0x1.0p-53; }
-
-/* TOTO_RNG_LANES uniforms in (0, 1) into u, one per stream: 52 bits as the
- * mantissa of a double in [1, 2), less 1 - 2^-53 (exact). */
-static inline void toto_rng_uniforms(toto_rng *restrict r, double *restrict u)
-{
-    for (int j = 0; j < TOTO_RNG_LANES; j++) {
-        uint64_t b = 0x3FF0000000000000ull | (toto_rng_step(r, j) >> 12);
-        double d;
-        memcpy(&d, &b, sizeof d);
-        u[j] = d - (1 - 0x1p-53);
-    }
-}
-
-/* Gamma(shape >= 1, 1) by Marsaglia and Tsang's method, whose first
- * candidate is the normal z and the uniform u, fresh draws after a
- * rejection. Its squeeze u < 1 - 0.0331 z^4 lies below the exact test: a
- * caller may take the first candidate, d v^3, itself where the squeeze
- * accepts it, and call this otherwise. */
-double toto_rng_gamma(toto_rng *r, double shape, double z, double u);
-
-/* Mixture parameters from the head's raw outputs, as distribution.py. */
-double toto_student_df(float raw);
-double toto_mixture_scale(float raw);
-/* One draw from each of n mixtures of K Student-t components into y [n]:
- * head holds the raw df, loc, scale and logits of the n mixtures, each
- * [n][K]; work [K * TOTO_MIXTURE_BLOCK] is scratch. */
-#define TOTO_MIXTURE_BLOCK 64
-void toto_mixture_sample(toto_rng *r, int n, int K, const float *const head[TOTO_HEAD_COUNT], float *work,
-                         double *y);
+/* Mixture parameters from the head's raw outputs, as distribution.py (the
+ * parameterisation porta_mixture_sample draws from). */
+static inline double toto_student_df(float raw) { return 2 + pmx_softplus_floor(raw); }
+static inline double toto_mixture_scale(float raw) { return pmx_softplus_floor(raw); }
 
 #endif

@@ -55,8 +55,8 @@ typedef struct porta_toto_forecast_desc {
      * (porta_backend_can_sample: ref, cpu, cuda, vulkan with double
      * precision), inside the programs, so
      * that only the draws come back to the host; elsewhere, or when this is
-     * nonzero, on the host from the mixture parameters. The two samplers are
-     * exact but draw different values for one seed. */
+     * nonzero, on the host from the mixture parameters read back, by the
+     * same code: the same paths either way. */
     int host_sampler;
 } porta_toto_forecast_desc;
 

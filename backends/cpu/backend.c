@@ -229,11 +229,8 @@ static porta_status check_node(cpu_backend *be, const porta_node *n)
         break;
     }
     case PORTA_OP_MIXTURE_SAMPLE: {
-        const int64_t K = last_dim(x), M = K > 0 ? xn / K : 0;
-        ok = n->n_in == 5 && M > 0 && K <= INT32_MAX && on % M == 0 && on <= UINT32_MAX;
-        for (int i = 1; i < 5 && ok; i++) ok = has_in(n, i) && porta_ref_dense(&n->in[i]);
-        for (int i = 1; i < 4 && ok; i++) ok = porta_ref_numel(&n->in[i]) == xn;
-        ok = ok && porta_ref_numel(&n->in[4]) == 4;
+        int64_t M, K;
+        ok = porta_mixture_sample_ok(n, UINT32_MAX, &M, &K);
         break;
     }
     case PORTA_OP_ATTN: {

@@ -18,13 +18,8 @@ static __global__ void mixture_sample_draws(float *out, const float *df, const f
 
 extern "C" porta_status pc_sample(pc_rec *r, const porta_node *n)
 {
-    const porta_ref *x = &n->in[0];
-    int64_t K = x->ndim ? x->shape[x->ndim - 1] : 0, numel = porta_ref_numel(x), M = K > 0 ? numel / K : 0;
-    int64_t N = porta_ref_numel(&n->out);
-    int ok = n->n_in == 5 && M > 0 && K <= 0x7fffffff && N % M == 0 && N <= 0xffffffffLL && porta_ref_dense(&n->out);
-    for (int i = 0; i < 5 && ok; i++) ok = pc_has(n, i) && porta_ref_dense(&n->in[i]);
-    for (int i = 1; i < 4 && ok; i++) ok = porta_ref_numel(&n->in[i]) == numel;
-    if (!ok || porta_ref_numel(&n->in[4]) != 4)
+    int64_t M, K, N = porta_ref_numel(&n->out);
+    if (!porta_mixture_sample_ok(n, 0xffffffffLL, &M, &K))
         return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: mixture_sample wants 4 dense [M, K] parameters, a key of 4 and a "
                        "dense output of a multiple of M draws", n->name);
     if (r->dry) return PORTA_OK;

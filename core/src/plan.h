@@ -173,4 +173,22 @@ static inline int porta_ref_dense(const porta_ref *r)
     return 1;
 }
 
+/* The shape facts a MIXTURE_SAMPLE node's kernels rely on: dense
+ * parameters [M, K], a key of 4, a dense output of a multiple of M draws,
+ * fewer than max_draws + 1 (the backend's index range). *M and *K are set
+ * when it holds. */
+static inline int porta_mixture_sample_ok(const porta_node *n, int64_t max_draws, int64_t *M, int64_t *K)
+{
+    const porta_ref *x = &n->in[0];
+    if (n->n_in != 5 || x->ndim < 1) return 0;
+    for (int i = 0; i < 5; i++)
+        if (n->in[i].mem == PORTA_MEM_NONE || !porta_ref_dense(&n->in[i])) return 0;
+    int64_t k = x->shape[x->ndim - 1], m = k > 0 ? porta_ref_numel(x) / k : 0, draws = porta_ref_numel(&n->out);
+    int ok = m > 0 && k <= INT32_MAX && draws % m == 0 && draws <= max_draws && porta_ref_dense(&n->out) &&
+             porta_ref_numel(&n->in[4]) == 4;
+    for (int i = 1; i < 4 && ok; i++) ok = porta_ref_numel(&n->in[i]) == porta_ref_numel(x);
+    if (ok) *M = m, *K = k;
+    return ok;
+}
+
 #endif

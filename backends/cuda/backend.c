@@ -44,6 +44,8 @@ typedef struct pc_prog {
     pc_rec rec;           /* eager backends: what each replay launches with */
     porta_node *nodes;    /* eager backends: the plan's nodes */
     int n_nodes;
+    void **written;       /* buffers the nodes write (pc_rec.written) */
+    int n_written;
     int n_in, n_out;
     float **in_dev, **out_dev;
     int64_t *in_n, *out_n;
@@ -290,6 +292,7 @@ static void pc_prog_free(void *prog)
     if (p->scratch) pc_quiet(be, cudaFree(p->scratch), "cudaFree");
     if (p->step) pc_quiet(be, cudaFree(p->step), "cudaFree");
     free(p->nodes);
+    free(p->written);
     free(p->in_dev);
     free(p->out_dev);
     free(p->in_n);
@@ -372,7 +375,16 @@ static porta_status pc_prog_build(pc_prog *p, const porta_plan *plan)
     p->step_bytes = (size_t)plan->step_rows * PORTA_STEP_FIELDS * sizeof(int32_t);
     PC_CK(be, cudaMalloc((void **)&p->arena, (size_t)(plan->arena_elems > 0 ? plan->arena_elems : 1) * sizeof(float)));
     PC_CK(be, cudaMalloc((void **)&p->step, p->step_bytes > 0 ? p->step_bytes : sizeof(int32_t)));
-    pc_rec r = {.be = be, .dry = 1, .arena = p->arena, .step = p->step, .step_rows = plan->step_rows};
+    p->written = malloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1) * sizeof *p->written);
+    if (!p->written) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
+    for (int i = 0; i < plan->n_nodes; i++) {
+        const porta_ref *o = &plan->nodes[i].out;
+        int seen = o->mem != PORTA_MEM_BUFFER;
+        for (int k = 0; k < p->n_written && !seen; k++) seen = p->written[k] == o->buf;
+        if (!seen) p->written[p->n_written++] = o->buf;
+    }
+    pc_rec r = {.be = be, .dry = 1, .arena = p->arena, .step = p->step, .step_rows = plan->step_rows,
+                .written = p->written, .n_written = p->n_written};
     for (int i = 0; i < plan->n_nodes; i++) {
         porta_status st = pc_node(&r, &plan->nodes[i]);
         if (st) return st;
@@ -545,6 +557,8 @@ static porta_status pc_setup(pc_backend *be, int discrete)
     be->smem_optin = (int)prop.sharedMemPerBlockOptin;
     const char *pdl = getenv("PORTA_CUDA_PDL");
     be->pdl = prop.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+    const char *prefetch = getenv("PORTA_CUDA_PREFETCH");
+    be->prefetch = be->pdl && !(prefetch && strcmp(prefetch, "0") == 0);
     snprintf(be->name, sizeof be->name, "%s (cuda:%d, sm_%d%d)", prop.name, be->device, prop.major, prop.minor);
     PC_CK(be, cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking));
     PC_BLAS(be, cublasCreate(&be->blas));

@@ -29,6 +29,7 @@ typedef struct pc_backend {
     int eager;                /* replays launch kernels one by one (PORTA_CUDA_EAGER=1) */
     int profile;              /* eager, and each node timed (PORTA_CUDA_PROFILE=1) */
     int pdl;                  /* programmatic dependent launch (sm_90+, unless PORTA_CUDA_PDL=0) */
+    int prefetch;             /* with pdl: weights prefetched before the launch wait (unless PORTA_CUDA_PREFETCH=0) */
     /* One stream for every program and buffer operation of this backend, so
      * that buffer copies, cache row copies and replays of different programs
      * sharing a KV cache are ordered by submission with no cross-stream events. */
@@ -55,6 +56,8 @@ typedef struct pc_rec {
     int step_rows;
     float *scratch;           /* shared by all nodes: nodes run one after another */
     int64_t scratch_elems;    /* dry pass: the largest request so far */
+    void *const *written;     /* the buffers some node of the program writes (the KV cache) */
+    int n_written;
 } pc_rec;
 
 /* A strided view with up to PORTA_PLAN_MAX_DIMS dims, passed to kernels by value. */
@@ -88,6 +91,17 @@ static inline float *pc_ptr(const pc_rec *r, const porta_ref *ref)
     if (ref->mem == PORTA_MEM_ARENA) return r->arena + ref->offset;
     if (ref->mem == PORTA_MEM_BUFFER) return ((pc_buf *)ref->buf)->ptr + ref->offset;
     return NULL;
+}
+
+/* Nonzero when ref lies in a buffer no kernel of the program writes (a
+ * weight): with programmatic dependent launch a kernel may read it before
+ * waiting for the kernel ahead of it. */
+static inline int pc_stable(const pc_rec *r, const porta_ref *ref)
+{
+    if (!r->be->prefetch || ref->mem != PORTA_MEM_BUFFER) return 0;
+    for (int i = 0; i < r->n_written; i++)
+        if (r->written[i] == ref->buf) return 0;
+    return 1;
 }
 
 static inline int pc_has(const porta_node *n, int i)

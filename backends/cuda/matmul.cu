@@ -43,10 +43,16 @@ static int fits_int(int64_t a, int64_t b, int64_t c)
  * threads: each thread streams its 16-byte pieces of the GV_R rows (each
  * weight byte is read once, past the caches) and reuses every x load for
  * GV_R rows, so the x rows (L1 hits) cost 1/GV_R of a load per weight load.
- * The partial sums meet in shared memory. The same kernel carries the fused
+ * Each warp's GV_R x MM partial sums are reduce-scattered (each exchange
+ * carries a value another lane needs: GV_R MM - 1 shuffles, not 5 per value)
+ * and meet across warps in shared memory. The same kernel carries the fused
  * forms: an RMSNorm of x (its sum of squares gathered from the x loads the
  * product makes anyway, the scale folded into x), bias, SwiGLU (the block's
- * rows are gate rows j and value rows j + F) and a residual. */
+ * rows are gate rows j and value rows j + F) and a residual.
+ *
+ * Weights no kernel of the program writes are prefetched into L2 before the
+ * programmatic-launch wait (a.prefetch): the block's rows then stream from
+ * memory while the kernel before it is still running. */
 #define GEMV_MAX_ROWS 8
 #define GV_WARPS 4
 #define GV_R 4
@@ -57,6 +63,7 @@ typedef struct gemv_args {
     int64_t xrs, wrs, bs;
     int M, N2, Nout, K4;                 /* N2 weight rows; Nout = N2 or N2 / 2 (swiglu) */
     int norm, swiglu;
+    int prefetch;                        /* w may be read before the wait */
     float eps;
 } gemv_args;
 
@@ -67,10 +74,48 @@ static __device__ __forceinline__ float gv_dot(float4 a, float4 b, float acc)
 
 static __device__ __forceinline__ float gv_silu(float x) { return x / (1.0f + expf(-x)); }
 
+/* Sums N values (a power of two up to 32) over the warp's lanes: lane l ends
+ * with the total of value l / (32 / N). At each halving a lane keeps half of
+ * its values and receives its partner's partial sums of that half. */
+template <int H, int N>
+static __device__ __forceinline__ void gv_halve(float (&v)[N], int lane)
+{
+    if constexpr (H >= 1) {
+        constexpr int o = 16 * H * 2 / N; /* the lane bit that picks the half kept */
+        const bool up = (lane & o) != 0;
+#pragma unroll
+        for (int i = 0; i < H; i++) {
+            float send = up ? v[i] : v[i + H], keep = up ? v[i + H] : v[i];
+            v[i] = keep + __shfl_xor_sync(PC_FULL_MASK, send, o);
+        }
+        gv_halve<H / 2, N>(v, lane);
+    }
+}
+
+template <int N>
+static __device__ __forceinline__ float gv_reduce_scatter(float (&v)[N], int lane)
+{
+    gv_halve<N / 2, N>(v, lane);
+    float r = v[0];
+#pragma unroll
+    for (int o = 16 / N; o >= 1; o /= 2) r += __shfl_xor_sync(PC_FULL_MASK, r, o);
+    return r;
+}
+
+/* Asks L2 for bytes [p, p + n) (16-byte aligned, n a multiple of 16). */
+static __device__ __forceinline__ void gv_prefetch_l2(const void *p, unsigned n)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(n) : "memory");
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 template <int MM>
 static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
 {
-    pc_dep_wait();
     extern __shared__ float sh[]; /* [GV_WARPS][GV_R * MM + MM]: partial sums, sums of squares */
     const int RW = GV_R * MM + MM;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -87,15 +132,18 @@ static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
             row[r] = j < a.N2 ? j : -1;
         }
     }
-    float acc[GV_R][MM], ss[MM];
+    const int64_t xr4 = a.xrs / 4, wr4 = a.wrs / 4;
+    if (a.prefetch && tid < GV_R && row[tid] >= 0)
+        gv_prefetch_l2(reinterpret_cast<const float4 *>(a.w) + row[tid] * wr4, (unsigned)a.K4 * 16u);
+    pc_dep_wait();
+    float acc[GV_R * MM], ss[MM];
 #pragma unroll
     for (int m = 0; m < MM; m++) {
         ss[m] = 0.0f;
 #pragma unroll
-        for (int r = 0; r < GV_R; r++) acc[r][m] = 0.0f;
+        for (int r = 0; r < GV_R; r++) acc[r * MM + m] = 0.0f;
     }
     const float4 *x4 = reinterpret_cast<const float4 *>(a.x), *g4 = reinterpret_cast<const float4 *>(a.g);
-    const int64_t xr4 = a.xrs / 4, wr4 = a.wrs / 4;
 #pragma unroll 2
     for (int k = tid; k < a.K4; k += GV_WARPS * 32) {
         float4 wv[GV_R];
@@ -113,22 +161,20 @@ static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
                 xv = make_float4(xv.x * gv.x, xv.y * gv.y, xv.z * gv.z, xv.w * gv.w);
             }
 #pragma unroll
-            for (int r = 0; r < GV_R; r++) acc[r][m] = gv_dot(wv[r], xv, acc[r][m]);
+            for (int r = 0; r < GV_R; r++) acc[r * MM + m] = gv_dot(wv[r], xv, acc[r * MM + m]);
         }
     }
-#pragma unroll
-    for (int m = 0; m < MM; m++) {
-        if (a.norm) ss[m] = pc_warp_sum(ss[m]);
-#pragma unroll
-        for (int r = 0; r < GV_R; r++) acc[r][m] = pc_warp_sum(acc[r][m]);
+    /* Lane l holds value l / (32 / N) summed over the warp; the first lane
+     * of each group writes it. */
+    {
+        const int N = GV_R * MM, per = 32 / N;
+        float v = gv_reduce_scatter<GV_R * MM>(acc, lane);
+        if (lane % per == 0) sh[warp * RW + lane / per] = v;
     }
-    if (lane == 0) {
-#pragma unroll
-        for (int m = 0; m < MM; m++) {
-            sh[warp * RW + GV_R * MM + m] = ss[m];
-#pragma unroll
-            for (int r = 0; r < GV_R; r++) sh[warp * RW + r * MM + m] = acc[r][m];
-        }
+    if (a.norm) {
+        const int per = 32 / MM;
+        float v = gv_reduce_scatter<MM>(ss, lane);
+        if (lane % per == 0) sh[warp * RW + GV_R * MM + lane / per] = v;
     }
     __syncthreads();
     /* One thread per output: (row slot r, input row m). */
@@ -140,7 +186,7 @@ static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
     for (int w = 0; w < GV_WARPS; w++) {
         y += sh[w * RW + r * MM + m];
         if (a.swiglu) y2 += sh[w * RW + (r + GV_R / 2) * MM + m];
-        q += sh[w * RW + GV_R * MM + m];
+        if (a.norm) q += sh[w * RW + GV_R * MM + m];
     }
     if (a.norm) {
         float inv = 1.0f / sqrtf(q / (float)(4 * a.K4) + a.eps);
@@ -458,7 +504,7 @@ static porta_status linear(pc_rec *r, const porta_node *n)
     if (gemv_ok(xp, M, K, xrs, xcs, &n->in[1], wrs, wcs, wp, gp, gs)) {
         if (r->dry) return PORTA_OK;
         gemv_args g = { xp, wp, bp, rp, gp, out, xrs, wrs, bs, (int)M, (int)N2, (int)Nout, (int)(K / 4), norm, swiglu,
-                        norm ? n->p.lin.eps : 0.0f };
+                        pc_stable(r, &n->in[1]), norm ? n->p.lin.eps : 0.0f };
         return launch_gemv(r, &g);
     }
     /* GEMM path: scratch holds the normed x [M, K], then y [M, N2] for SwiGLU. */

@@ -1,12 +1,15 @@
 /* The CUDA backend: module entry, vtable, buffers and programs.
  *
  * A program is one CUDA graph captured once. Each replay goes through a ring of
- * pinned host slots: the step block and inputs are copied into slot k, then
- * copied to the device in stream order ahead of the graph launch, so the graph
- * always reads the step block of its own replay; outputs come back into the
- * same slot and reach the caller's pointers at prog_wait (or when the slot is
- * reused). Slot k is rewritten only after the event recorded behind its last
- * replay has fired.
+ * pinned, mapped host slots: the host writes the step block and inputs into
+ * slot k and launches the graph, whose first kernel (stage.cu) copies them from
+ * the slot to the device and whose last kernel copies the outputs the caller
+ * asked for back into the slot; they reach the caller's pointers at prog_wait
+ * (or when the slot is reused). The graph thus always reads the step block of
+ * its own replay, and a replay costs the host one graph launch and one event.
+ * Slot k is rewritten only after the event recorded behind its last replay has
+ * fired. PORTA_CUDA_STAGE=0 at open moves the same bytes with one
+ * cudaMemcpyAsync per step block, input and output instead (for comparison).
  *
  * PORTA_CUDA_EAGER=1 at open gives a backend whose replays launch the same
  * kernels one by one instead of the graph (nothing is captured): the figure a
@@ -28,7 +31,7 @@
 #endif
 
 typedef struct pc_slot {
-    unsigned char *host;  /* pinned: step block, inputs, outputs */
+    unsigned char *host;  /* in the ring: output flags, step block, inputs, outputs */
     cudaEvent_t done;     /* recorded behind the slot's last replay */
     int pending;          /* outputs not yet handed to the caller */
     float **dst;          /* the caller's output pointers of that replay */
@@ -49,7 +52,14 @@ typedef struct pc_prog {
     int n_in, n_out;
     float **in_dev, **out_dev;
     int64_t *in_n, *out_n;
-    size_t *in_off, *out_off; /* byte offsets inside a slot */
+    size_t step_off;      /* byte offsets inside a slot; the output flags come first */
+    size_t *in_off, *out_off;
+    unsigned char *ring;  /* pinned and mapped: PC_RING slots of slot_bytes */
+    size_t slot_bytes;
+    int staged;           /* stage kernels move the slot's data (pc_stage) */
+    pc_stage stage;
+    pc_stage_job *jobs;   /* device: stage.jobs */
+    uint32_t *seq;        /* device: stage.seq */
     pc_slot slot[PC_RING];
     int next;             /* slot of the next replay; the oldest one in use */
     cudaEvent_t *prof_ev; /* profiling backends: one event before each node and one after the last */
@@ -276,8 +286,10 @@ static void pc_prog_free(void *prog)
     pc_quiet(be, cudaStreamSynchronize(be->stream), "cudaStreamSynchronize");
     if (p->exec) pc_quiet(be, cudaGraphExecDestroy(p->exec), "cudaGraphExecDestroy");
     if (p->graph) pc_quiet(be, cudaGraphDestroy(p->graph), "cudaGraphDestroy");
+    if (p->ring) pc_quiet(be, cudaFreeHost(p->ring), "cudaFreeHost");
+    if (p->jobs) pc_quiet(be, cudaFree(p->jobs), "cudaFree");
+    if (p->seq) pc_quiet(be, cudaFree(p->seq), "cudaFree");
     for (int k = 0; k < PC_RING; k++) {
-        if (p->slot[k].host) pc_quiet(be, cudaFreeHost(p->slot[k].host), "cudaFreeHost");
         if (p->slot[k].done) pc_quiet(be, cudaEventDestroy(p->slot[k].done), "cudaEventDestroy");
         free(p->slot[k].dst);
     }
@@ -307,6 +319,43 @@ static size_t pc_align16(size_t x)
     return (x + 15) & ~(size_t)15;
 }
 
+/* The stage kernels' job table and replay counter, on the device. */
+static porta_status pc_stage_setup(pc_prog *p)
+{
+    pc_backend *be = p->be;
+    int n_in = (p->step_bytes > 0) + p->n_in, n = n_in + p->n_out + 1;
+    pc_stage_job *jobs = calloc((size_t)n, sizeof *jobs);
+    if (!jobs) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
+    pc_stage *st = &p->stage;
+    int k = 0;
+    if (p->step_bytes > 0)
+        jobs[k++] = (pc_stage_job){ p->step, (int64_t)p->step_off, (int64_t)(p->step_bytes / sizeof(int32_t)) };
+    for (int i = 0; i < p->n_in; i++) jobs[k++] = (pc_stage_job){ p->in_dev[i], (int64_t)p->in_off[i], p->in_n[i] };
+    for (int i = 0; i < p->n_out; i++)
+        jobs[k++] = (pc_stage_job){ p->out_dev[i], (int64_t)p->out_off[i], p->out_n[i] };
+    for (int i = 0; i < k; i++) {
+        if (i < n_in && st->in_words < jobs[i].words) st->in_words = jobs[i].words;
+        if (i >= n_in && st->out_words < jobs[i].words) st->out_words = jobs[i].words;
+    }
+    cudaError_t e = cudaMalloc((void **)&p->jobs, (size_t)n * sizeof *jobs);
+    if (e == cudaSuccess) e = cudaMemcpyAsync(p->jobs, jobs, (size_t)n * sizeof *jobs, cudaMemcpyHostToDevice, be->stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(be->stream);
+    free(jobs);
+    if (e != cudaSuccess) return pc_cuda_fail(be, e, "staging table upload");
+    const uint32_t zero[2] = { 0, 0 };
+    PC_CK(be, cudaMalloc((void **)&p->seq, sizeof zero));
+    PC_CK(be, cudaMemcpyAsync(p->seq, zero, sizeof zero, cudaMemcpyHostToDevice, be->stream));
+    PC_CK(be, cudaStreamSynchronize(be->stream));
+    PC_CK(be, cudaHostGetDevicePointer((void **)&st->ring, p->ring, 0));
+    st->slot_bytes = (int64_t)p->slot_bytes;
+    st->jobs = p->jobs;
+    st->empty = p->jobs + n - 1;
+    st->n_in = n_in;
+    st->n_out = p->n_out;
+    st->seq = p->seq;
+    return PORTA_OK;
+}
+
 /* Host-side tables and the pinned slots. */
 static porta_status pc_prog_io(pc_prog *p, const porta_plan *plan, const pc_rec *r)
 {
@@ -322,7 +371,9 @@ static porta_status pc_prog_io(pc_prog *p, const porta_plan *plan, const pc_rec 
     p->out_off = calloc((size_t)no, sizeof *p->out_off);
     if (!p->in_dev || !p->out_dev || !p->in_n || !p->out_n || !p->in_off || !p->out_off)
         return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
-    size_t at = pc_align16(p->step_bytes);
+    /* Output flags, step block, inputs, outputs. */
+    p->step_off = pc_align16((size_t)no * sizeof(int32_t));
+    size_t at = pc_align16(p->step_off + p->step_bytes);
     for (int i = 0; i < p->n_in; i++) {
         const porta_ref *ref = &plan->inputs[i];
         if (ref->mem != PORTA_MEM_ARENA || !porta_ref_dense(ref))
@@ -341,13 +392,23 @@ static porta_status pc_prog_io(pc_prog *p, const porta_plan *plan, const pc_rec 
         p->out_off[i] = at;
         at = pc_align16(at + (size_t)p->out_n[i] * sizeof(float));
     }
+    p->slot_bytes = at;
+    PC_CK(be, cudaHostAlloc((void **)&p->ring, PC_RING * at, cudaHostAllocMapped));
+    memset(p->ring, 0, PC_RING * at);
     for (int k = 0; k < PC_RING; k++) {
         p->slot[k].dst = calloc((size_t)no, sizeof *p->slot[k].dst);
         if (!p->slot[k].dst) return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
-        PC_CK(be, cudaHostAlloc((void **)&p->slot[k].host, at > 0 ? at : 16, cudaHostAllocDefault));
+        p->slot[k].host = p->ring + (size_t)k * at;
         PC_CK(be, cudaEventCreateWithFlags(&p->slot[k].done, cudaEventDisableTiming));
     }
-    return PORTA_OK;
+    p->staged = be->stage && (p->step_bytes > 0 || p->n_in > 0 || p->n_out > 0);
+    return p->staged ? pc_stage_setup(p) : PORTA_OK;
+}
+
+static porta_status pc_stage_run(const pc_prog *p, const pc_rec *r, int out)
+{
+    cudaError_t e = pc_stage_launch(r, &p->stage, out, PC_RING);
+    return e == cudaSuccess ? PORTA_OK : pc_cuda_fail(p->be, e, out ? "stage_out launch" : "stage_in launch");
 }
 
 static porta_status pc_capture(pc_prog *p, const porta_plan *plan, pc_rec *r)
@@ -355,7 +416,9 @@ static porta_status pc_capture(pc_prog *p, const porta_plan *plan, pc_rec *r)
     pc_backend *be = p->be;
     PC_CK(be, cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
     porta_status st = PORTA_OK;
+    if (p->staged) st = pc_stage_run(p, r, 0);
     for (int i = 0; i < plan->n_nodes && !st; i++) st = pc_node(r, &plan->nodes[i]);
+    if (p->staged && !st) st = pc_stage_run(p, r, 1);
     cudaError_t e = cudaStreamEndCapture(be->stream, &p->graph);
     if (st) return st;
     if (e != cudaSuccess) return pc_cuda_fail(be, e, "cudaStreamEndCapture");
@@ -448,26 +511,40 @@ static porta_status pc_prog_run(void *prog, const int32_t *step_block, const flo
     PC_CK(be, cudaEventSynchronize(s->done));
     if (s->pending) pc_deliver(p, s);
 
-    if (p->step_bytes > 0) {
-        memcpy(s->host, step_block, p->step_bytes);
-        PC_CK(be, cudaMemcpyAsync(p->step, s->host, p->step_bytes, cudaMemcpyHostToDevice, st));
+    if (p->step_bytes > 0) memcpy(s->host + p->step_off, step_block, p->step_bytes);
+    for (int i = 0; i < p->n_in; i++) memcpy(s->host + p->in_off[i], inputs[i], (size_t)p->in_n[i] * sizeof(float));
+    int32_t *want = (int32_t *)s->host;
+    for (int i = 0; i < p->n_out; i++) {
+        s->dst[i] = outputs ? outputs[i] : NULL;
+        want[i] = s->dst[i] != NULL;
+        s->pending |= want[i];
     }
-    for (int i = 0; i < p->n_in; i++) {
-        size_t bytes = (size_t)p->in_n[i] * sizeof(float);
-        memcpy(s->host + p->in_off[i], inputs[i], bytes);
-        PC_CK(be, cudaMemcpyAsync(p->in_dev[i], s->host + p->in_off[i], bytes, cudaMemcpyHostToDevice, st));
+    if (!p->staged) {
+        if (p->step_bytes > 0)
+            PC_CK(be, cudaMemcpyAsync(p->step, s->host + p->step_off, p->step_bytes, cudaMemcpyHostToDevice, st));
+        for (int i = 0; i < p->n_in; i++)
+            PC_CK(be, cudaMemcpyAsync(p->in_dev[i], s->host + p->in_off[i], (size_t)p->in_n[i] * sizeof(float),
+                                      cudaMemcpyHostToDevice, st));
     }
     if (be->eager) {
         /* Profiling: the GPU waits while the host launches every node, so
          * the events time the kernels back to back, not the launches. */
         if (p->prof_ev) PC_CK(be, pc_spin(st, 20000LL * (p->n_nodes + 1)));
+        if (p->staged) {
+            porta_status e = pc_stage_run(p, &p->rec, 0);
+            if (e) return e;
+        }
         for (int i = 0; i < p->n_nodes; i++) {
             if (p->prof_ev) PC_CK(be, cudaEventRecord(p->prof_ev[i], st));
             porta_status e = pc_node(&p->rec, &p->nodes[i]);
             if (e) return e;
         }
+        if (p->prof_ev) PC_CK(be, cudaEventRecord(p->prof_ev[p->n_nodes], st));
+        if (p->staged) {
+            porta_status e = pc_stage_run(p, &p->rec, 1);
+            if (e) return e;
+        }
         if (p->prof_ev) {
-            PC_CK(be, cudaEventRecord(p->prof_ev[p->n_nodes], st));
             PC_CK(be, cudaEventSynchronize(p->prof_ev[p->n_nodes]));
             for (int i = 0; i < p->n_nodes && p->prof_skip; i++) {
                 float ms = 0;
@@ -480,15 +557,14 @@ static porta_status pc_prog_run(void *prog, const int32_t *step_block, const flo
     } else {
         PC_CK(be, cudaGraphLaunch(p->exec, st));
     }
-    for (int i = 0; i < p->n_out; i++) {
-        s->dst[i] = outputs ? outputs[i] : NULL;
-        if (!s->dst[i]) continue;
-        PC_CK(be, cudaMemcpyAsync(s->host + p->out_off[i], p->out_dev[i], (size_t)p->out_n[i] * sizeof(float),
-                                  cudaMemcpyDeviceToHost, st));
-        s->pending = 1;
-    }
-    PC_CK(be, cudaEventRecord(s->done, st));
+    /* The device's replay counter has moved on with this replay (stage_out):
+     * so does the host's, whatever happens next. */
     p->next = (p->next + 1) % PC_RING;
+    for (int i = 0; i < p->n_out && !p->staged; i++)
+        if (s->dst[i])
+            PC_CK(be, cudaMemcpyAsync(s->host + p->out_off[i], p->out_dev[i], (size_t)p->out_n[i] * sizeof(float),
+                                      cudaMemcpyDeviceToHost, st));
+    PC_CK(be, cudaEventRecord(s->done, st));
     return PORTA_OK;
 }
 
@@ -557,6 +633,8 @@ static porta_status pc_setup(pc_backend *be, int discrete)
     be->smem_optin = (int)prop.sharedMemPerBlockOptin;
     const char *pdl = getenv("PORTA_CUDA_PDL");
     be->pdl = prop.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+    const char *stage = getenv("PORTA_CUDA_STAGE");
+    be->stage = !(stage && strcmp(stage, "0") == 0);
     const char *prefetch = getenv("PORTA_CUDA_PREFETCH");
     be->prefetch = be->pdl && !(prefetch && strcmp(prefetch, "0") == 0);
     snprintf(be->name, sizeof be->name, "%s (cuda:%d, sm_%d%d)", prop.name, be->device, prop.major, prop.minor);

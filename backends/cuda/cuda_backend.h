@@ -29,6 +29,7 @@ typedef struct pc_backend {
     int eager;                /* replays launch kernels one by one (PORTA_CUDA_EAGER=1) */
     int profile;              /* eager, and each node timed (PORTA_CUDA_PROFILE=1) */
     int pdl;                  /* programmatic dependent launch (sm_90+, unless PORTA_CUDA_PDL=0) */
+    int stage;                /* replays' data moved by stage kernels (unless PORTA_CUDA_STAGE=0) */
     int prefetch;             /* with pdl: weights prefetched before the launch wait (unless PORTA_CUDA_PREFETCH=0) */
     /* One stream for every program and buffer operation of this backend, so
      * that buffer copies, cache row copies and replays of different programs
@@ -59,6 +60,26 @@ typedef struct pc_rec {
     void *const *written;     /* the buffers some node of the program writes (the KV cache) */
     int n_written;
 } pc_rec;
+
+/* Staging (stage.cu): what moves between a replay's mapped host slot and the
+ * device. Job k < n_in copies words from slot offset off to dev; job n_in + i
+ * copies output i from dev to slot offset off, when the slot's int32 flag i
+ * (at offset 4 i) is set. */
+typedef struct pc_stage_job {
+    void *dev;
+    int64_t off;              /* bytes into a slot, 16-byte aligned */
+    int64_t words;            /* 4-byte words */
+} pc_stage_job;
+
+typedef struct pc_stage {
+    unsigned char *ring;      /* device address of the mapped slots, slot k at k * slot_bytes */
+    int64_t slot_bytes;
+    const pc_stage_job *jobs; /* device: n_in, then n_out jobs */
+    const pc_stage_job *empty;/* device: a job of no words */
+    int n_in, n_out;
+    int64_t in_words, out_words; /* the largest job of each kind */
+    uint32_t *seq;            /* device: [0] replays staged out so far, [1] the replay in flight */
+} pc_stage;
 
 /* A strided view with up to PORTA_PLAN_MAX_DIMS dims, passed to kernels by value. */
 typedef struct pc_strided {
@@ -179,6 +200,9 @@ porta_status pc_rope(pc_rec *r, const porta_node *n);        /* ROPE, KV_APPEND_
 porta_status pc_kv_update(pc_rec *r, const porta_node *n);   /* KV_APPEND */
 porta_status pc_attention(pc_rec *r, const porta_node *n);   /* ATTN_CACHED, ATTN */
 porta_status pc_sample(pc_rec *r, const porta_node *n);      /* MIXTURE_SAMPLE */
+
+/* Launches stage_in (out 0) or stage_out (out 1) for a ring of n_ring slots. */
+cudaError_t pc_stage_launch(const pc_rec *r, const pc_stage *s, int out, int n_ring);
 
 /* Frees the GEMM choices made for this backend. */
 void pc_tuner_free(pc_backend *be);

@@ -22,6 +22,7 @@ enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
 #define cudaStreamNonBlocking 1u
 #define cudaEventDisableTiming 2u
 #define cudaHostAllocDefault 0u
+#define cudaHostAllocMapped 2u
 
 struct cudaDeviceProp {
     char name[256];
@@ -42,6 +43,8 @@ cudaError_t cudaMalloc(void **p, size_t n);
 cudaError_t cudaFree(void *p);
 cudaError_t cudaHostAlloc(void **p, size_t n, unsigned flags);
 cudaError_t cudaFreeHost(void *p);
+/* Host memory is device memory: a mapped allocation is its own device address. */
+cudaError_t cudaHostGetDevicePointer(void **d, void *h, unsigned flags);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);

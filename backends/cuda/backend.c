@@ -222,6 +222,14 @@ static porta_status pc_node(pc_rec *r, const porta_node *n)
     }
 }
 
+/* Launches nodes[0], or the nodes[0..*used) that run as one launch. The
+ * dry pass, the capture and eager replays walk the nodes the same way. */
+static porta_status pc_step(pc_rec *r, const porta_node *nodes, int n_left, int *used)
+{
+    *used = pc_rope_group_len(r->be, nodes, n_left);
+    return *used > 1 ? pc_rope_group(r, nodes, *used) : pc_node(r, nodes);
+}
+
 static porta_status pc_check_refs(const pc_backend *be, const porta_node *n)
 {
     int bad = n->out.mem != PORTA_MEM_NONE && n->out.dtype != PORTA_F32;
@@ -247,8 +255,10 @@ static void pc_prof_report(const pc_prog *p)
         by_op[p->nodes[i].op] += us;
         count[p->nodes[i].op]++;
     }
-    fprintf(stderr, "\nporta cuda profile: %d nodes, %.1f us of kernels per replay (mean of %d)\n", p->n_nodes, total,
-            p->prof_runs);
+    fprintf(stderr,
+            "\nporta cuda profile: %d nodes, %.1f us of kernels per replay (mean of %d; nodes launched together are "
+            "timed on the first)\n",
+            p->n_nodes, total, p->prof_runs);
     fprintf(stderr, "  %-12s %6s %10s %6s %9s\n", "op", "nodes", "us", "%", "us/node");
     for (int o = 0; o < PORTA_OP_COUNT; o++)
         if (count[o])
@@ -417,7 +427,7 @@ static porta_status pc_capture(pc_prog *p, const porta_plan *plan, pc_rec *r)
     PC_CK(be, cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
     porta_status st = PORTA_OK;
     if (p->staged) st = pc_stage_run(p, r, 0);
-    for (int i = 0; i < plan->n_nodes && !st; i++) st = pc_node(r, &plan->nodes[i]);
+    for (int i = 0, g = 1; i < plan->n_nodes && !st; i += g) st = pc_step(r, &plan->nodes[i], plan->n_nodes - i, &g);
     if (p->staged && !st) st = pc_stage_run(p, r, 1);
     cudaError_t e = cudaStreamEndCapture(be->stream, &p->graph);
     if (st) return st;
@@ -448,8 +458,8 @@ static porta_status pc_prog_build(pc_prog *p, const porta_plan *plan)
     }
     pc_rec r = {.be = be, .dry = 1, .arena = p->arena, .step = p->step, .step_rows = plan->step_rows,
                 .written = p->written, .n_written = p->n_written};
-    for (int i = 0; i < plan->n_nodes; i++) {
-        porta_status st = pc_node(&r, &plan->nodes[i]);
+    for (int i = 0, g = 1; i < plan->n_nodes; i += g) {
+        porta_status st = pc_step(&r, &plan->nodes[i], plan->n_nodes - i, &g);
         if (st) return st;
     }
     if (r.scratch_elems > 0) PC_CK(be, cudaMalloc((void **)&p->scratch, (size_t)r.scratch_elems * sizeof(float)));
@@ -534,10 +544,12 @@ static porta_status pc_prog_run(void *prog, const int32_t *step_block, const flo
             porta_status e = pc_stage_run(p, &p->rec, 0);
             if (e) return e;
         }
-        for (int i = 0; i < p->n_nodes; i++) {
+        for (int i = 0, g = 1; i < p->n_nodes; i += g) {
             if (p->prof_ev) PC_CK(be, cudaEventRecord(p->prof_ev[i], st));
-            porta_status e = pc_node(&p->rec, &p->nodes[i]);
+            porta_status e = pc_step(&p->rec, &p->nodes[i], p->n_nodes - i, &g);
             if (e) return e;
+            /* Nodes launched together: the first carries their time. */
+            for (int k = 1; k < g && p->prof_ev; k++) PC_CK(be, cudaEventRecord(p->prof_ev[i + k], st));
         }
         if (p->prof_ev) PC_CK(be, cudaEventRecord(p->prof_ev[p->n_nodes], st));
         if (p->staged) {
@@ -633,6 +645,8 @@ static porta_status pc_setup(pc_backend *be, int discrete)
     be->smem_optin = (int)prop.sharedMemPerBlockOptin;
     const char *pdl = getenv("PORTA_CUDA_PDL");
     be->pdl = prop.major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+    const char *no_fuse = getenv("PORTA_NO_FUSE");
+    be->group = !(no_fuse && strcmp(no_fuse, "1") == 0);
     const char *stage = getenv("PORTA_CUDA_STAGE");
     be->stage = !(stage && strcmp(stage, "0") == 0);
     const char *prefetch = getenv("PORTA_CUDA_PREFETCH");

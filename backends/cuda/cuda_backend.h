@@ -30,6 +30,7 @@ typedef struct pc_backend {
     int profile;              /* eager, and each node timed (PORTA_CUDA_PROFILE=1) */
     int pdl;                  /* programmatic dependent launch (sm_90+, unless PORTA_CUDA_PDL=0) */
     int stage;                /* replays' data moved by stage kernels (unless PORTA_CUDA_STAGE=0) */
+    int group;                /* consecutive rope and cache-append nodes run as one launch (unless PORTA_NO_FUSE=1) */
     int prefetch;             /* with pdl: weights prefetched before the launch wait (unless PORTA_CUDA_PREFETCH=0) */
     /* One stream for every program and buffer operation of this backend, so
      * that buffer copies, cache row copies and replays of different programs
@@ -197,7 +198,14 @@ porta_status pc_rmsnorm_rows(pc_rec *r, float *out, const float *x, int64_t M, i
                              const float *g, int64_t gs, float eps);
 porta_status pc_softmax(pc_rec *r, const porta_node *n);
 porta_status pc_rope(pc_rec *r, const porta_node *n);        /* ROPE, KV_APPEND_ROPE */
-porta_status pc_kv_update(pc_rec *r, const porta_node *n);   /* KV_APPEND */
+porta_status pc_kv_update(pc_rec *r, const porta_node *n);   /* KV_APPEND (rope.cu) */
+/* Most nodes of one rope launch. */
+#define PC_ROPE_GROUP 4
+/* How many nodes from nodes[0] (of n_left) run as one launch of pc_rope_group:
+ * consecutive ROPE, KV_APPEND_ROPE and KV_APPEND nodes none of which writes
+ * what another reads or writes; 1 for any other node. */
+int pc_rope_group_len(const pc_backend *be, const porta_node *nodes, int n_left);
+porta_status pc_rope_group(pc_rec *r, const porta_node *nodes, int g);
 porta_status pc_attention(pc_rec *r, const porta_node *n);   /* ATTN_CACHED, ATTN */
 porta_status pc_sample(pc_rec *r, const porta_node *n);      /* MIXTURE_SAMPLE */
 

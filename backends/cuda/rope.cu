@@ -1,145 +1,226 @@
-/* ROPE with Toto's xPos scaling (see porta_rope in graph.h). Angles and scales
- * are evaluated in double: positions reach thousands and float sin/cos of
- * p * theta^(-2j/D) would carry most of the op's error for a negligible share of
- * a step's time. */
+/* ROPE with Toto's xPos scaling (see porta_rope in graph.h), KV_APPEND_ROPE
+ * and KV_APPEND, as jobs of one kernel: a node is one job, and consecutive
+ * independent nodes of these ops (a layer's rope of q, rotated append of k and
+ * append of v) run as one launch (pc_rope_group_len).
+ *
+ * Angles and scales are evaluated in double: positions reach thousands and
+ * float sin/cos of p * theta^(-2j/D) would carry most of the op's error for a
+ * negligible share of a step's time. Positions and row counts come from the
+ * device step block, so the captured kernel is the same at every step. */
+#include <string.h>
 #include "common.cuh"
 
-typedef struct rope_args {
-    float *out;                /* dense [B,T,H,D] */
-    const float *x;
-    int64_t xs[4];             /* x strides b, t, h, d */
-    int B, T, H, D;
-    float theta, scale_base;
+enum { RJ_DENSE, RJ_CACHE, RJ_COPY };
+
+typedef struct rope_job {
+    float *out;          /* RJ_DENSE: dense [B,T,H,D]; else the cache layer [B,H,L,D] */
+    const float *x;      /* [B,T,H,D] */
+    int64_t xs[4];       /* x strides b, t, h, d */
+    int64_t cs[4];       /* cache strides b, h, l, d */
+    int64_t items;       /* rotated pairs (RJ_DENSE, RJ_CACHE) or copied elements (RJ_COPY) */
+    int B, T, H, D, L;
+    int kind, per;       /* per: items per (b, t, h) row, D / 2 or D */
+    int cached;          /* positions from the step block; else pos 0, n T */
     int xpos, is_key;
-    const int32_t *step;       /* NULL: pos 0, n T */
-    int rows;
-} rope_args;
+    float theta, scale_base;
+} rope_job;
+
+typedef struct rope_jobs {
+    rope_job j[PC_ROPE_GROUP];
+    int n;
+    int rows;            /* step block rows: n[b] is step[rows + b] */
+    const int32_t *step;
+} rope_jobs;
 
 static __device__ double xpos_u(int k, int D)
 {
     return (2.0 * k + 0.4 * D) / (1.4 * D);
 }
 
-/* The rotated (and xPos-scaled) pair j of row (b, t, h): y0, y1. Returns 0
- * for rows past the step's count. */
-static __device__ __forceinline__ int rope_pair(const rope_args &a, int b, int t, int h, int j, int *pos_out,
-                                                float *y0o, float *y1o)
-{
-    int half = a.D / 2;
-    int pos = 0, cnt = a.T;
-    if (a.step) {
-        pos = a.step[b];
-        cnt = a.step[a.rows + b];
-    }
-    *pos_out = pos;
-    if (t >= cnt) return 0;
-    const float *x = a.x + b * a.xs[0] + t * a.xs[1] + h * a.xs[2] + 2 * j * a.xs[3];
-    double x0 = x[0], x1 = x[a.xs[3]];
-    double p = (double)pos + t;
-    double sn, cs;
-    sincos(p * pow((double)a.theta, -2.0 * j / a.D), &sn, &cs);
-    double y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
-    if (a.xpos) {
-        int centre = (pos + cnt - 1) / 2;
-        double e = (p - centre) / a.scale_base;
-        if (a.is_key) e = -e;
-        y0 *= pow(xpos_u((2 * j) % half, a.D), e);
-        y1 *= pow(xpos_u((2 * j + 1) % half, a.D), e);
-    }
-    *y0o = (float)y0;
-    *y1o = (float)y1;
-    return 1;
-}
-
-/* Work item i: pair j of head h of row t of batch b. */
-static __device__ __forceinline__ void rope_item(const rope_args &a, int64_t i, int *b, int *t, int *h, int *j)
-{
-    int half = a.D / 2;
-    *j = (int)(i % half);
-    int64_t r = i / half;
-    *h = (int)(r % a.H);
-    r /= a.H;
-    *t = (int)(r % a.T);
-    *b = (int)(r / a.T);
-}
-
-static __global__ void rope(rope_args a)
+static __global__ void rope_kernel(rope_jobs g)
 {
     pc_dep_wait();
-    PC_GRID_STRIDE(i, (int64_t)a.B * a.T * a.H * (a.D / 2))
+    int64_t total = 0;
+    for (int k = 0; k < g.n; k++) total += g.j[k].items;
+    PC_GRID_STRIDE(i, total)
     {
-        int b, t, h, j;
-        rope_item(a, i, &b, &t, &h, &j);
-        float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * j;
-        int pos;
-        float y0 = 0.0f, y1 = 0.0f;
-        rope_pair(a, b, t, h, j, &pos, &y0, &y1);
-        y[0] = y0;
-        y[1] = y1;
-    }
-}
-
-/* KV_APPEND_ROPE: the rotated rows go straight into the cache at pos[b] + t. */
-static __global__ void rope_append(rope_args a, int64_t c0, int64_t c1, int64_t c2, int64_t c3, int L)
-{
-    pc_dep_wait();
-    PC_GRID_STRIDE(i, (int64_t)a.B * a.T * a.H * (a.D / 2))
-    {
-        int b, t, h, j, pos;
-        rope_item(a, i, &b, &t, &h, &j);
-        float y0, y1;
+        int k = 0;
+        int64_t w = i;
+        while (w >= g.j[k].items) w -= g.j[k++].items;
+        const rope_job &a = g.j[k];
+        int e = (int)(w % a.per);
+        int64_t r = w / a.per;
+        int h = (int)(r % a.H);
+        r /= a.H;
+        int t = (int)(r % a.T);
+        int b = (int)(r / a.T);
+        int pos = 0, cnt = a.T;
+        if (a.cached) {
+            pos = g.step[b];
+            cnt = g.step[g.rows + b];
+        }
         /* The host refuses steps that overflow; the bound keeps a bad step
          * block from writing outside the cache. */
-        if (!rope_pair(a, b, t, h, j, &pos, &y0, &y1) || pos + t >= L) continue;
-        float *c = a.out + b * c0 + h * c1 + (int64_t)(pos + t) * c2 + 2 * j * c3;
-        c[0] = y0;
-        c[c3] = y1;
+        if (t >= cnt || (a.kind != RJ_DENSE && pos + t >= a.L)) {
+            if (a.kind == RJ_DENSE) {
+                float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * e;
+                y[0] = y[1] = 0.0f;
+            }
+            continue;
+        }
+        const float *x = a.x + b * a.xs[0] + t * a.xs[1] + h * a.xs[2];
+        float *c = a.out + b * a.cs[0] + h * a.cs[1] + (int64_t)(pos + t) * a.cs[2];
+        if (a.kind == RJ_COPY) {
+            c[e * a.cs[3]] = x[e * a.xs[3]];
+            continue;
+        }
+        int j = e, half = a.D / 2;
+        double x0 = x[2 * j * a.xs[3]], x1 = x[(2 * j + 1) * a.xs[3]];
+        double p = (double)pos + t;
+        double sn, cs;
+        sincos(p * pow((double)a.theta, -2.0 * j / a.D), &sn, &cs);
+        double y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
+        if (a.xpos) {
+            int centre = (pos + cnt - 1) / 2;
+            double ex = (p - centre) / a.scale_base;
+            if (a.is_key) ex = -ex;
+            y0 *= pow(xpos_u((2 * j) % half, a.D), ex);
+            y1 *= pow(xpos_u((2 * j + 1) % half, a.D), ex);
+        }
+        if (a.kind == RJ_DENSE) {
+            float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * j;
+            y[0] = (float)y0;
+            y[1] = (float)y1;
+        } else {
+            c[2 * j * a.cs[3]] = (float)y0;
+            c[(2 * j + 1) * a.cs[3]] = (float)y1;
+        }
     }
 }
 
-/* ROPE writes a dense [B,T,H,D]; KV_APPEND_ROPE writes the same rows into
- * the cache layer [B,H,L,D] at the step's positions. */
-extern "C" porta_status pc_rope(pc_rec *r, const porta_node *n)
+/* Checks node n and describes it as a job (pointers only when live).
+ * ROPE writes a dense [B,T,H,D]; KV_APPEND_ROPE and KV_APPEND write the
+ * step's rows into the cache layer [B,H,L,D] at pos[b] + t. */
+static porta_status rope_job_of(const pc_rec *r, const porta_node *n, rope_job *a)
 {
     const porta_ref *x = &n->in[0], *o = &n->out;
-    int cache = n->op == PORTA_OP_KV_APPEND_ROPE;
-    if (x->ndim != 4 || o->ndim != 4 || x->shape[3] % 2 != 0)
-        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope wants x[B,T,H,D] with D even", n->name);
+    int copy = n->op == PORTA_OP_KV_APPEND, cache = copy || n->op == PORTA_OP_KV_APPEND_ROPE;
+    if (x->ndim != 4 || o->ndim != 4 || (!copy && x->shape[3] % 2 != 0))
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: %s wants x[B,T,H,D]%s", n->name, copy ? "kv_append" : "rope",
+                       copy ? "" : " with D even");
     for (int i = 0; i < 4; i++)
         if (x->shape[i] > 0x7fffffff || o->shape[i] > 0x7fffffff)
-            return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope dims past 2^31", n->name);
+            return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: dims past 2^31", n->name);
     if (cache ? x->shape[0] > o->shape[0] || x->shape[2] != o->shape[1] || x->shape[3] != o->shape[3]
               : x->shape[0] != o->shape[0] || x->shape[1] != o->shape[1] || x->shape[2] != o->shape[2] ||
                     x->shape[3] != o->shape[3])
-        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope x[B,T,H,D] into %s", n->name,
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: x[B,T,H,D] into %s", n->name,
                        cache ? "a cache layer [B,H,L,D]" : "an output of its shape");
     if (!cache && !porta_ref_dense(o))
         return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda %s: rope into a strided output", n->name);
-    rope_args a;
-    a.B = (int)x->shape[0];
-    a.T = (int)x->shape[1];
-    a.H = (int)x->shape[2];
-    a.D = (int)x->shape[3];
-    a.step = cache || n->p.rope.cached ? r->step : NULL;
-    a.rows = r->step_rows;
-    if (a.step && a.B > a.rows)
-        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: rope batch %d but the step block has %d rows", n->name, a.B,
-                       a.rows);
-    int64_t total = (int64_t)a.B * a.T * a.H * (a.D / 2);
+    memset(a, 0, sizeof *a);
+    a->B = (int)x->shape[0];
+    a->T = (int)x->shape[1];
+    a->H = (int)x->shape[2];
+    a->D = (int)x->shape[3];
+    a->L = cache ? (int)o->shape[2] : 0;
+    a->kind = copy ? RJ_COPY : cache ? RJ_CACHE : RJ_DENSE;
+    a->per = copy ? a->D : a->D / 2;
+    a->cached = cache || n->p.rope.cached;
+    if (a->cached && a->B > r->step_rows)
+        return PC_FAIL(r, PORTA_ERR_SHAPE, "cuda %s: batch %d but the step block has %d rows", n->name, a->B,
+                       r->step_rows);
+    a->items = (int64_t)a->B * a->T * a->H * a->per;
+    if (!copy) {
+        a->theta = n->p.rope.theta;
+        a->scale_base = n->p.rope.scale_base;
+        a->xpos = n->p.rope.xpos;
+        a->is_key = n->p.rope.is_key;
+    }
+    if (r->dry) return PORTA_OK;
+    a->out = pc_ptr(r, o);
+    a->x = pc_ptr(r, x);
+    for (int i = 0; i < 4; i++) {
+        a->xs[i] = x->stride[i];
+        a->cs[i] = cache ? o->stride[i] : 0;
+    }
+    return PORTA_OK;
+}
+
+/* The elements [lo, hi) a view may touch (strides of either sign). */
+static void ref_span(const porta_ref *v, int64_t *lo, int64_t *hi)
+{
+    *lo = *hi = v->offset;
+    for (int i = 0; i < v->ndim; i++) {
+        if (v->shape[i] == 0) {
+            *hi = *lo;
+            return;
+        }
+        int64_t d = (v->shape[i] - 1) * v->stride[i];
+        if (d < 0) *lo += d;
+        else *hi += d;
+    }
+    *hi += 1;
+}
+
+static int refs_overlap(const porta_ref *a, const porta_ref *b)
+{
+    if (a->mem == PORTA_MEM_NONE || a->mem != b->mem || (a->mem == PORTA_MEM_BUFFER && a->buf != b->buf)) return 0;
+    int64_t al, ah, bl, bh;
+    ref_span(a, &al, &ah);
+    ref_span(b, &bl, &bh);
+    return al < bh && bl < ah;
+}
+
+static int rope_op(const porta_node *n)
+{
+    return n->op == PORTA_OP_ROPE || n->op == PORTA_OP_KV_APPEND_ROPE || n->op == PORTA_OP_KV_APPEND;
+}
+
+extern "C" int pc_rope_group_len(const pc_backend *be, const porta_node *nodes, int n_left)
+{
+    if (!be->group || n_left < 1 || !rope_op(&nodes[0])) return 1;
+    int g = 1;
+    for (; g < n_left && g < PC_ROPE_GROUP && rope_op(&nodes[g]); g++) {
+        /* Nodes of one launch run in no order: none may write what another
+         * reads or writes. */
+        int clash = 0;
+        for (int k = 0; k < g && !clash; k++)
+            clash = refs_overlap(&nodes[g].out, &nodes[k].out) || refs_overlap(&nodes[g].out, &nodes[k].in[0]) ||
+                    refs_overlap(&nodes[k].out, &nodes[g].in[0]);
+        if (clash) break;
+    }
+    return g;
+}
+
+extern "C" porta_status pc_rope_group(pc_rec *r, const porta_node *nodes, int g)
+{
+    if (g < 1 || g > PC_ROPE_GROUP)
+        return PC_FAIL(r, PORTA_ERR_ARG, "cuda %s: a group of %d rope nodes", nodes[0].name, g);
+    rope_jobs jobs;
+    memset(&jobs, 0, sizeof jobs);
+    int64_t total = 0;
+    for (int k = 0; k < g; k++) {
+        rope_job a;
+        porta_status st = rope_job_of(r, &nodes[k], &a);
+        if (st) return st;
+        if (a.items > 0) jobs.j[jobs.n++] = a;
+        total += a.items;
+    }
     if (r->dry || total == 0) return PORTA_OK;
-    a.out = pc_ptr(r, o);
-    a.x = pc_ptr(r, x);
-    for (int i = 0; i < 4; i++) a.xs[i] = x->stride[i];
-    a.theta = n->p.rope.theta;
-    a.scale_base = n->p.rope.scale_base;
-    a.xpos = n->p.rope.xpos;
-    a.is_key = n->p.rope.is_key;
-    dim3 grid(pc_blocks(total, PC_THREADS)), block(PC_THREADS);
-    if (cache)
-        PC_CK(r->be, pc_launch(r, rope_append, grid, block, 0, a, o->stride[0], o->stride[1], o->stride[2],
-                               o->stride[3], (int)o->shape[2]));
-    else
-        PC_CK(r->be, pc_launch(r, rope, grid, block, 0, a));
+    jobs.step = r->step;
+    jobs.rows = r->step_rows;
+    PC_CK(r->be, pc_launch(r, rope_kernel, dim3(pc_blocks(total, PC_THREADS)), dim3(PC_THREADS), 0, jobs));
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;
+}
+
+extern "C" porta_status pc_rope(pc_rec *r, const porta_node *n)
+{
+    return pc_rope_group(r, n, 1);
+}
+
+extern "C" porta_status pc_kv_update(pc_rec *r, const porta_node *n)
+{
+    return pc_rope_group(r, n, 1);
 }

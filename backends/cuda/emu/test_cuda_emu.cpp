@@ -369,6 +369,91 @@ static void t_rope()
             }
 }
 
+/* Relative L2 error of out (float arena) against ref's values (double). */
+static int check(const porta_ref &out, const char *name, double tol)
+{
+    double num = 0, den = 0;
+    int64_t nonfinite = 0;
+    for (int64_t i = 0; i < porta_ref_numel(&out); i++) {
+        double y = A.f[offset_of(out, i)], w = A.d[offset_of(out, i)];
+        if (!std::isfinite(y) || !std::isfinite(w)) {
+            nonfinite++;
+            continue;
+        }
+        num += (y - w) * (y - w);
+        den += w * w;
+    }
+    double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+    int ok = nonfinite == 0 && rel <= tol;
+    printf("%-4s %-56s rel_l2 %.2e  (tol %.0e)%s\n", ok ? "ok" : "FAIL", name, rel, tol, nonfinite ? "  NON-FINITE" : "");
+    return !ok;
+}
+
+/* A layer's rope of q, rotated append of k and append of v from one fused
+ * projection, launched as one kernel (pc_rope_group), against ref's rope
+ * and kv_append node by node; nodes that depend on one another are not
+ * grouped. */
+static void t_rope_group(int B, int T, int H, int D, int L, std::vector<int32_t> pos, std::vector<int32_t> cnt)
+{
+    int rows = (int)pos.size();
+    std::vector<int32_t> step(PORTA_STEP_FIELDS * rows);
+    for (int b = 0; b < rows; b++) {
+        step[b] = pos[b];
+        step[rows + b] = cnt[b];
+        step[2 * rows + b] = b;
+    }
+    porta_ref qkv = A.alloc({ B, T, 3, H, D });
+    porta_ref kc = A.alloc({ rows, H, L, D }), vc = A.alloc({ rows, H, L, D });
+    porta_ref q = A.alloc({ B, T, H, D }), kr = A.alloc({ B, T, H, D });
+    porta_node n[3] = { node(PORTA_OP_ROPE, "group: rope q", q, { qkv_part(qkv, 0) }),
+                        node(PORTA_OP_KV_APPEND_ROPE, "group: rope + append k", kc, { qkv_part(qkv, 1) }),
+                        node(PORTA_OP_KV_APPEND, "group: append v", vc, { qkv_part(qkv, 2) }) };
+    for (int k = 0; k < 2; k++) {
+        n[k].p.rope = { 10000.0f, 512.0f, 1, k, 1 };
+    }
+    pc_backend be{};
+    be.host = &host;
+    be.group = 1;
+    int len = pc_rope_group_len(&be, n, 3);
+    porta_node dep[2] = { n[0], node(PORTA_OP_ROPE, "rope of the rotated q", kr, { q }) };
+    int len_dep = pc_rope_group_len(&be, dep, 2);
+    be.group = 0;
+    int len_off = pc_rope_group_len(&be, n, 3);
+    int ok = len == 3 && len_dep == 1 && len_off == 1;
+    printf("%-4s group lengths: independent %d (want 3), dependent %d (want 1), grouping off %d (want 1)\n",
+           ok ? "ok" : "FAIL", len, len_dep, len_off);
+    failures += !ok;
+    for (int64_t i = 0; i < porta_ref_numel(&q); i++) A.f[q.offset + i] = A.d[q.offset + i] = NAN;
+    pc_rec r{};
+    r.be = &be;
+    r.dry = 1;
+    r.arena = A.f.data();
+    r.step = step.data();
+    r.step_rows = rows;
+    porta_status st = pc_rope_group(&r, n, 3);
+    r.dry = 0;
+    if (!st) st = pc_rope_group(&r, n, 3);
+    if (st) {
+        printf("FAIL rope group: status %d\n", (int)st);
+        failures++;
+        return;
+    }
+    std::vector<double> ref_scratch(1 << 14);
+    ref_ctx c = { &host, A.d.data(), step.data(), rows, ref_scratch.data() };
+    ref_rope(&c, &n[0]);
+    porta_node rk = node(PORTA_OP_ROPE, "k", kr, { qkv_part(qkv, 1) });
+    rk.p.rope = n[1].p.rope;
+    ref_rope(&c, &rk);
+    porta_node ak = node(PORTA_OP_KV_APPEND, "k", kc, { kr });
+    ref_kv_append(&c, &ak);
+    ref_kv_append(&c, &n[2]);
+    const char *shape = label("[%d,%d,%d,%d] L %d, pos %d.., n %d..", B, T, H, D, L, pos[0], cnt[0]);
+    failures += check(q, label("rope group q %s", shape), 2e-6);
+    failures += check(kc, label("rope group k cache %s", shape), 2e-6);
+    failures += check(vc, label("rope group v cache %s", shape), 0);
+    for (size_t i = 0; i < A.f.size(); i++) A.f[i] = (float)A.d[i];
+}
+
 /* kv_append of K and V from a fused projection, then cached attention. A
  * program may cover the first B of more cache rows: rows beyond pos.size()
  * sit in the step block only. Row b > 0 reads its first shared[b] keys from
@@ -434,6 +519,8 @@ int main()
     t_eltwise();
     t_norm();
     t_rope();
+    t_rope_group(2, 1, 3, 64, 40, { 17, 39 }, { 1, 1 });
+    t_rope_group(3, 4, 2, 16, 30, { 0, 28, 9 }, { 4, 2, 0 });
     t_sample();
     /* Decode (T <= 4): one or several splits, rows at split boundaries, idle rows. */
     t_cached(2, 1, 2, 64, 300, { 150, 37 }, { 1, 1 });

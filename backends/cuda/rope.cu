@@ -3,10 +3,14 @@
  * independent nodes of these ops (a layer's rope of q, rotated append of k and
  * append of v) run as one launch (pc_rope_group_len).
  *
- * Angles and scales are evaluated in double: positions reach thousands and
- * float sin/cos of p * theta^(-2j/D) would carry most of the op's error for a
- * negligible share of a step's time. Positions and row counts come from the
- * device step block, so the captured kernel is the same at every step. */
+ * Angles: positions reach thousands, so theta^(-2j/D) and its product with
+ * the position are formed in double and reduced to [-pi, pi] there; float
+ * sin/cos of the reduced angle then err by an ulp. xPos scales
+ * u^((p - centre) / scale_base) are float exp(e log u): the exponent is small
+ * (Toto centres each chunk), and double pow would make this latency-bound
+ * kernel several times slower. Positions and row counts come from the device
+ * step block, so the captured kernel is the same at every step. */
+#include <math.h>
 #include <string.h>
 #include "common.cuh"
 
@@ -22,7 +26,8 @@ typedef struct rope_job {
     int kind, per;       /* per: items per (b, t, h) row, D / 2 or D */
     int cached;          /* positions from the step block; else pos 0, n T */
     int xpos, is_key;
-    float theta, scale_base;
+    double log2_theta;
+    float scale_base;
 } rope_job;
 
 typedef struct rope_jobs {
@@ -32,9 +37,9 @@ typedef struct rope_jobs {
     const int32_t *step;
 } rope_jobs;
 
-static __device__ double xpos_u(int k, int D)
+static __device__ __forceinline__ float xpos_scale(int k, int D, float e)
 {
-    return (2.0 * k + 0.4 * D) / (1.4 * D);
+    return expf(e * logf((2.0f * k + 0.4f * D) / (1.4f * D)));
 }
 
 static __global__ void rope_kernel(rope_jobs g)
@@ -76,16 +81,17 @@ static __global__ void rope_kernel(rope_jobs g)
         }
         int j = e, half = a.D / 2;
         double x0 = x[2 * j * a.xs[3]], x1 = x[(2 * j + 1) * a.xs[3]];
-        double p = (double)pos + t;
-        double sn, cs;
-        sincos(p * pow((double)a.theta, -2.0 * j / a.D), &sn, &cs);
+        double ang = (double)(pos + t) * exp2(-2.0 * j / a.D * a.log2_theta);
+        ang -= rint(ang * 0.15915494309189535) * 6.283185307179586;
+        float sn, cs;
+        sincosf((float)ang, &sn, &cs);
         double y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
         if (a.xpos) {
             int centre = (pos + cnt - 1) / 2;
-            double ex = (p - centre) / a.scale_base;
+            float ex = (float)(pos + t - centre) / a.scale_base;
             if (a.is_key) ex = -ex;
-            y0 *= pow(xpos_u((2 * j) % half, a.D), ex);
-            y1 *= pow(xpos_u((2 * j + 1) % half, a.D), ex);
+            y0 *= xpos_scale((2 * j) % half, a.D, ex);
+            y1 *= xpos_scale((2 * j + 1) % half, a.D, ex);
         }
         if (a.kind == RJ_DENSE) {
             float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * j;
@@ -132,7 +138,7 @@ static porta_status rope_job_of(const pc_rec *r, const porta_node *n, rope_job *
                        r->step_rows);
     a->items = (int64_t)a->B * a->T * a->H * a->per;
     if (!copy) {
-        a->theta = n->p.rope.theta;
+        a->log2_theta = log2((double)n->p.rope.theta);
         a->scale_base = n->p.rope.scale_base;
         a->xpos = n->p.rope.xpos;
         a->is_key = n->p.rope.is_key;

@@ -50,9 +50,10 @@ static int fits_int(int64_t a, int64_t b, int64_t c)
  * product makes anyway, the scale folded into x), bias, SwiGLU (the block's
  * rows are gate rows j and value rows j + F) and a residual.
  *
- * Weights no kernel of the program writes are prefetched into L2 before the
- * programmatic-launch wait (a.prefetch): the block's rows then stream from
- * memory while the kernel before it is still running. */
+ * Weights no kernel of the program writes are read before the
+ * programmatic-launch wait (a.prefetch): a thread's first two pieces of each
+ * row (all of them for K up to 1024) are in flight while the kernel before
+ * it drains, and only the x loads (L2 hits) wait for it. */
 #define GEMV_MAX_ROWS 8
 #define GV_WARPS 4
 #define GV_R 4
@@ -102,15 +103,13 @@ static __device__ __forceinline__ float gv_reduce_scatter(float (&v)[N], int lan
     return r;
 }
 
-/* Asks L2 for bytes [p, p + n) (16-byte aligned, n a multiple of 16). */
-static __device__ __forceinline__ void gv_prefetch_l2(const void *p, unsigned n)
+/* Piece k of each of the block's weight rows (zeros past K or N). */
+static __device__ __forceinline__ void gv_load_w(float4 (&wv)[GV_R], const float4 *w, const int (&row)[GV_R],
+                                                 int64_t wr4, int k, int K4)
 {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(n) : "memory");
-#else
-    (void)p;
-    (void)n;
-#endif
+#pragma unroll
+    for (int r = 0; r < GV_R; r++)
+        wv[r] = row[r] >= 0 && k < K4 ? __ldcs(w + row[r] * wr4 + k) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 }
 
 template <int MM>
@@ -133,9 +132,18 @@ static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
         }
     }
     const int64_t xr4 = a.xrs / 4, wr4 = a.wrs / 4;
-    if (a.prefetch && tid < GV_R && row[tid] >= 0)
-        gv_prefetch_l2(reinterpret_cast<const float4 *>(a.w) + row[tid] * wr4, (unsigned)a.K4 * 16u);
+    const float4 *w4 = reinterpret_cast<const float4 *>(a.w);
+    const int T = GV_WARPS * 32;
+    float4 wa[GV_R], wb[GV_R];
+    if (a.prefetch) {
+        gv_load_w(wa, w4, row, wr4, tid, a.K4);
+        gv_load_w(wb, w4, row, wr4, tid + T, a.K4);
+    }
     pc_dep_wait();
+    if (!a.prefetch) {
+        gv_load_w(wa, w4, row, wr4, tid, a.K4);
+        gv_load_w(wb, w4, row, wr4, tid + T, a.K4);
+    }
     float acc[GV_R * MM], ss[MM];
 #pragma unroll
     for (int m = 0; m < MM; m++) {
@@ -144,13 +152,9 @@ static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
         for (int r = 0; r < GV_R; r++) acc[r * MM + m] = 0.0f;
     }
     const float4 *x4 = reinterpret_cast<const float4 *>(a.x), *g4 = reinterpret_cast<const float4 *>(a.g);
-#pragma unroll 2
-    for (int k = tid; k < a.K4; k += GV_WARPS * 32) {
-        float4 wv[GV_R];
-#pragma unroll
-        for (int r = 0; r < GV_R; r++)
-            wv[r] = row[r] >= 0 ? __ldcs(reinterpret_cast<const float4 *>(a.w) + row[r] * wr4 + k)
-                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    /* Pieces tid and tid + T come from wa and wb; later ones (K past 1024)
+     * are loaded two at a time into them. */
+    auto piece = [&](const float4(&wv)[GV_R], int k) {
         float4 gv = g4 ? __ldg(g4 + k) : make_float4(1.0f, 1.0f, 1.0f, 1.0f);
 #pragma unroll
         for (int m = 0; m < MM; m++) {
@@ -163,6 +167,14 @@ static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
 #pragma unroll
             for (int r = 0; r < GV_R; r++) acc[r * MM + m] = gv_dot(wv[r], xv, acc[r * MM + m]);
         }
+    };
+    for (int k = tid; k < a.K4; k += 2 * T) {
+        if (k != tid) {
+            gv_load_w(wa, w4, row, wr4, k, a.K4);
+            gv_load_w(wb, w4, row, wr4, k + T, a.K4);
+        }
+        piece(wa, k);
+        if (k + T < a.K4) piece(wb, k + T);
     }
     /* Lane l holds value l / (32 / N) summed over the warp; the first lane
      * of each group writes it. */

@@ -510,6 +510,7 @@ int main()
     t_copy();
     t_linear(7, 33, 17, 1, 0, 0);
     t_linear(1, 768, 64, 1, 0, 0);
+    t_linear(3, 3080, 20, 1, 0, 0); /* GEMV pieces past the two read before the launch wait */
     t_linear(5, 40, 24, 0, 1, 0);
     t_linear(6, 20, 9, 1, 1, 1);
     t_matmul(6, 17, 19, 5, 0, 0, 0);

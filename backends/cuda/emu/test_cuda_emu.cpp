@@ -193,6 +193,28 @@ static porta_ref none()
     return porta_ref{};
 }
 
+/* Relative L2 error of out (float arena) against ref's values (double). */
+static int check(const porta_ref &out, const char *name, double tol)
+{
+    double num = 0, den = 0, worst = 0;
+    int64_t nonfinite = 0;
+    for (int64_t i = 0; i < porta_ref_numel(&out); i++) {
+        double y = A.f[offset_of(out, i)], w = A.d[offset_of(out, i)];
+        if (!std::isfinite(y) || !std::isfinite(w)) {
+            nonfinite++;
+            continue;
+        }
+        num += (y - w) * (y - w);
+        den += w * w;
+        worst = std::max(worst, std::fabs(y - w));
+    }
+    double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+    int ok = nonfinite == 0 && rel <= tol;
+    printf("%-4s %-56s rel_l2 %.2e  max_abs %.2e  (tol %.0e)%s\n", ok ? "ok" : "FAIL", name, rel, worst, tol,
+           nonfinite ? "  NON-FINITE" : "");
+    return !ok;
+}
+
 /* Runs n through the CUDA op file (dry, then live) and through ref, then
  * compares n.out. poison = 0 keeps the output's old contents (a KV cache). */
 static void run(porta_node n, const int32_t *step, int rows, double tol, int poison = 1)
@@ -233,23 +255,7 @@ static void run(porta_node n, const int32_t *step, int rows, double tol, int poi
     ref_ctx c = { &host, A.d.data(), step, rows, ref_scratch.data() };
     ref_of(n.op)(&c, &rn);
 
-    double num = 0, den = 0, worst = 0;
-    int64_t nonfinite = 0;
-    for (int64_t i = 0; i < porta_ref_numel(&n.out); i++) {
-        double y = A.f[offset_of(n.out, i)], w = A.d[offset_of(n.out, i)];
-        if (!std::isfinite(y) || !std::isfinite(w)) {
-            nonfinite++;
-            continue;
-        }
-        num += (y - w) * (y - w);
-        den += w * w;
-        worst = std::max(worst, std::fabs(y - w));
-    }
-    double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-    int ok = nonfinite == 0 && rel <= tol;
-    printf("%-4s %-56s rel_l2 %.2e  max_abs %.2e  (tol %.0e)%s\n", ok ? "ok" : "FAIL", n.name, rel, worst, tol,
-           nonfinite ? "  NON-FINITE" : "");
-    failures += !ok;
+    failures += check(n.out, n.name, tol);
     /* Later ops read this output: both memories carry ref's values. */
     for (size_t i = 0; i < A.f.size(); i++) A.f[i] = (float)A.d[i];
 }
@@ -367,26 +373,6 @@ static void t_rope()
                 const int32_t step[8] = { 1000, 37, 4, 6, 0, 1, 0, 0 }; /* pos, n, src, shared */
                 run(n, cached ? step : nullptr, cached ? 2 : 0, 2e-6);
             }
-}
-
-/* Relative L2 error of out (float arena) against ref's values (double). */
-static int check(const porta_ref &out, const char *name, double tol)
-{
-    double num = 0, den = 0;
-    int64_t nonfinite = 0;
-    for (int64_t i = 0; i < porta_ref_numel(&out); i++) {
-        double y = A.f[offset_of(out, i)], w = A.d[offset_of(out, i)];
-        if (!std::isfinite(y) || !std::isfinite(w)) {
-            nonfinite++;
-            continue;
-        }
-        num += (y - w) * (y - w);
-        den += w * w;
-    }
-    double rel = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-    int ok = nonfinite == 0 && rel <= tol;
-    printf("%-4s %-56s rel_l2 %.2e  (tol %.0e)%s\n", ok ? "ok" : "FAIL", name, rel, tol, nonfinite ? "  NON-FINITE" : "");
-    return !ok;
 }
 
 /* A layer's rope of q, rotated append of k and append of v from one fused

@@ -4,7 +4,8 @@
 #   sanitize  compute-sanitizer memcheck, racecheck, synccheck, initcheck on the CUDA tests
 #   bench     bench_decoder on cuda and vulkan
 #   toto      the Toto forecast benchmark against toto-ts (CASES as bench/run_toto_bench.sh)
-#   profile   time of each CUDA node (PORTA_CUDA_PROFILE=1): bench_decoder, and the Toto
+#   profile   time of each node: bench_decoder on CUDA and Vulkan (PORTA_CUDA_PROFILE=1,
+#             PORTA_VULKAN_PROFILE=1), and the Toto
 #             forecasts of CASES (default "mean-v7 s256-v1") without toto-ts
 #   quick     shorter benchmarks
 # (default: tests sanitize bench). Logs go to $OUT (default build-gpu/logs);
@@ -70,6 +71,8 @@ fi
 if has profile; then
   PORTA_CUDA_PROFILE=1 run profile_decoder "$build/bin/bench_decoder" --backends cuda --quick
   grep -A24 "porta cuda profile" "$out/profile_decoder.log" | head -150
+  PORTA_VULKAN_PROFILE=1 run profile_decoder_vulkan "$build/bin/bench_decoder" --backends vulkan --quick
+  grep -A24 "porta vulkan profile" "$out/profile_decoder_vulkan.log" | head -150
   mkdir -p "$build/toto-profile"
   PORTA_CUDA_PROFILE=1 PEER=0 BUILD=$build RESULTS=$build/toto-profile QUICK=1 CASES=${CASES:-mean-v7 s256-v1} \
     bash bench/run_toto_bench.sh cuda > "$out/toto_profile.log" 2>&1

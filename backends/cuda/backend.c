@@ -242,49 +242,11 @@ static porta_status pc_check_refs(const pc_backend *be, const porta_node *n)
 }
 
 /* PORTA_CUDA_PROFILE=1: the time of each node, on stderr when the program is
- * freed (programs replayed at least 3 times): one line per op kind, then the
- * most expensive nodes. */
+ * freed (programs replayed at least 3 times). */
 static void pc_prof_report(const pc_prog *p)
 {
-    if (p->prof_runs < 3 || p->n_nodes == 0) return;
-    double total = 0, by_op[PORTA_OP_COUNT] = { 0 };
-    int count[PORTA_OP_COUNT] = { 0 };
-    for (int i = 0; i < p->n_nodes; i++) {
-        double us = p->prof_us[i] / p->prof_runs;
-        total += us;
-        by_op[p->nodes[i].op] += us;
-        count[p->nodes[i].op]++;
-    }
-    fprintf(stderr,
-            "\nporta cuda profile: %d nodes, %.1f us of kernels per replay (mean of %d; nodes launched together are "
-            "timed on the first)\n",
-            p->n_nodes, total, p->prof_runs);
-    fprintf(stderr, "  %-12s %6s %10s %6s %9s\n", "op", "nodes", "us", "%", "us/node");
-    for (int o = 0; o < PORTA_OP_COUNT; o++)
-        if (count[o])
-            fprintf(stderr, "  %-12s %6d %10.1f %5.1f%% %9.2f\n", porta_op_name((porta_op)o), count[o], by_op[o],
-                    100 * by_op[o] / total, by_op[o] / count[o]);
-    /* The 12 slowest nodes, slowest first (the first replay, which loads the
-     * kernels, is not counted). */
-    int top[12], nt = 0;
-    for (; nt < 12 && nt < p->n_nodes; nt++) {
-        int best = -1;
-        for (int i = 0; i < p->n_nodes; i++) {
-            int taken = 0;
-            for (int k = 0; k < nt; k++) taken |= top[k] == i;
-            if (!taken && (best < 0 || p->prof_us[i] > p->prof_us[best])) best = i;
-        }
-        top[nt] = best;
-    }
-    fprintf(stderr, "  most expensive nodes:\n");
-    for (int k = 0; k < nt; k++) {
-        const porta_node *n = &p->nodes[top[k]];
-        char shape[96] = "";
-        for (int d = 0, at = 0; d < n->out.ndim && at < (int)sizeof shape - 24; d++)
-            at += snprintf(shape + at, sizeof shape - (size_t)at, d ? "x%lld" : "%lld", (long long)n->out.shape[d]);
-        fprintf(stderr, "  %4d %-12s %-28s out %-20s %9.2f us\n", top[k], porta_op_name(n->op), n->name, shape,
-                p->prof_us[top[k]] / p->prof_runs);
-    }
+    porta_profile_report(stderr, "cuda", p->nodes, p->n_nodes, p->prof_us, p->prof_runs,
+                         "nodes launched together are timed on the first");
 }
 
 static void pc_prog_free(void *prog)

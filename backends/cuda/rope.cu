@@ -153,31 +153,6 @@ static porta_status rope_job_of(const pc_rec *r, const porta_node *n, rope_job *
     return PORTA_OK;
 }
 
-/* The elements [lo, hi) a view may touch (strides of either sign). */
-static void ref_span(const porta_ref *v, int64_t *lo, int64_t *hi)
-{
-    *lo = *hi = v->offset;
-    for (int i = 0; i < v->ndim; i++) {
-        if (v->shape[i] == 0) {
-            *hi = *lo;
-            return;
-        }
-        int64_t d = (v->shape[i] - 1) * v->stride[i];
-        if (d < 0) *lo += d;
-        else *hi += d;
-    }
-    *hi += 1;
-}
-
-static int refs_overlap(const porta_ref *a, const porta_ref *b)
-{
-    if (a->mem == PORTA_MEM_NONE || a->mem != b->mem || (a->mem == PORTA_MEM_BUFFER && a->buf != b->buf)) return 0;
-    int64_t al, ah, bl, bh;
-    ref_span(a, &al, &ah);
-    ref_span(b, &bl, &bh);
-    return al < bh && bl < ah;
-}
-
 static int rope_op(const porta_node *n)
 {
     return n->op == PORTA_OP_ROPE || n->op == PORTA_OP_KV_APPEND_ROPE || n->op == PORTA_OP_KV_APPEND;
@@ -192,8 +167,9 @@ extern "C" int pc_rope_group_len(const pc_backend *be, const porta_node *nodes, 
          * reads or writes. */
         int clash = 0;
         for (int k = 0; k < g && !clash; k++)
-            clash = refs_overlap(&nodes[g].out, &nodes[k].out) || refs_overlap(&nodes[g].out, &nodes[k].in[0]) ||
-                    refs_overlap(&nodes[k].out, &nodes[g].in[0]);
+            clash = porta_ref_overlap(&nodes[g].out, &nodes[k].out) ||
+                    porta_ref_overlap(&nodes[g].out, &nodes[k].in[0]) ||
+                    porta_ref_overlap(&nodes[k].out, &nodes[g].in[0]);
         if (clash) break;
     }
     return g;

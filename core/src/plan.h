@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include "porta/status.h"
 #include "porta/backend.h"
 
@@ -82,6 +83,13 @@ typedef struct porta_node {
         struct { float eps; int norm, swiglu; } lin;  /* LINEAR_FUSED */
     } p;
 } porta_node;
+
+/* Per-node timing report of a profiling backend (PORTA_CUDA_PROFILE=1,
+ * PORTA_VULKAN_PROFILE=1): time per op kind, then the 12 slowest nodes.
+ * us_sum[i] is node i's time summed over `runs` replays; nothing is printed
+ * for fewer than 3. */
+void porta_profile_report(FILE *f, const char *backend, const porta_node *nodes, int n_nodes, const double *us_sum,
+                          int runs, const char *note);
 
 typedef struct porta_plan {
     int n_nodes;
@@ -171,6 +179,32 @@ static inline int porta_ref_dense(const porta_ref *r)
         s *= r->shape[i];
     }
     return 1;
+}
+
+/* The elements [lo, hi) a ref may touch (strides of either sign). */
+static inline void porta_ref_span(const porta_ref *r, int64_t *lo, int64_t *hi)
+{
+    *lo = *hi = r->offset;
+    for (int i = 0; i < r->ndim; i++) {
+        if (r->shape[i] == 0) {
+            *hi = *lo;
+            return;
+        }
+        int64_t d = (r->shape[i] - 1) * r->stride[i];
+        if (d < 0) *lo += d;
+        else *hi += d;
+    }
+    *hi += 1;
+}
+/* Nonzero when two refs may touch a common element (same arena or buffer,
+ * overlapping spans); refs to nothing overlap nothing. */
+static inline int porta_ref_overlap(const porta_ref *a, const porta_ref *b)
+{
+    if (a->mem == PORTA_MEM_NONE || a->mem != b->mem || (a->mem == PORTA_MEM_BUFFER && a->buf != b->buf)) return 0;
+    int64_t al, ah, bl, bh;
+    porta_ref_span(a, &al, &ah);
+    porta_ref_span(b, &bl, &bh);
+    return al < bh && bl < ah;
 }
 
 /* The shape facts a MIXTURE_SAMPLE node's kernels rely on: dense

@@ -3,7 +3,8 @@
 // with an online softmax. Each tile of K and V rows is first copied into
 // shared memory by the whole workgroup, every thread issuing its loads
 // before it stores any (a tile costs a memory round trip or two, not one per
-// key or value row); a thread then scores one key and accumulates head dims.
+// key or value row); a thread then scores one key and accumulates head dims,
+// the tile's max and sum taken by subgroup operations.
 // Out is dense [B, Tq, H, D].
 // P(0..3) B, Tq, H, D; P(4) Tk; P(5) cached (keys from the cache, counts from
 // the step block); P(6) causal; P(7) mask present (in3); PF(8) scale;
@@ -21,6 +22,9 @@
 #define IN3_WRITABLE
 #endif
 #include "common.glsl"
+#extension GL_EXT_control_flow_attributes : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
 // Keys (in1) and values (in2) as 16-byte words for staging.
 layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
 layout(std430, binding = 3) readonly buffer In2v { uvec4 c4[]; };
@@ -37,6 +41,30 @@ layout(local_size_x = 64) in;
 shared float qs[MAX_D];
 shared float ps[THREADS];
 shared float kvs[KV_FLOATS];
+// Per-subgroup maxima and sums of a tile (subgroups of 4 lanes or more).
+shared float red_m[THREADS / 4u], red_s[THREADS / 4u];
+
+// The workgroup's max (sum) of v: over each subgroup, then over subgroups.
+// The caller's barrier after its last read keeps the next call's writes out.
+float wg_max(float v)
+{
+    v = subgroupMax(v);
+    if (subgroupElect()) red_m[gl_SubgroupID] = v;
+    barrier();
+    float r = red_m[0];
+    for (uint i = 1u; i < gl_NumSubgroups; i++) r = max(r, red_m[i]);
+    return r;
+}
+
+float wg_sum(float v)
+{
+    v = subgroupAdd(v);
+    if (subgroupElect()) red_s[gl_SubgroupID] = v;
+    barrier();
+    float r = red_s[0];
+    for (uint i = 1u; i < gl_NumSubgroups; i++) r += red_s[i];
+    return r;
+}
 
 uint key_count(uint bi, uint t, uint Tk)
 {
@@ -176,30 +204,34 @@ void main()
             barrier();
             float s = -1.0 / 0.0;
             if (tid < cnt) {
-                s = 0.0;
-                for (uint dd = 0u; dd < D; dd++) s += qs[dd] * kvs[tid * DP + dd];
+                // Four partial sums: no chain of D dependent fmas.
+                float s4[4] = float[4](0.0, 0.0, 0.0, 0.0);
+                uint kb = tid * DP, dd = 0u;
+                for (; dd + 4u <= D; dd += 4u)
+                    [[unroll]] for (uint c = 0u; c < 4u; c++) s4[c] = fma(qs[dd + c], kvs[kb + dd + c], s4[c]);
+                for (; dd < D; dd++) s4[0] = fma(qs[dd], kvs[kb + dd], s4[0]);
+                s = (s4[0] + s4[1]) + (s4[2] + s4[3]);
 #ifndef SPLIT
                 if (P(7) != 0u) s += in3(m0 + (j0 + tid) * P(23));
 #endif
             }
-            ps[tid] = s;
-            barrier();
-            float mt = m;
-            for (uint jj = 0u; jj < cnt; jj++) mt = max(mt, ps[jj]);
-            barrier();
+            float mt = max(m, wg_max(s));
             // A tile whose keys are all excluded so far leaves the state as it is.
             if (mt != -1.0 / 0.0) {
                 float alpha = exp(m - mt);
-                ps[tid] = exp(s - mt);
-                barrier();
-                float lt = 0.0;
-                for (uint jj = 0u; jj < cnt; jj++) lt += ps[jj];
-                l = l * alpha + lt;
+                float pe = exp(s - mt);
+                ps[tid] = pe;
+                l = l * alpha + wg_sum(pe); // its barrier also publishes ps
                 for (uint i = 0u; i * THREADS + tid < D; i++) {
-                    uint dd = i * THREADS + tid;
-                    float v = 0.0;
-                    for (uint jj = 0u; jj < cnt; jj++) v += ps[jj] * kvs[TK * DP + jj * DP + dd];
-                    acc[i] = acc[i] * alpha + v;
+                    uint dd = i * THREADS + tid, vb = TK * DP + dd;
+                    float v2[2] = float[2](0.0, 0.0);
+                    uint jj = 0u;
+                    for (; jj + 2u <= cnt; jj += 2u) {
+                        v2[0] = fma(ps[jj], kvs[vb + jj * DP], v2[0]);
+                        v2[1] = fma(ps[jj + 1u], kvs[vb + (jj + 1u) * DP], v2[1]);
+                    }
+                    if (jj < cnt) v2[0] = fma(ps[jj], kvs[vb + jj * DP], v2[0]);
+                    acc[i] = acc[i] * alpha + (v2[0] + v2[1]);
                 }
                 m = mt;
             }

@@ -25,10 +25,11 @@
 // TM x TM accumulators (or its loads) is unrolled by glslc, so the SPIR-V has
 // no indexed arrays: the accumulators stay in registers whatever the driver's
 // own unrolling decides (an array it leaves indexed lives in local memory).
-// GEMV (M <= 8 rows, B contiguous along k, the decode case): a workgroup takes
-// R weight rows and splits K among its threads, so that each load of x serves
-// R rows and each weight element is read once, in 16-byte pieces; the partial
-// sums meet in shared memory.
+// GEMV (M <= 8 rows, B contiguous along k, the decode case; built for 1, 2,
+// 4 and 8 rows): a workgroup takes R weight rows and splits K among its
+// threads, so that each load of x serves R rows and each weight element is
+// read once, in 16-byte pieces, U pieces of every row in flight per thread;
+// the partial sums meet by subgroup sums, then in shared memory.
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
@@ -40,16 +41,23 @@
 float silu(float x) { return x / (1.0 + exp(-x)); }
 
 #ifdef GEMV
-#define MAX_M 8u
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+// MM: the most x rows of this build (1, 2, 4 or 8; M <= MM).
 #define R 4u
 #define T 128u
-// Per thread: R x M dot products, then M sums of squares (for the norm).
-#define NV (R * MAX_M + MAX_M)
-// The second reduction stage: Q threads per value, each over T / Q partials.
-#define Q 4u
+// Pieces of 4 k per thread and weight row loaded before any is used.
+#if MM <= 2
+#define U 4u
+#else
+#define U 2u
+#endif
+// Per thread: R x MM dot products, then MM sums of squares (for the norm).
+#define NV (R * MM + MM)
+// Subgroups of 4 lanes or more (the host checks): at most T / 4 of them.
+#define MAX_SG (T / 4u)
 layout(local_size_x = 128) in;
-shared float part[T * (NV + 1u)]; // [thread][value], rows of odd length: no bank conflicts
-shared float part2[Q * NV];
+shared float part[MAX_SG * NV];
 layout(std430, binding = 1) readonly buffer In0v { uvec4 a4[]; };
 layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
 layout(std430, binding = 5) readonly buffer In4v { uvec4 e4[]; };
@@ -73,68 +81,79 @@ void main()
     bool scale = (flags & FL_SCALE) != 0u;
     uint tid = gl_LocalInvocationID.x;
     bool vec = P(12) != 0u && ((A_OFF | B_OFF | E_OFF) & 3u) == 0u;
-    uint outs = swiglu ? R / 2u : R, groups = (Nout + outs - 1u) / outs, nv = R * M + M;
+    uint outs = swiglu ? R / 2u : R, groups = (Nout + outs - 1u) / outs;
     for (uint z = gl_WorkGroupID.y; z < P(3); z += gl_NumWorkGroups.y) {
         uint a0 = A_OFF + z * P(4), b0 = B_OFF + z * P(5);
         for (uint grp = gl_WorkGroupID.x; grp < groups; grp += gl_NumWorkGroups.x) {
             uint row[R];
-            for (uint r = 0u; r < R; r++) row[r] = weight_row(grp, r, swiglu, N, Nout);
-            float acc[R][MAX_M], ss[MAX_M];
-            for (uint m = 0u; m < MAX_M; m++) {
+            [[unroll]] for (uint r = 0u; r < R; r++) row[r] = weight_row(grp, r, swiglu, N, Nout);
+            float acc[R * MM], ss[MM];
+            [[unroll]] for (uint m = 0u; m < MM; m++) {
                 ss[m] = 0.0;
-                for (uint r = 0u; r < R; r++) acc[r][m] = 0.0;
+                [[unroll]] for (uint r = 0u; r < R; r++) acc[r * MM + m] = 0.0;
             }
             if (vec) {
-                for (uint k = tid; k < K / 4u; k += T) {
-                    vec4 w[R];
-                    for (uint r = 0u; r < R; r++)
-                        w[r] = row[r] != ~0u ? uintBitsToFloat(b4[(b0 + row[r] * P(10)) / 4u + k]) : vec4(0.0);
-                    vec4 g = scale ? uintBitsToFloat(e4[E_OFF / 4u + k]) : vec4(1.0);
-                    for (uint m = 0u; m < MAX_M; m++) {
-                        if (m >= M) break;
-                        vec4 x = uintBitsToFloat(a4[(a0 + m * P(7)) / 4u + k]);
-                        ss[m] += dot(x, x);
-                        x *= g;
-                        for (uint r = 0u; r < R; r++) acc[r][m] += dot(w[r], x);
+                uint K4 = K / 4u;
+                uint wr[R];
+                [[unroll]] for (uint r = 0u; r < R; r++) wr[r] = row[r] != ~0u ? (b0 + row[r] * P(10)) / 4u : 0u;
+                for (uint k0 = tid; k0 < K4; k0 += U * T) {
+                    // Every weight load of the U pieces is in flight before
+                    // the first is used.
+                    vec4 w[U * R];
+                    [[unroll]] for (uint u = 0u; u < U; u++)
+                        [[unroll]] for (uint r = 0u; r < R; r++) {
+                            uint k = k0 + u * T;
+                            w[u * R + r] = row[r] != ~0u && k < K4 ? uintBitsToFloat(b4[wr[r] + k]) : vec4(0.0);
+                        }
+                    [[unroll]] for (uint u = 0u; u < U; u++) {
+                        uint k = k0 + u * T;
+                        if (k >= K4) break;
+                        vec4 g = scale ? uintBitsToFloat(e4[E_OFF / 4u + k]) : vec4(1.0);
+                        [[unroll]] for (uint m = 0u; m < MM; m++) {
+                            if (m >= M) break;
+                            vec4 x = uintBitsToFloat(a4[(a0 + m * P(7)) / 4u + k]);
+                            ss[m] += dot(x, x);
+                            x *= g;
+                            [[unroll]] for (uint r = 0u; r < R; r++) acc[r * MM + m] += dot(w[u * R + r], x);
+                        }
                     }
                 }
             } else {
                 for (uint k = tid; k < K; k += T) {
                     float w[R];
-                    for (uint r = 0u; r < R; r++) w[r] = row[r] != ~0u ? in1(b0 + row[r] * P(10) + k * P(9)) : 0.0;
+                    [[unroll]] for (uint r = 0u; r < R; r++)
+                        w[r] = row[r] != ~0u ? in1(b0 + row[r] * P(10) + k * P(9)) : 0.0;
                     float g = scale ? in4(E_OFF + k * P(17)) : 1.0;
-                    for (uint m = 0u; m < MAX_M; m++) {
+                    [[unroll]] for (uint m = 0u; m < MM; m++) {
                         if (m >= M) break;
                         float x = in0(a0 + m * P(7) + k * P(8));
                         ss[m] += x * x;
                         x *= g;
-                        for (uint r = 0u; r < R; r++) acc[r][m] += w[r] * x;
+                        [[unroll]] for (uint r = 0u; r < R; r++) acc[r * MM + m] += w[r] * x;
                     }
                 }
             }
-            uint base = tid * (NV + 1u);
-            for (uint m = 0u; m < MAX_M; m++) {
-                if (m >= M) break;
-                for (uint r = 0u; r < R; r++) part[base + r * M + m] = acc[r][m];
-                part[base + R * M + m] = ss[m];
+            // Sums over each subgroup, then over the workgroup's subgroups.
+            [[unroll]] for (uint v = 0u; v < R * MM; v++) acc[v] = subgroupAdd(acc[v]);
+            if (norm) {
+                [[unroll]] for (uint m = 0u; m < MM; m++) ss[m] = subgroupAdd(ss[m]);
             }
-            barrier();
-            for (uint task = tid; task < nv * Q; task += T) {
-                uint v = task % nv, q = task / nv;
-                float s = 0.0;
-                for (uint t = q * (T / Q); t < (q + 1u) * (T / Q); t++) s += part[t * (NV + 1u) + v];
-                part2[q * NV + v] = s;
+            if (subgroupElect()) {
+                uint base = gl_SubgroupID * NV;
+                [[unroll]] for (uint v = 0u; v < R * MM; v++) part[base + v] = acc[v];
+                [[unroll]] for (uint m = 0u; m < MM; m++) part[base + R * MM + m] = ss[m];
             }
             barrier();
             // One thread per output: (row slot r, input row m).
-            uint r = tid / max(M, 1u), m = tid % max(M, 1u);
+            uint r = tid / MM, m = tid % MM;
             uint col = r < outs ? weight_row(grp, r, swiglu, N, Nout) : ~0u;
-            if (tid < outs * M && col != ~0u) {
+            if (m < M && col != ~0u) {
                 float y = 0.0, y2 = 0.0, q2 = 0.0;
-                for (uint q = 0u; q < Q; q++) {
-                    y += part2[q * NV + r * M + m];
-                    if (swiglu) y2 += part2[q * NV + (r + R / 2u) * M + m];
-                    q2 += part2[q * NV + R * M + m];
+                for (uint sgi = 0u; sgi < gl_NumSubgroups; sgi++) {
+                    uint base = sgi * NV;
+                    y += part[base + r * MM + m];
+                    if (swiglu) y2 += part[base + (r + R / 2u) * MM + m];
+                    q2 += part[base + R * MM + m];
                 }
                 if (norm) {
                     float inv = inversesqrt(q2 / float(K) + PF(16));

@@ -1,7 +1,9 @@
 #version 450
 // x[B, T, H, D] strided -> out dense, one thread per (b, t, h, pair j).
 // P(0..3) B, T, H, D; P(4..7) strides of x; PF(8) scale_base; P(9) xpos;
-// P(10) is_key; from P(16): per pair j, the frequency theta^(-2j/D) as a float
+// P(10) is_key; P(11) cache mode (KV_APPEND_ROPE): rows t < n[b] go to the
+// cache layer out[B, H, L, D] at pos[b] + t through strides P(12..15), L
+// P(16), nothing else is written; from P(17): per pair j, the frequency theta^(-2j/D) as a float
 // and the float remainder of its float64 value (the angle is formed in
 // double-float precision and reduced to [-pi, pi] before sin and cos, which
 // GPUs evaluate accurately only there).
@@ -24,15 +26,22 @@ void main()
             pos = step[bi];
             n = step[STEP_ROWS + bi];
         }
-        uint y = O_OFF + ((bi * T + t) * H + h) * D + 2u * j;
-        if (int(t) >= n) {
+        bool cache = P(11) != 0u;
+        uint y = O_OFF + ((bi * T + t) * H + h) * D + 2u * j, ys = 1u;
+        if (cache) {
+            // The host refuses steps past the cache's end; the bound keeps a
+            // bad step block from writing outside it.
+            if (int(t) >= n || uint(pos) + t >= P(16)) continue;
+            y = O_OFF + bi * P(12) + h * P(13) + (uint(pos) + t) * P(14) + 2u * j * P(15);
+            ys = P(15);
+        } else if (int(t) >= n) {
             o[y] = 0.0;
             o[y + 1u] = 0.0;
             continue;
         }
         int pi = pos + int(t);
         float pf = float(pi);
-        float f_hi = uintBitsToFloat(P(16 + 2 * j)), f_lo = uintBitsToFloat(P(17 + 2 * j));
+        float f_hi = uintBitsToFloat(P(17 + 2 * j)), f_lo = uintBitsToFloat(P(18 + 2 * j));
         // precise: fma must stay fused and nothing may be reassociated, or
         // the low-order parts vanish.
         precise float hi = pf * f_hi;
@@ -54,6 +63,6 @@ void main()
             s1 = exp2(e * log2(u1));
         }
         o[y] = (x0 * cs - x1 * sn) * s0;
-        o[y + 1u] = (x1 * cs + x0 * sn) * s1;
+        o[y + ys] = (x1 * cs + x0 * sn) * s1;
     }
 }

@@ -180,9 +180,17 @@ static porta_tensor *b_attn_cached(porta_graph *g, params *P, porta_kvcache *kv,
 {
     (void)P;
     porta_tensor *qkv = IN(g, "qkv", c->d[0], c->d[1], 3, c->d[2], c->d[3]);
-    porta_tensor *kc = porta_kv_append(g, kv, 1, PORTA_KV_K, qkv_part(g, qkv, 1));
+    porta_tensor *q = qkv_part(g, qkv, 0), *k = qkv_part(g, qkv, 1);
+    if (c->flag & 4) {
+        /* flag 4: q and k through the cached xPos rope first, as in Toto (the
+         * key's rope and its append become one node where a backend fuses them). */
+        porta_rope_desc rd = { 10000.0f, 1, 512.0f };
+        q = porta_rope(g, q, &rd, kv, 0);
+        k = porta_rope(g, k, &rd, kv, 1);
+    }
+    porta_tensor *kc = porta_kv_append(g, kv, 1, PORTA_KV_K, k);
     porta_tensor *vc = porta_kv_append(g, kv, 1, PORTA_KV_V, qkv_part(g, qkv, 2));
-    return porta_attention_cached(g, qkv_part(g, qkv, 0), kc, vc, c->f);
+    return porta_attention_cached(g, q, kc, vc, c->f);
 }
 
 static porta_tensor *b_attn(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
@@ -221,6 +229,10 @@ static const opcase cases[] = {
     { "linear 8x3072 -> 768 +bias", 1e-5, b_linear, { 8, 3072, 768 }, 0, 1, 0, 1 },
     { "linear 17x768 -> 768", 1e-5, b_linear, { 17, 768, 768 }, 0, 0, 0, 1 },
     { "linear 64x768 -> 3072 +bias", 1e-5, b_linear, { 64, 768, 3072 }, 0, 1, 0, 1 },
+    /* GPU GEMM forms: the largest tiles with a short partial k tile; K split
+     * over workgroups with unaligned (odd) K. */
+    { "linear 2100x20 -> 2000 +bias", 1e-5, b_linear, { 2100, 20, 2000 }, 0, 1, 0, 1 },
+    { "linear 300x257 -> 130 +bias (odd K)", 1e-5, b_linear, { 300, 257, 130 }, 0, 1, 0, 1 },
     { "rmsnorm+linear+add [1,1,768] -> 768 +bias", 1e-5, b_fused, { 1, 1, 768, 768 }, 1e-6f, 3, 0, 1 },
     { "rmsnorm+linear+add [2,3,64] -> 200 +bias", 1e-5, b_fused, { 2, 3, 64, 200 }, 1e-5f, 3, 0, 1 },
     { "rmsnorm+linear+add [1,8,96] -> 96", 1e-5, b_fused, { 1, 8, 96, 96 }, 1e-6f, 0, 0, 1 },
@@ -249,6 +261,7 @@ static const opcase cases[] = {
     { "matmul [2,64,256]@[2,256,96] batched", 1e-5, b_matmul, { 2, 64, 256, 96 }, 0, 1, 0, 1 },
     { "matmul [3,5,64]@[3,64,37] batched, b k-contiguous", 1e-5, b_matmul, { 3, 5, 64, 37 }, 0, 3, 0, 1 },
     { "matmul [2,3,30]@[2,30,7] batched, b k-contiguous", 1e-5, b_matmul, { 2, 3, 30, 7 }, 0, 3, 0, 1 },
+    { "matmul [3,20,520]@[3,520,37] batched, b k-contiguous", 1e-5, b_matmul, { 3, 20, 520, 37 }, 0, 3, 0, 1 },
     { "add [4,7,33] + [33]", 2e-6, b_binary, { 4, 7, 33, 1 }, 0, 0, 0, 1 },
     { "add [2,5,67] + [5,67]", 2e-6, b_binary, { 2, 5, 67, 0 }, 0, 0, 0, 1 },
     { "mul [3,9,131] * [131]", 2e-6, b_binary, { 3, 9, 131, 1 }, 0, 1, 0, 1 },
@@ -282,6 +295,9 @@ static const opcase cases[] = {
     { "kv_append+attention_cached [2,40,2,128] 5 steps", 1e-5, b_attn_cached, { 2, 40, 2, 128 }, 0.09f, 0, 5, 1 },
     { "kv_append+attention_cached [2,3,2,13] 20 steps", 1e-5, b_attn_cached, { 2, 3, 2, 13 }, 0.28f, 0, 20, 1 },
     { "kv_append+attention_cached [2,21,2,64] 14 steps", 1e-5, b_attn_cached, { 2, 21, 2, 64 }, 0.125f, 0, 14, 1 },
+    /* Roped q and k, the key's rope and append fused on CUDA and Vulkan. */
+    { "rope+kv_append+attention_cached [3,1,4,64] 50 steps", 1e-5, b_attn_cached, { 3, 1, 4, 64 }, 0.125f, 4, 50, 1 },
+    { "rope+kv_append+attention_cached [2,5,2,32] 12 steps", 1e-5, b_attn_cached, { 2, 5, 2, 32 }, 0.17f, 4, 12, 1 },
     /* The widest head: kernels that stage keys in shared memory take few per tile. */
     { "kv_append+attention_cached [2,2,2,256] 40 steps", 1e-5, b_attn_cached, { 2, 2, 2, 256 }, 0.0625f, 0, 40, 1 },
     { "attention masked [6,5,7,3,8] mask [2,5,7]", 1e-5, b_attn, { 6, 5, 7, 3, 8, 2 }, 0.35f, 0, 0, 1 },
@@ -409,6 +425,18 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
         CHECK_OK(porta_program_stats_get(X.p, &ps));
         if (ps.nodes != want) {
             printf("FAIL %s: %llu nodes, want %llu\n", c->name, (unsigned long long)ps.nodes, (unsigned long long)want);
+            ck->failed++;
+        }
+    }
+    if (c->build == b_attn_cached && (c->flag & 4)) {
+        /* rope q, rope k, two appends, attention: the key's rope and append
+         * are one node on backends that fuse them. */
+        const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
+        int fused = (!strcmp(kind, "cuda") || !strcmp(kind, "vulkan")) && !(nf && !strcmp(nf, "1"));
+        porta_program_stats ps;
+        CHECK_OK(porta_program_stats_get(X.p, &ps));
+        if (ps.nodes != (uint64_t)(fused ? 4 : 5)) {
+            printf("FAIL %s: %llu nodes, want %d\n", c->name, (unsigned long long)ps.nodes, fused ? 4 : 5);
             ck->failed++;
         }
     }

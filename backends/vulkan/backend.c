@@ -5,6 +5,7 @@
  * block written once. Replays go through a ring of slots: a slot holds a
  * host-visible staging area (step block + inputs), a readback area (outputs),
  * two small command buffers that move them, and a fence. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "vk.h"
@@ -434,6 +435,11 @@ static porta_status check_limits(vk_be *be)
                               be->props.deviceName, l->maxPerStageDescriptorStorageBuffers,
                               l->maxComputeWorkGroupInvocations, l->maxComputeSharedMemorySize, VK_NEED_BUFFERS,
                               VK_NEED_THREADS, VK_NEED_SHARED);
+    if (!be->subgroup_sum)
+        return be->host->fail(PORTA_ERR_UNSUPPORTED,
+                              "vulkan: %s has no subgroup arithmetic in compute shaders with subgroups of 4 or "
+                              "more lanes, which porta's kernels use",
+                              be->props.deviceName);
     return PORTA_OK;
 }
 
@@ -462,6 +468,24 @@ static porta_status backend_init(vk_be *be, const char *spec)
     VK_TRY(be, be->f.vkAllocateCommandBuffers(be->dev, &cai, be->copy_cb), "vkAllocateCommandBuffers");
     for (int k = 0; k < VK_COPY_RING; k++)
         VK_TRY(be, be->f.vkCreateFence(be->dev, &fci, NULL, &be->copy_fence[k]), "vkCreateFence");
+    const char *no_fuse = getenv("PORTA_NO_FUSE");
+    be->barrier_each = no_fuse && strcmp(no_fuse, "1") == 0;
+    const char *gemm = getenv("PORTA_VK_GEMM");
+    be->gemm_off = gemm && strcmp(gemm, "0") == 0;
+    const char *prof = getenv("PORTA_VULKAN_PROFILE");
+    if (prof && strcmp(prof, "1") == 0) {
+        uint32_t nq = 0;
+        VkQueueFamilyProperties qf[32];
+        be->f.vkGetPhysicalDeviceQueueFamilyProperties(be->pd, &nq, NULL);
+        if (nq > 32) nq = 32;
+        be->f.vkGetPhysicalDeviceQueueFamilyProperties(be->pd, &nq, qf);
+        be->profile = be->qfam < nq && qf[be->qfam].timestampValidBits > 0 && be->props.limits.timestampPeriod > 0;
+        if (be->profile) {
+            const uint32_t bits = qf[be->qfam].timestampValidBits;
+            be->ts_mask = bits >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1;
+        }
+        if (!be->profile) fprintf(stderr, "porta vulkan: PORTA_VULKAN_PROFILE ignored: the queue has no timestamps\n");
+    }
     s = buf_create(be, VK_STAGING_BYTES, MEM_UPLOAD, &be->staging);
     if (!s) s = create_pipelines(be);
     return s ? s : vk_validation_status(be);
@@ -511,6 +535,12 @@ typedef struct vk_prog {
     VkDeviceSize *in_stage, *in_bytes, *out_back, *out_bytes; /* byte offsets and sizes */
     vk_slot slot[VK_RING];
     int next;
+    /* Profiling (be->profile): a timestamp before the first node and after
+     * each, replays made synchronous, times summed per node. */
+    VkQueryPool qpool;
+    porta_node *nodes;
+    int n_nodes, prof_runs, prof_skip;
+    double *prof_us;
 } vk_prog;
 
 static vk_buf *ref_buffer(vk_prog *p, const porta_ref *r)
@@ -574,15 +604,30 @@ static porta_status encode(vk_be *be, const porta_plan *plan, const porta_node *
         [PORTA_OP_ATTN_CACHED] = vk_enc_attention,
         [PORTA_OP_ATTN] = vk_enc_attention,
         [PORTA_OP_LINEAR_FUSED] = vk_enc_matmul,
+        [PORTA_OP_KV_APPEND_ROPE] = vk_enc_rope,
     };
     if ((unsigned)n->op >= PORTA_OP_COUNT || !enc[n->op])
         return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: unknown op %d", n->name, (int)n->op);
     int step_rows = 0;
-    if (n->op == PORTA_OP_KV_APPEND || n->op == PORTA_OP_ATTN_CACHED || (n->op == PORTA_OP_ROPE && n->p.rope.cached))
+    if (n->op == PORTA_OP_KV_APPEND || n->op == PORTA_OP_KV_APPEND_ROPE || n->op == PORTA_OP_ATTN_CACHED ||
+        (n->op == PORTA_OP_ROPE && n->p.rope.cached))
         step_rows = plan->step_rows;
     memset(e, 0, sizeof *e);
     e->p[VK_P_STEP_ROWS] = (uint32_t)step_rows;
     return enc[n->op](be, n, step_rows, e);
+}
+
+/* Whether node b, recorded after node a, must wait for it: one writes what
+ * the other reads or writes, the scratch buffer included. */
+static int node_depends(const porta_node *a, const vk_enc *ea, const porta_node *b, const vk_enc *eb)
+{
+    if (ea->scratch_bytes && eb->scratch_bytes) return 1;
+    if (porta_ref_overlap(&a->out, &b->out)) return 1;
+    for (int i = 0; i < b->n_in; i++)
+        if (porta_ref_overlap(&a->out, &b->in[i])) return 1;
+    for (int i = 0; i < a->n_in; i++)
+        if (porta_ref_overlap(&b->out, &a->in[i])) return 1;
+    return 0;
 }
 
 static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc *enc, const VkDescriptorSet *sets)
@@ -593,16 +638,31 @@ static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc
         .flags = VK_COMMAND_BUFFER_USAGE_SIMULTANEOUS_USE_BIT, /* replays may overlap in the queue */
     };
     VK_TRY(be, be->f.vkBeginCommandBuffer(p->main, &bi), "vkBeginCommandBuffer");
+    if (p->qpool) {
+        be->f.vkCmdResetQueryPool(p->main, p->qpool, 0, (uint32_t)plan->n_nodes + 1);
+        be->f.vkCmdWriteTimestamp(p->main, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p->qpool, 0);
+    }
+    /* Nodes since the last barrier: a node that depends on none of them
+     * runs without one (the slots' transfers begin with full barriers). */
+    int since = 0;
     for (int i = 0; i < plan->n_nodes; i++) {
+        int wait = i > since && (be->barrier_each || i - since >= VK_OVERLAP_MAX);
+        for (int k = since; k < i && !wait; k++) wait = node_depends(&plan->nodes[k], &enc[k], &plan->nodes[i], &enc[i]);
+        if (wait) {
+            compute_barrier(be, p->main);
+            since = i;
+        }
         be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[enc[i].pipe]);
         be->f.vkCmdBindDescriptorSets(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1, &sets[i], 0, NULL);
         be->f.vkCmdDispatch(p->main, enc[i].groups[0], enc[i].groups[1], enc[i].groups[2]);
-        compute_barrier(be, p->main);
         if (enc[i].second_pass) {
+            compute_barrier(be, p->main);
+            since = i;
             be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[enc[i].pipe2]);
             be->f.vkCmdDispatch(p->main, enc[i].groups2[0], enc[i].groups2[1], enc[i].groups2[2]);
-            compute_barrier(be, p->main);
         }
+        if (p->qpool)
+            be->f.vkCmdWriteTimestamp(p->main, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p->qpool, (uint32_t)i + 1);
     }
     VK_TRY(be, be->f.vkEndCommandBuffer(p->main), "vkEndCommandBuffer");
     return PORTA_OK;
@@ -666,6 +726,13 @@ static void vkb_prog_free(void *pp)
         buf_destroy(be, &sl->back);
         free(sl->outs);
     }
+    if (p->qpool) {
+        porta_profile_report(stderr, "vulkan", p->nodes, p->n_nodes, p->prof_us, p->prof_runs,
+                             "each node's dispatches and barriers");
+        be->f.vkDestroyQueryPool(be->dev, p->qpool, NULL);
+    }
+    free(p->nodes);
+    free(p->prof_us);
     if (p->cpool) be->f.vkDestroyCommandPool(be->dev, p->cpool, NULL);
     if (p->dpool) be->f.vkDestroyDescriptorPool(be->dev, p->dpool, NULL);
     buf_destroy(be, &p->arena);
@@ -820,6 +887,19 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
         if (!s) s = buf_create(be, back_bytes, MEM_READBACK, &sl->back);
         if (!s) s = record_slot(p, plan, sl);
     }
+    if (!s && be->profile && plan->n_nodes > 0) {
+        p->n_nodes = plan->n_nodes;
+        p->nodes = malloc((size_t)plan->n_nodes * sizeof *p->nodes);
+        p->prof_us = calloc((size_t)plan->n_nodes, sizeof *p->prof_us);
+        if (!p->nodes || !p->prof_us) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+        memcpy(p->nodes, plan->nodes, (size_t)plan->n_nodes * sizeof *p->nodes);
+        VkQueryPoolCreateInfo qi = {
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+            .queryType = VK_QUERY_TYPE_TIMESTAMP,
+            .queryCount = (uint32_t)plan->n_nodes + 1,
+        };
+        VK_TRY(be, be->f.vkCreateQueryPool(be->dev, &qi, NULL, &p->qpool), "vkCreateQueryPool");
+    }
     if (!s) s = record_main(p, plan, enc, sets);
     return s ? s : vk_validation_status(be);
 }
@@ -849,6 +929,28 @@ static porta_status vkb_prog_new(void *b, const porta_plan *plan, porta_backend_
     return PORTA_OK;
 }
 
+/* A profiled replay: wait for it, then add each node's time (the first
+ * replay, which warms the pipelines, is not counted). */
+static porta_status prof_collect(vk_prog *p, vk_slot *sl)
+{
+    vk_be *be = p->be;
+    porta_status s = slot_finish(p, sl);
+    if (s) return s;
+    uint64_t *ts = malloc(((size_t)p->n_nodes + 1) * sizeof *ts);
+    if (!ts) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    VkResult r = be->f.vkGetQueryPoolResults(be->dev, p->qpool, 0, (uint32_t)p->n_nodes + 1,
+                                             ((size_t)p->n_nodes + 1) * sizeof *ts, ts, sizeof *ts,
+                                             VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
+    if (r == VK_SUCCESS && p->prof_skip) {
+        const double ns = be->props.limits.timestampPeriod;
+        for (int i = 0; i < p->n_nodes; i++) p->prof_us[i] += 1e-3 * ns * (double)((ts[i + 1] - ts[i]) & be->ts_mask);
+        p->prof_runs++;
+    }
+    p->prof_skip = 1;
+    free(ts);
+    return r == VK_SUCCESS ? PORTA_OK : vk_result(be, r, "vkGetQueryPoolResults");
+}
+
 static porta_status vkb_prog_run(void *pp, const int32_t *step_block, const float *const *inputs,
                                  float *const *outputs)
 {
@@ -871,6 +973,7 @@ static porta_status vkb_prog_run(void *pp, const int32_t *step_block, const floa
     VK_TRY(be, be->f.vkQueueSubmit(be->queue, 1, &si, sl->fence), "vkQueueSubmit");
     sl->busy = 1;
     p->next = (p->next + 1) % VK_RING;
+    if (p->qpool) return prof_collect(p, sl);
     return vk_validation_status(be);
 }
 
@@ -888,7 +991,7 @@ static porta_status vkb_prog_wait(void *pp)
 static const porta_backend_vt vk_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "vulkan",
-    .caps = PORTA_CAP_FUSED_LINEAR,
+    .caps = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND,
     /* Decode-sized linears only: with the tiled matmul's fused forms a
      * 448-row prefill measured 20.1 ms on an H100, against 15.9 ms with
      * separate dispatches. */

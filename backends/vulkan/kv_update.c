@@ -17,6 +17,7 @@ porta_status vk_enc_kv_update(vk_be *be, const porta_node *n, int step_rows, vk_
         e->p[VK_P_OP + 4 + k] = (uint32_t)x->stride[k];
         e->p[VK_P_OP + 8 + k] = (uint32_t)c->stride[k];
     }
+    e->p[VK_P_OP + 12] = (uint32_t)c->shape[2];
     e->groups[0] = vk_groups(porta_ref_numel(x), 256);
     e->groups[1] = e->groups[2] = 1;
     return PORTA_OK;

@@ -227,9 +227,17 @@ static porta_status pick_device(vk_be *be, const char *spec)
             .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES,
             .pNext = has_extension(be, be->pd, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME) ? &sm : NULL,
         };
-        VkPhysicalDeviceProperties2 p2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m3 };
+        VkPhysicalDeviceSubgroupProperties sg = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES,
+            .pNext = &m3,
+        };
+        VkPhysicalDeviceProperties2 p2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sg };
         be->f.vkGetPhysicalDeviceProperties2(be->pd, &p2);
         be->max_alloc = m3.maxMemoryAllocationSize;
+        /* Kernels sum over subgroups, at most a quarter of a workgroup's threads many. */
+        be->subgroup_sum = (sg.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                           (sg.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT) &&
+                           (sg.supportedOperations & VK_SUBGROUP_FEATURE_BASIC_BIT) && sg.subgroupSize >= 4;
         be->cores = sm.shaderSMCount;
         snprintf(be->name, sizeof be->name, "%s (vulkan:%d)", be->props.deviceName, chosen);
     }

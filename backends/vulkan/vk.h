@@ -30,7 +30,8 @@
     X(vkCreatePipelineLayout) X(vkDestroyPipelineLayout) \
     X(vkCreateDescriptorSetLayout) X(vkDestroyDescriptorSetLayout) \
     X(vkCreateDescriptorPool) X(vkDestroyDescriptorPool) X(vkAllocateDescriptorSets) \
-    X(vkUpdateDescriptorSets)
+    X(vkUpdateDescriptorSets) \
+    X(vkCreateQueryPool) X(vkDestroyQueryPool) X(vkCmdResetQueryPool) X(vkCmdWriteTimestamp) X(vkGetQueryPoolResults)
 
 #define VK_DECLARE_FN(name) PFN_##name name;
 typedef struct vk_fns {
@@ -61,6 +62,12 @@ typedef enum vk_pipe {
     VK_PIPE_MATMUL_FUSED,
     VK_PIPE_MATMUL_BIG_FUSED,
     VK_PIPE_MATMUL_SMALL_FUSED,
+    VK_PIPE_MATMUL_GEMV1, /* GEMV for 1, 2, 4 rows; MATMUL_GEMV for 8 */
+    VK_PIPE_MATMUL_GEMV2,
+    VK_PIPE_MATMUL_GEMV4,
+    VK_PIPE_GEMM,        /* f32 operands contiguous along k: 64 x 64 tiles, */
+    VK_PIPE_GEMM_BIG,    /* 128 x 128 tiles, */
+    VK_PIPE_GEMM_REDUCE, /* and the sum over K splits */
     VK_PIPE_SAMPLE, /* made only on devices with shaderFloat64 */
     VK_PIPE_COUNT
 } vk_pipe;
@@ -95,6 +102,8 @@ typedef struct vk_validation {
 } vk_validation;
 
 #define VK_COPY_RING 8
+/* Most nodes recorded between two barriers (independent nodes share one). */
+#define VK_OVERLAP_MAX 16
 
 typedef struct vk_be {
     const porta_host *host;
@@ -109,6 +118,11 @@ typedef struct vk_be {
     VkDeviceSize max_alloc; /* advertised largest allocation, a soft limit */
     uint32_t cores; /* multiprocessors (VK_NV_shader_sm_builtins), 0 unknown */
     int fp64;       /* shaderFloat64 enabled: mixture_sample runs */
+    int subgroup_sum; /* compute subgroups of 4 or more lanes with arithmetic (required) */
+    int profile;    /* PORTA_VULKAN_PROFILE=1 and the queue has timestamps: each node timed */
+    uint64_t ts_mask; /* the queue's valid timestamp bits */
+    int barrier_each; /* PORTA_NO_FUSE=1: a barrier after every node, dependent or not */
+    int gemm_off;     /* PORTA_VK_GEMM=0: products on the general tiled kernel only */
     porta_backend_vt vt; /* this device's vtable (caps depend on its features) */
     VkDevice dev;
     uint32_t qfam;

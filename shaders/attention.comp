@@ -15,11 +15,11 @@
 //
 // Split (flash-decoding) variant, -DSPLIT: workgroup (x, y) covers keys
 // [y * P(26), (y + 1) * P(26)) of query row x and writes its running max,
-// sum and unnormalised output to scratch (binding 8) at
+// sum and unnormalised output to scratch (binding 4) at
 // (row * splits + y) * (D + 2); slices past the row's key count exit at once.
 // -DCOMBINE: one workgroup per query row merges the slices into out.
-#if defined(SPLIT) || defined(COMBINE)
-#define SCRATCH
+#ifdef SPLIT
+#define IN3_WRITABLE
 #endif
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
@@ -86,21 +86,21 @@ void main()
         uint n_keys = key_count(r / Tq, r % Tq, P(4));
         uint y = O_OFF + item * D;
         uint used = (n_keys + chunk - 1u) / chunk;
-        uint base = item * splits * (D + 2u);
+        uint base = D_OFF + item * splits * (D + 2u);
         float m = -1.0 / 0.0;
-        for (uint s = 0u; s < used; s++) m = max(m, uintBitsToFloat(sc[base + s * (D + 2u)]));
+        for (uint s = 0u; s < used; s++) m = max(m, uintBitsToFloat(d[base + s * (D + 2u)]));
         float l = 0.0;
         for (uint s = 0u; s < used; s++) {
-            float ms = uintBitsToFloat(sc[base + s * (D + 2u)]);
-            if (ms != -1.0 / 0.0) l += exp(ms - m) * uintBitsToFloat(sc[base + s * (D + 2u) + 1u]);
+            float ms = uintBitsToFloat(d[base + s * (D + 2u)]);
+            if (ms != -1.0 / 0.0) l += exp(ms - m) * uintBitsToFloat(d[base + s * (D + 2u) + 1u]);
         }
         float inv = l > 0.0 ? 1.0 / l : 0.0;
         for (uint dd = tid; dd < D; dd += THREADS) {
             float acc = 0.0;
             for (uint s = 0u; s < used; s++) {
                 uint sb = base + s * (D + 2u);
-                float ms = uintBitsToFloat(sc[sb]);
-                if (ms != -1.0 / 0.0) acc += exp(ms - m) * uintBitsToFloat(sc[sb + 2u + dd]);
+                float ms = uintBitsToFloat(d[sb]);
+                if (ms != -1.0 / 0.0) acc += exp(ms - m) * uintBitsToFloat(d[sb + 2u + dd]);
             }
             o[y + dd] = acc * inv;
         }
@@ -171,7 +171,7 @@ void main()
         uint lo = gl_WorkGroupID.y * P(26);
         uint hi = min(n_keys, lo + P(26));
         if (lo >= hi) continue;
-        uint y = (item * P(25) + gl_WorkGroupID.y) * (D + 2u);
+        uint y = D_OFF + (item * P(25) + gl_WorkGroupID.y) * (D + 2u);
 #else
         uint lo = 0u, hi = n_keys;
         uint y = O_OFF + item * D;
@@ -239,10 +239,10 @@ void main()
         }
 #ifdef SPLIT
         if (tid == 0u) {
-            sc[y] = floatBitsToUint(m);
-            sc[y + 1u] = floatBitsToUint(l);
+            d[y] = floatBitsToUint(m);
+            d[y + 1u] = floatBitsToUint(l);
         }
-        for (uint i = 0u; i * THREADS + tid < D; i++) sc[y + 2u + i * THREADS + tid] = floatBitsToUint(acc[i]);
+        for (uint i = 0u; i * THREADS + tid < D; i++) d[y + 2u + i * THREADS + tid] = floatBitsToUint(acc[i]);
 #else
         float inv = l > 0.0 ? 1.0 / l : 0.0;
         for (uint i = 0u; i * THREADS + tid < D; i++) o[y + i * THREADS + tid] = acc[i] * inv;

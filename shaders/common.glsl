@@ -1,6 +1,6 @@
 // Bindings shared by every porta compute shader: out (f32), in0..in4 (f32,
 // f16 or bf16 storage, read through in0()..in4()), the step block (int32
-// pos[rows] then n[rows]), this node's parameter block and (SCRATCH) scratch.
+// pos[rows] then n[rows]) and this node's parameter block.
 // p[0..4]: element offsets of out, in0..in3; p[5]: step rows (0: no step
 // block); p[6]: storage type of in j in bits 2j..2j+1 (0 f32, 1 f16, 2 bf16);
 // p[7]: element offset of in4.
@@ -10,14 +10,15 @@ layout(std430, binding = 0) buffer Out { float o[]; };
 layout(std430, binding = 1) readonly buffer In0 { uint a[]; };
 layout(std430, binding = 2) readonly buffer In1 { uint b[]; };
 layout(std430, binding = 3) readonly buffer In2 { uint c[]; };
+// Shaders that use binding 4 as scratch (no fourth input) write it.
+#ifdef IN3_WRITABLE
+layout(std430, binding = 4) buffer In3 { uint d[]; };
+#else
 layout(std430, binding = 4) readonly buffer In3 { uint d[]; };
+#endif
 layout(std430, binding = 5) readonly buffer In4 { uint in4w[]; };
 layout(std430, binding = 6) readonly buffer Step { int step[]; };
 layout(std430, binding = 7) readonly buffer Params { uint p[]; };
-// The program's scratch, for nodes that take some (their enc's scratch_bytes).
-#ifdef SCRATCH
-layout(std430, binding = 8) buffer Scratch { uint sc[]; };
-#endif
 
 #define O_OFF p[0]
 #define A_OFF p[1]

@@ -13,7 +13,7 @@
 
 #define VK_RING 8
 #define VK_PARAM_BYTES (VK_PARAM_WORDS * 4)
-#define VK_BINDINGS 9    /* out, in0..in4, step block, params, scratch */
+#define VK_BINDINGS 8    /* out, in0..in4 (in3 or scratch), step block, params */
 #define VK_IN_BINDINGS 5
 #define VK_STAGING_BYTES ((VkDeviceSize)16 << 20)
 
@@ -420,7 +420,7 @@ static porta_status create_pipelines(vk_be *be)
  * buffers per set, 256-thread workgroups, and 21 KiB of shared memory for the
  * GEMV's partial sums (128 threads of 41, then 4 x 40; the 128x128 matmul
  * tiles take 16.5 KiB). */
-#define VK_NEED_BUFFERS 9u
+#define VK_NEED_BUFFERS 8u
 #define VK_NEED_THREADS 256u
 #define VK_NEED_SHARED ((128u * 41u + 4u * 40u) * 4u)
 
@@ -810,10 +810,13 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
             if (r->mem != PORTA_MEM_NONE) enc[i].p[VK_P_DTYPES] |= (uint32_t)r->dtype << (2 * j);
         }
         if (s) return s;
-        /* Scratch (binding 8) for nodes that use it; other nodes' shaders do
-         * not declare it, and get the parameter buffer there. */
-        info[8] = enc[i].scratch_bytes ? (VkDescriptorBufferInfo){ p->scratch.buf, 0, enc[i].scratch_bytes }
-                                       : (VkDescriptorBufferInfo){ p->params.buf, 0, VK_WHOLE_SIZE };
+        if (enc[i].scratch_bytes) {
+            if (n->n_in > 3 && n->in[3].mem != PORTA_MEM_NONE)
+                return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: scratch would replace its fourth input",
+                                      n->name);
+            info[4] = (VkDescriptorBufferInfo){ p->scratch.buf, 0, enc[i].scratch_bytes };
+            enc[i].p[4] = 0;
+        }
         info[6] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };
         info[7] = (VkDescriptorBufferInfo){ p->params.buf, (VkDeviceSize)i * VK_PARAM_BYTES, VK_PARAM_BYTES };
         VkWriteDescriptorSet w[VK_BINDINGS];
@@ -989,7 +992,10 @@ static const porta_backend_vt vk_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "vulkan",
     .caps = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND,
-    .fuse_max_rows = 0, /* any rows: the GEMM and GEMV kernels do every fused form */
+    /* Decode-sized linears only: with the tiled matmul's fused forms a
+     * 448-row prefill measured 20.1 ms on an H100, against 15.9 ms with
+     * separate dispatches. */
+    .fuse_max_rows = 8,
     .close = vkb_close,
     .device_name = vkb_device_name,
     .buf_new = vkb_buf_new,

@@ -21,28 +21,26 @@ static int64_t pick_tile(const vk_be *be, int64_t M, int64_t N, int64_t batches)
     return TILE_SMALL;
 }
 
-/* The f32 GEMM (shaders/gemm.comp), every fused form included, for products
- * whose operands are both contiguous along k: 128 x 128 tiles when they fill the device twice,
+/* The f32 GEMM (shaders/gemm.comp) for a plain product whose operands are
+ * both contiguous along k: 128 x 128 tiles when they fill the device twice,
  * else 64 x 64, with K split over workgroups (summed by a second dispatch
  * in a fixed order) while there are fewer than two tiles per
  * multiprocessor. */
 #define GEMM_BK 32 /* a multiple of either tile's k step (32, 16) */
 #define GEMM_MIN_K_SPLIT (2 * GEMM_BK)
 #define GEMM_MAX_SCRATCH ((int64_t)64 << 20)
-static void plan_gemm(const vk_be *be, int64_t M, int64_t N, int64_t Nout, int64_t K, int64_t batches, int swiglu,
-                      vk_enc *e)
+static void plan_gemm(const vk_be *be, int64_t M, int64_t N, int64_t K, int64_t batches, vk_enc *e)
 {
     uint32_t *p = e->p + VK_P_OP;
     const int64_t want = 2 * vk_cores(be);
-    /* Output columns per tile: half of them with SwiGLU (gate and value rows). */
-    const int64_t big = (M + 127) / 128 * ((Nout + (swiglu ? 63 : 127)) / (swiglu ? 64 : 128)) * batches;
-    const int64_t tile = big >= want ? 128 : 64, cols = swiglu ? tile / 2 : tile;
-    const int64_t tiles = (M + tile - 1) / tile * ((Nout + cols - 1) / cols) * batches;
+    const int64_t big = (M + 127) / 128 * ((N + 127) / 128) * batches;
+    const int64_t tile = big >= want ? 128 : 64;
+    const int64_t tiles = (M + tile - 1) / tile * ((N + tile - 1) / tile) * batches;
     int64_t splits = 1;
     if (tiles < want) {
         splits = (want + tiles - 1) / tiles;
         if (splits > K / GEMM_MIN_K_SPLIT) splits = K / GEMM_MIN_K_SPLIT;
-        while (splits > 1 && splits * (N + 1) * M * batches * 4 > GEMM_MAX_SCRATCH) splits--;
+        while (splits > 1 && splits * M * N * batches * 4 > GEMM_MAX_SCRATCH) splits--;
         if (splits < 1) splits = 1;
     }
     int64_t kper = ((K + splits - 1) / splits + GEMM_BK - 1) / GEMM_BK * GEMM_BK;
@@ -52,16 +50,15 @@ static void plan_gemm(const vk_be *be, int64_t M, int64_t N, int64_t Nout, int64
     p[18] = (uint32_t)splits;
     p[19] = (uint32_t)kper;
     e->pipe = tile == 128 ? VK_PIPE_GEMM_BIG : VK_PIPE_GEMM;
-    e->groups[0] = vk_groups(Nout, (uint32_t)cols);
+    e->groups[0] = vk_groups(N, (uint32_t)tile);
     e->groups[1] = vk_groups(M, (uint32_t)tile);
     e->groups[2] = vk_groups(batches * splits, 1);
     if (splits > 1) {
-        /* Dot products of every weight row, then the rows' sums of squares. */
         e->second_pass = 1;
         e->pipe2 = VK_PIPE_GEMM_REDUCE;
-        e->groups2[0] = vk_groups(M * Nout * batches, 256);
+        e->groups2[0] = vk_groups(M * N * batches, 256);
         e->groups2[1] = e->groups2[2] = 1;
-        e->scratch_bytes = (VkDeviceSize)(splits * (N + 1) * M * batches) * 4;
+        e->scratch_bytes = (VkDeviceSize)(splits * M * N * batches) * 4;
     }
 }
 
@@ -131,10 +128,10 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
         e->groups[0] = vk_groups(Nout, swiglu ? GEMV_ROWS / 2 : GEMV_ROWS);
         e->groups[1] = vk_groups(batches, 1);
         e->groups[2] = 1;
-    } else if (sa_k == 1 && sb_k == 1 && !be->gemm_off) {
+    } else if (!fused && sa_k == 1 && sb_k == 1 && !be->gemm_off) {
         p[12] = a->dtype == PORTA_F32 && b->dtype == PORTA_F32 && K % 4 == 0 && sa_m % 4 == 0 && sb_n % 4 == 0 &&
                 sa_b % 4 == 0 && sb_b % 4 == 0;
-        plan_gemm(be, M, N, Nout, K, batches, swiglu, e);
+        plan_gemm(be, M, N, K, batches, e);
     } else {
         /* The FUSED tile build for any fused part or a strided bias; the plain
          * one, free of both, for the rest. */

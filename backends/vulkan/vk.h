@@ -156,7 +156,7 @@ typedef struct vk_be {
 
 /* A node is one dispatch, or two (pipe, then pipe2 after a barrier, both
  * with the node's bindings) when second_pass is set; such a node gets
- * scratch_bytes of program-owned scratch at binding 8. */
+ * scratch_bytes of program-owned scratch bound in place of in3. */
 typedef struct vk_enc {
     vk_pipe pipe, pipe2;
     int second_pass;

@@ -10,10 +10,8 @@
 // Tiles of BM x BM outputs (BM = 16 TM) over 256 threads, each thread TM x TM
 // of them: rows {ty * 4 + i, BM / 2 + ty * 4 + i} and the same for columns
 // (TM 8), or ty * 4 + i (TM 4). Shared tiles are k-major, so a thread reads
-// its 4-row and 4-column pieces as single 16-byte words. Each thread loads a
-// block of 4 rows x 4 k of one operand (16-byte loads along k), transposes
-// it in registers and stores it as 4 words; the next k tile's block is in
-// flight while the current tile is multiplied.
+// its 4-row and 4-column pieces as single 16-byte words, and the next k tile
+// is loaded into registers while the current one is multiplied.
 //
 // Split K (P(18) > 1): workgroup z' = z * splits + s covers k in
 // [s * P(19), (s + 1) * P(19)) and writes its partial tile to scratch
@@ -43,13 +41,9 @@ void main()
 #define TM 4
 #endif
 #define BM (16 * TM)
-// k per shared tile: 32 for 64 x 64 tiles, 16 for 128 x 128, so that each
-// operand's tile is 128 blocks of 4 rows x 4 k, one per thread of a half.
-#if TM == 4
-#define BK 32
-#else
 #define BK 16
-#endif
+// 16-byte pieces of one operand's tile per thread: BM rows x BK / 4.
+#define PIECES (BM * BK / 4 / 256)
 #define LDS (BM + 4)
 layout(local_size_x = 256) in;
 shared vec4 As4[BK * LDS / 4];
@@ -64,57 +58,68 @@ uint slot(uint t, uint i)
     return (i / 4u) * (BM / 2u) + t * 4u + i % 4u;
 }
 
-// A block of the k tile at k0 into registers: rows r0..r0 + 3 (of A for the
-// first 128 threads, of B for the others) at k0 + kq .. + 3; zeros past the
-// edges.
-void load_block(out vec4 v[4], bool isb, uint r0, uint kk, uint lim, uint k_hi, uint base, uint rs, bool vec)
-{
-    [[unroll]] for (uint i = 0u; i < 4u; i++) {
-        v[i] = vec4(0.0);
-        uint row = r0 + i;
-        if (row >= lim) continue;
-        if (vec) {
-            if (kk < k_hi) v[i] = uintBitsToFloat(isb ? b4[(base + row * rs + kk) / 4u] : a4[(base + row * rs + kk) / 4u]);
-        } else {
-            [[unroll]] for (uint c = 0u; c < 4u; c++)
-                if (kk + c < k_hi) v[i][c] = isb ? in1(base + row * rs + kk + c) : in0(base + row * rs + kk + c);
-        }
-    }
-}
-
 void main()
 {
     uint M = P(0), N = P(1), K = P(2), S = P(18), kper = P(19);
     uint tid = gl_LocalInvocationID.x, tx = tid % 16u, ty = tid / 16u;
     bool vec = P(12) != 0u && ((A_OFF | B_OFF) & 3u) == 0u;
-    // This thread's block: rows rg * 4 .. + 3 of its operand at k piece kq
-    // (consecutive threads take consecutive row groups: conflict-free stores).
-    bool isb = tid >= 128u;
-    uint blk = tid % 128u, rg = blk % (BM / 4u), kq = (blk / (BM / 4u)) * 4u;
     for (uint zs = gl_WorkGroupID.z; zs < P(3) * S; zs += gl_NumWorkGroups.z) {
         uint z = zs / S, s = zs % S;
         uint k_lo = s * kper, k_hi = min(K, k_lo + kper);
-        uint base = isb ? B_OFF + z * P(5) : A_OFF + z * P(4), rs = isb ? P(10) : P(7);
+        uint a0 = A_OFF + z * P(4), b0 = B_OFF + z * P(5);
         for (uint tm = gl_WorkGroupID.y * BM; tm < M; tm += gl_NumWorkGroups.y * BM) {
             for (uint tn = gl_WorkGroupID.x * BM; tn < N; tn += gl_NumWorkGroups.x * BM) {
                 float acc[TM][TM];
                 [[unroll]] for (uint i = 0u; i < TM; i++)
                     [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
-                uint r0 = (isb ? tn : tm) + rg * 4u, lim = isb ? N : M;
-                vec4 v[4];
-                load_block(v, isb, r0, k_lo + kq, lim, k_hi, base, rs, vec);
-                for (uint k0 = k_lo; k0 < k_hi; k0 += BK) {
-                    // Registers -> shared, transposed to k-major: column c of
-                    // the block is k row kq + c.
-                    [[unroll]] for (uint c = 0u; c < 4u; c++) {
-                        vec4 t = vec4(v[0][c], v[1][c], v[2][c], v[3][c]);
-                        uint at = ((kq + c) * LDS + rg * 4u) / 4u;
-                        if (isb) Bs4[at] = t;
-                        else As4[at] = t;
+                // Piece e of a tile: row e / (BK / 4), k piece e % (BK / 4).
+                vec4 ra[PIECES], rb[PIECES];
+                uint k0 = k_lo;
+                [[unroll]] for (uint r = 0u; r < PIECES; r++) {
+                    uint e = tid + 256u * r, row = e / (BK / 4u), kk = k0 + (e % (BK / 4u)) * 4u;
+                    uint gm = tm + row, gn = tn + row;
+                    ra[r] = vec4(0.0);
+                    rb[r] = vec4(0.0);
+                    if (vec) {
+                        if (gm < M && kk < k_hi) ra[r] = uintBitsToFloat(a4[(a0 + gm * P(7) + kk) / 4u]);
+                        if (gn < N && kk < k_hi) rb[r] = uintBitsToFloat(b4[(b0 + gn * P(10) + kk) / 4u]);
+                    } else {
+                        [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                            if (gm < M && kk + c < k_hi) ra[r][c] = in0(a0 + gm * P(7) + kk + c);
+                            if (gn < N && kk + c < k_hi) rb[r][c] = in1(b0 + gn * P(10) + kk + c);
+                        }
+                    }
+                }
+                for (; k0 < k_hi; k0 += BK) {
+                    // Registers -> shared, transposed to k-major.
+                    [[unroll]] for (uint r = 0u; r < PIECES; r++) {
+                        uint e = tid + 256u * r, row = e / (BK / 4u), kq = (e % (BK / 4u)) * 4u;
+                        [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                            uint at = (kq + c) * LDS + row;
+                            As4[at / 4u][at % 4u] = ra[r][c];
+                            Bs4[at / 4u][at % 4u] = rb[r][c];
+                        }
                     }
                     barrier();
                     // The next tile's loads are in flight during the products.
-                    if (k0 + BK < k_hi) load_block(v, isb, r0, k0 + BK + kq, lim, k_hi, base, rs, vec);
+                    uint k1 = k0 + BK;
+                    if (k1 < k_hi) {
+                        [[unroll]] for (uint r = 0u; r < PIECES; r++) {
+                            uint e = tid + 256u * r, row = e / (BK / 4u), kk = k1 + (e % (BK / 4u)) * 4u;
+                            uint gm = tm + row, gn = tn + row;
+                            ra[r] = vec4(0.0);
+                            rb[r] = vec4(0.0);
+                            if (vec) {
+                                if (gm < M && kk < k_hi) ra[r] = uintBitsToFloat(a4[(a0 + gm * P(7) + kk) / 4u]);
+                                if (gn < N && kk < k_hi) rb[r] = uintBitsToFloat(b4[(b0 + gn * P(10) + kk) / 4u]);
+                            } else {
+                                [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                                    if (gm < M && kk + c < k_hi) ra[r][c] = in0(a0 + gm * P(7) + kk + c);
+                                    if (gn < N && kk + c < k_hi) rb[r][c] = in1(b0 + gn * P(10) + kk + c);
+                                }
+                            }
+                        }
+                    }
                     [[unroll]] for (uint kk = 0u; kk < BK; kk++) {
                         vec4 av[TM / 4], bv[TM / 4];
                         [[unroll]] for (uint q = 0u; q < TM / 4u; q++) {

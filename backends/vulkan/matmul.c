@@ -26,8 +26,8 @@ static int64_t pick_tile(const vk_be *be, int64_t M, int64_t N, int64_t batches)
  * else 64 x 64, with K split over workgroups (summed by a second dispatch
  * in a fixed order) while there are fewer than two tiles per
  * multiprocessor. */
-#define GEMM_BK 32 /* a multiple of either tile's k step (32, 16) */
-#define GEMM_MIN_K_SPLIT (2 * GEMM_BK)
+#define GEMM_BK 16
+#define GEMM_MIN_K_SPLIT (4 * GEMM_BK)
 #define GEMM_MAX_SCRATCH ((int64_t)64 << 20)
 static void plan_gemm(const vk_be *be, int64_t M, int64_t N, int64_t K, int64_t batches, vk_enc *e)
 {

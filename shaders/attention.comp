@@ -23,8 +23,6 @@
 #endif
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
-#extension GL_KHR_shader_subgroup_basic : require
-#extension GL_KHR_shader_subgroup_arithmetic : require
 // Keys (in1) and values (in2) as 16-byte words for staging.
 layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
 layout(std430, binding = 3) readonly buffer In2v { uvec4 c4[]; };
@@ -41,30 +39,7 @@ layout(local_size_x = 64) in;
 shared float qs[MAX_D];
 shared float ps[THREADS];
 shared float kvs[KV_FLOATS];
-// Per-subgroup maxima and sums of a tile (subgroups of 4 lanes or more).
-shared float red_m[THREADS / 4u], red_s[THREADS / 4u];
-
-// The workgroup's max (sum) of v: over each subgroup, then over subgroups.
-// The caller's barrier after its last read keeps the next call's writes out.
-float wg_max(float v)
-{
-    v = subgroupMax(v);
-    if (subgroupElect()) red_m[gl_SubgroupID] = v;
-    barrier();
-    float r = red_m[0];
-    for (uint i = 1u; i < gl_NumSubgroups; i++) r = max(r, red_m[i]);
-    return r;
-}
-
-float wg_sum(float v)
-{
-    v = subgroupAdd(v);
-    if (subgroupElect()) red_s[gl_SubgroupID] = v;
-    barrier();
-    float r = red_s[0];
-    for (uint i = 1u; i < gl_NumSubgroups; i++) r += red_s[i];
-    return r;
-}
+#include "reduce.glsl"
 
 uint key_count(uint bi, uint t, uint Tk)
 {

@@ -58,6 +58,28 @@ uint slot(uint t, uint i)
     return (i / 4u) * (BM / 2u) + t * 4u + i % 4u;
 }
 
+// This thread's pieces of the k tile at k0 into registers (zeros past the
+// edges): piece e of a tile is row e / (BK / 4), k piece e % (BK / 4).
+void load_tile(out vec4 ra[PIECES], out vec4 rb[PIECES], uint tid, uint tm, uint tn, uint k0, uint k_hi, uint M,
+               uint N, uint a0, uint b0, bool vec)
+{
+    [[unroll]] for (uint r = 0u; r < PIECES; r++) {
+        uint e = tid + 256u * r, row = e / (BK / 4u), kk = k0 + (e % (BK / 4u)) * 4u;
+        uint gm = tm + row, gn = tn + row;
+        ra[r] = vec4(0.0);
+        rb[r] = vec4(0.0);
+        if (vec) {
+            if (gm < M && kk < k_hi) ra[r] = uintBitsToFloat(a4[(a0 + gm * P(7) + kk) / 4u]);
+            if (gn < N && kk < k_hi) rb[r] = uintBitsToFloat(b4[(b0 + gn * P(10) + kk) / 4u]);
+        } else {
+            [[unroll]] for (uint c = 0u; c < 4u; c++) {
+                if (gm < M && kk + c < k_hi) ra[r][c] = in0(a0 + gm * P(7) + kk + c);
+                if (gn < N && kk + c < k_hi) rb[r][c] = in1(b0 + gn * P(10) + kk + c);
+            }
+        }
+    }
+}
+
 void main()
 {
     uint M = P(0), N = P(1), K = P(2), S = P(18), kper = P(19);
@@ -72,24 +94,9 @@ void main()
                 float acc[TM][TM];
                 [[unroll]] for (uint i = 0u; i < TM; i++)
                     [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
-                // Piece e of a tile: row e / (BK / 4), k piece e % (BK / 4).
                 vec4 ra[PIECES], rb[PIECES];
                 uint k0 = k_lo;
-                [[unroll]] for (uint r = 0u; r < PIECES; r++) {
-                    uint e = tid + 256u * r, row = e / (BK / 4u), kk = k0 + (e % (BK / 4u)) * 4u;
-                    uint gm = tm + row, gn = tn + row;
-                    ra[r] = vec4(0.0);
-                    rb[r] = vec4(0.0);
-                    if (vec) {
-                        if (gm < M && kk < k_hi) ra[r] = uintBitsToFloat(a4[(a0 + gm * P(7) + kk) / 4u]);
-                        if (gn < N && kk < k_hi) rb[r] = uintBitsToFloat(b4[(b0 + gn * P(10) + kk) / 4u]);
-                    } else {
-                        [[unroll]] for (uint c = 0u; c < 4u; c++) {
-                            if (gm < M && kk + c < k_hi) ra[r][c] = in0(a0 + gm * P(7) + kk + c);
-                            if (gn < N && kk + c < k_hi) rb[r][c] = in1(b0 + gn * P(10) + kk + c);
-                        }
-                    }
-                }
+                load_tile(ra, rb, tid, tm, tn, k0, k_hi, M, N, a0, b0, vec);
                 for (; k0 < k_hi; k0 += BK) {
                     // Registers -> shared, transposed to k-major.
                     [[unroll]] for (uint r = 0u; r < PIECES; r++) {
@@ -102,24 +109,7 @@ void main()
                     }
                     barrier();
                     // The next tile's loads are in flight during the products.
-                    uint k1 = k0 + BK;
-                    if (k1 < k_hi) {
-                        [[unroll]] for (uint r = 0u; r < PIECES; r++) {
-                            uint e = tid + 256u * r, row = e / (BK / 4u), kk = k1 + (e % (BK / 4u)) * 4u;
-                            uint gm = tm + row, gn = tn + row;
-                            ra[r] = vec4(0.0);
-                            rb[r] = vec4(0.0);
-                            if (vec) {
-                                if (gm < M && kk < k_hi) ra[r] = uintBitsToFloat(a4[(a0 + gm * P(7) + kk) / 4u]);
-                                if (gn < N && kk < k_hi) rb[r] = uintBitsToFloat(b4[(b0 + gn * P(10) + kk) / 4u]);
-                            } else {
-                                [[unroll]] for (uint c = 0u; c < 4u; c++) {
-                                    if (gm < M && kk + c < k_hi) ra[r][c] = in0(a0 + gm * P(7) + kk + c);
-                                    if (gn < N && kk + c < k_hi) rb[r][c] = in1(b0 + gn * P(10) + kk + c);
-                                }
-                            }
-                        }
-                    }
+                    if (k0 + BK < k_hi) load_tile(ra, rb, tid, tm, tn, k0 + BK, k_hi, M, N, a0, b0, vec);
                     [[unroll]] for (uint kk = 0u; kk < BK; kk++) {
                         vec4 av[TM / 4], bv[TM / 4];
                         [[unroll]] for (uint q = 0u; q < TM / 4u; q++) {

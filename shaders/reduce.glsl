@@ -1,28 +1,29 @@
-// Workgroup-wide sum and max over 256 threads through shared memory.
-shared float red[256];
+// Workgroup-wide sum and max, for workgroups of up to 256 threads: over each
+// subgroup, then across subgroups through shared memory (the host requires
+// subgroups of 4 lanes or more, so at most 64 of them). Every thread of the
+// workgroup calls them, in uniform control flow, and gets the result.
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+shared float red[64];
 
 float wg_sum(float v)
 {
-    uint t = gl_LocalInvocationID.x;
+    v = subgroupAdd(v);
+    barrier(); // the previous call's readers are done with red
+    if (subgroupElect()) red[gl_SubgroupID] = v;
     barrier();
-    red[t] = v;
-    barrier();
-    for (uint s = 128u; s > 0u; s >>= 1) {
-        if (t < s) red[t] += red[t + s];
-        barrier();
-    }
-    return red[0];
+    float r = red[0];
+    for (uint i = 1u; i < gl_NumSubgroups; i++) r += red[i];
+    return r;
 }
 
 float wg_max(float v)
 {
-    uint t = gl_LocalInvocationID.x;
+    v = subgroupMax(v);
     barrier();
-    red[t] = v;
+    if (subgroupElect()) red[gl_SubgroupID] = v;
     barrier();
-    for (uint s = 128u; s > 0u; s >>= 1) {
-        if (t < s) red[t] = max(red[t], red[t + s]);
-        barrier();
-    }
-    return red[0];
+    float r = red[0];
+    for (uint i = 1u; i < gl_NumSubgroups; i++) r = max(r, red[i]);
+    return r;
 }

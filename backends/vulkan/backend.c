@@ -474,16 +474,7 @@ static porta_status backend_init(vk_be *be, const char *spec)
     be->gemm_off = gemm && strcmp(gemm, "0") == 0;
     const char *prof = getenv("PORTA_VULKAN_PROFILE");
     if (prof && strcmp(prof, "1") == 0) {
-        uint32_t nq = 0;
-        VkQueueFamilyProperties qf[32];
-        be->f.vkGetPhysicalDeviceQueueFamilyProperties(be->pd, &nq, NULL);
-        if (nq > 32) nq = 32;
-        be->f.vkGetPhysicalDeviceQueueFamilyProperties(be->pd, &nq, qf);
-        be->profile = be->qfam < nq && qf[be->qfam].timestampValidBits > 0 && be->props.limits.timestampPeriod > 0;
-        if (be->profile) {
-            const uint32_t bits = qf[be->qfam].timestampValidBits;
-            be->ts_mask = bits >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << bits) - 1;
-        }
+        be->profile = be->ts_bits > 0 && be->props.limits.timestampPeriod > 0;
         if (!be->profile) fprintf(stderr, "porta vulkan: PORTA_VULKAN_PROFILE ignored: the queue has no timestamps\n");
     }
     s = buf_create(be, VK_STAGING_BYTES, MEM_UPLOAD, &be->staging);
@@ -541,6 +532,7 @@ typedef struct vk_prog {
     porta_node *nodes;
     int n_nodes, prof_runs, prof_skip;
     double *prof_us;
+    uint64_t *prof_ts; /* one replay's timestamps, read back */
 } vk_prog;
 
 static vk_buf *ref_buffer(vk_prog *p, const porta_ref *r)
@@ -733,6 +725,7 @@ static void vkb_prog_free(void *pp)
     }
     free(p->nodes);
     free(p->prof_us);
+    free(p->prof_ts);
     if (p->cpool) be->f.vkDestroyCommandPool(be->dev, p->cpool, NULL);
     if (p->dpool) be->f.vkDestroyDescriptorPool(be->dev, p->dpool, NULL);
     buf_destroy(be, &p->arena);
@@ -891,7 +884,8 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
         p->n_nodes = plan->n_nodes;
         p->nodes = malloc((size_t)plan->n_nodes * sizeof *p->nodes);
         p->prof_us = calloc((size_t)plan->n_nodes, sizeof *p->prof_us);
-        if (!p->nodes || !p->prof_us) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+        p->prof_ts = calloc((size_t)plan->n_nodes + 1, sizeof *p->prof_ts);
+        if (!p->nodes || !p->prof_us || !p->prof_ts) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
         memcpy(p->nodes, plan->nodes, (size_t)plan->n_nodes * sizeof *p->nodes);
         VkQueryPoolCreateInfo qi = {
             .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
@@ -936,18 +930,17 @@ static porta_status prof_collect(vk_prog *p, vk_slot *sl)
     vk_be *be = p->be;
     porta_status s = slot_finish(p, sl);
     if (s) return s;
-    uint64_t *ts = malloc(((size_t)p->n_nodes + 1) * sizeof *ts);
-    if (!ts) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    uint64_t *ts = p->prof_ts;
     VkResult r = be->f.vkGetQueryPoolResults(be->dev, p->qpool, 0, (uint32_t)p->n_nodes + 1,
                                              ((size_t)p->n_nodes + 1) * sizeof *ts, ts, sizeof *ts,
                                              VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT);
     if (r == VK_SUCCESS && p->prof_skip) {
         const double ns = be->props.limits.timestampPeriod;
-        for (int i = 0; i < p->n_nodes; i++) p->prof_us[i] += 1e-3 * ns * (double)((ts[i + 1] - ts[i]) & be->ts_mask);
+        const uint64_t mask = be->ts_bits >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << be->ts_bits) - 1;
+        for (int i = 0; i < p->n_nodes; i++) p->prof_us[i] += 1e-3 * ns * (double)((ts[i + 1] - ts[i]) & mask);
         p->prof_runs++;
     }
     p->prof_skip = 1;
-    free(ts);
     return r == VK_SUCCESS ? PORTA_OK : vk_result(be, r, "vkGetQueryPoolResults");
 }
 

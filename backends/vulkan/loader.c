@@ -141,7 +141,8 @@ static int type_rank(VkPhysicalDeviceType t)
     }
 }
 
-static int compute_family(vk_be *be, VkPhysicalDevice pd, uint32_t *fam)
+/* The first queue family with compute, and its valid timestamp bits. */
+static int compute_family(vk_be *be, VkPhysicalDevice pd, uint32_t *fam, uint32_t *ts_bits)
 {
     uint32_t n = 0;
     be->f.vkGetPhysicalDeviceQueueFamilyProperties(pd, &n, NULL);
@@ -151,6 +152,7 @@ static int compute_family(vk_be *be, VkPhysicalDevice pd, uint32_t *fam)
     for (uint32_t i = 0; i < n; i++)
         if (qf[i].queueFlags & VK_QUEUE_COMPUTE_BIT) {
             *fam = i;
+            *ts_bits = qf[i].timestampValidBits;
             return 1;
         }
     return 0;
@@ -194,7 +196,7 @@ static porta_status pick_device(vk_be *be, const char *spec)
             s = be->host->fail(PORTA_ERR_ARG, "vulkan: device spec '%s' is not a device index", spec);
         else if (idx >= (long)n)
             s = be->host->fail(PORTA_ERR_UNAVAILABLE, "vulkan: device %ld not present (%u device(s))", idx, n);
-        else if (!compute_family(be, pds[idx], &be->qfam))
+        else if (!compute_family(be, pds[idx], &be->qfam, &be->ts_bits))
             s = be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: device %ld has no compute queue", idx);
         else
             chosen = (int)idx;
@@ -202,14 +204,15 @@ static porta_status pick_device(vk_be *be, const char *spec)
         int best = -1;
         for (uint32_t i = 0; i < n; i++) {
             VkPhysicalDeviceProperties pp;
-            uint32_t fam;
+            uint32_t fam, bits;
             be->f.vkGetPhysicalDeviceProperties(pds[i], &pp);
-            if (!compute_family(be, pds[i], &fam)) continue;
+            if (!compute_family(be, pds[i], &fam, &bits)) continue;
             if (discrete_only && pp.deviceType != VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU) continue;
             if (type_rank(pp.deviceType) > best) {
                 best = type_rank(pp.deviceType);
                 chosen = (int)i;
                 be->qfam = fam;
+                be->ts_bits = bits;
             }
         }
         if (chosen < 0)

@@ -120,12 +120,12 @@ typedef struct vk_be {
     int fp64;       /* shaderFloat64 enabled: mixture_sample runs */
     int subgroup_sum; /* compute subgroups of 4 or more lanes with arithmetic (required) */
     int profile;    /* PORTA_VULKAN_PROFILE=1 and the queue has timestamps: each node timed */
-    uint64_t ts_mask; /* the queue's valid timestamp bits */
     int barrier_each; /* PORTA_NO_FUSE=1: a barrier after every node, dependent or not */
     int gemm_off;     /* PORTA_VK_GEMM=0: products on the general tiled kernel only */
     porta_backend_vt vt; /* this device's vtable (caps depend on its features) */
     VkDevice dev;
     uint32_t qfam;
+    uint32_t ts_bits; /* valid timestamp bits of the queue (0: no timestamps) */
     VkQueue queue;
     /* Synchronous transfers (buffer writes, reads and copies). */
     VkCommandPool pool;

@@ -51,18 +51,21 @@ static __device__ __forceinline__ int key_end(const attn_args &a, int pos, int c
 
 /* Folds one tile of scores (lane = key, -inf = excluded) into (m, l, acc),
  * taking value rows from vrow(jj) for the tile's first nk keys. */
-#define ONLINE_UPDATE(s, nk, m, l, acc, VROW, VSTRIDE)                         \
+#define ONLINE_UPDATE(s, nk, m, l, acc, VROW, VSTRIDE) ONLINE_UPDATE_N(s, nk, m, l, acc, VROW, VSTRIDE, DPL)
+/* The same with NC head dims per lane (D <= 32 NC); the value loop is
+ * unrolled so that its shuffles and shared loads overlap. */
+#define ONLINE_UPDATE_N(s, nk, m, l, acc, VROW, VSTRIDE, NC)                   \
     do {                                                                       \
         float mx_ = pc_warp_max(s);                                            \
         if (mx_ != -INFINITY) {                                                \
             float mn_ = fmaxf(m, mx_), corr_ = expf(m - mn_);                  \
             float p_ = expf((s) - mn_);                                        \
             l = l * corr_ + pc_warp_sum(p_);                                   \
-            _Pragma("unroll") for (int c_ = 0; c_ < DPL; c_++) acc[c_] *= corr_; \
-            for (int jj = 0; jj < (nk); jj++) {                                \
+            _Pragma("unroll") for (int c_ = 0; c_ < (NC); c_++) acc[c_] *= corr_; \
+            _Pragma("unroll 4") for (int jj = 0; jj < (nk); jj++) {            \
                 float pj_ = __shfl_sync(PC_FULL_MASK, p_, jj);                 \
                 const float *vr_ = (VROW);                                     \
-                _Pragma("unroll") for (int c_ = 0; c_ < DPL; c_++) {           \
+                _Pragma("unroll") for (int c_ = 0; c_ < (NC); c_++) {          \
                     int d_ = lane + 32 * c_;                                   \
                     if (d_ < D) acc[c_] += pj_ * vr_[d_ * (VSTRIDE)];          \
                 }                                                              \
@@ -216,6 +219,7 @@ static __device__ __forceinline__ void stage_kv(float *ksh, float *vsh, const fl
  * (m, l, acc); the block then merges its warps. With one split the block
  * writes the output itself; else its split's partial result, which
  * attn_combine merges. */
+template <int NC>
 static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
 {
     pc_dep_wait();
@@ -248,9 +252,9 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
         if (k0 >= k1) continue;
         const float *qt = qsh + t * D;
         float *wt = wsh + t * DC_WARPS * W;
-        float m = -INFINITY, l = 0.0f, acc[DPL];
+        float m = -INFINITY, l = 0.0f, acc[NC];
 #pragma unroll
-        for (int c = 0; c < DPL; c++) acc[c] = 0.0f;
+        for (int c = 0; c < NC; c++) acc[c] = 0.0f;
         for (int base = k0 + warp * TK; base < k1; base += DC_WARPS * TK) {
             int nk = min(TK, k1 - base), np = min(nk, max(nsh - base, 0)); /* np keys of the prefix */
             __syncwarp();
@@ -263,13 +267,21 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
             __syncwarp();
             float sc = -INFINITY;
             if (lane < nk) {
+                /* Four partial sums: a quarter of the dependent chain. */
                 const float *kr = ksh + lane * DP;
-                float dot = 0.0f;
-#pragma unroll 8
-                for (int d = 0; d < D; d++) dot += qt[d] * kr[d];
-                sc = dot;
+                float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+                int d = 0;
+#pragma unroll 4
+                for (; d + 4 <= D; d += 4) {
+                    d0 += qt[d] * kr[d];
+                    d1 += qt[d + 1] * kr[d + 1];
+                    d2 += qt[d + 2] * kr[d + 2];
+                    d3 += qt[d + 3] * kr[d + 3];
+                }
+                for (; d < D; d++) d0 += qt[d] * kr[d];
+                sc = (d0 + d1) + (d2 + d3);
             }
-            ONLINE_UPDATE(sc, nk, m, l, acc, vsh + jj * DP, 1);
+            ONLINE_UPDATE_N(sc, nk, m, l, acc, vsh + jj * DP, 1, NC);
         }
         float *w = wt + warp * W;
         if (lane == 0) {
@@ -277,7 +289,7 @@ static __global__ void __launch_bounds__(DC_WARPS * 32) attn_decode(attn_args a)
             w[1] = l;
         }
 #pragma unroll
-        for (int c = 0; c < DPL; c++) {
+        for (int c = 0; c < NC; c++) {
             int d = lane + 32 * c;
             if (d < D) w[2 + d] = acc[c];
         }
@@ -363,14 +375,18 @@ static porta_status decode(pc_rec *r, attn_args *a)
     if (smem > (size_t)r->be->smem_optin)
         return PC_FAIL(r, PORTA_ERR_UNSUPPORTED, "cuda: attention head dim %d needs %zu bytes of shared memory",
                        a->D, smem);
+    /* Head dims per lane: 2, 4 or 8 (D up to 64, 128, 256). */
+    void (*kern)(attn_args) = a->D <= 64 ? attn_decode<2> : a->D <= 128 ? attn_decode<4> : attn_decode<8>;
     if (r->dry) {
         if (need > r->scratch_elems) r->scratch_elems = need;
+        /* The limit, not this node's size: programs of other shapes launch
+         * the same function. */
         if (smem > 48 * 1024)
-            PC_CK(r->be, cudaFuncSetAttribute(attn_decode, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            PC_CK(r->be, cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, r->be->smem_optin));
         return PORTA_OK;
     }
     a->part = r->scratch;
-    PC_CK(r->be, pc_launch(r, attn_decode, dim3((unsigned)blocks, a->H), dim3(DC_WARPS * 32), smem, *a));
+    PC_CK(r->be, pc_launch(r, kern, dim3((unsigned)blocks, a->H), dim3(DC_WARPS * 32), smem, *a));
     porta_status st = launch_check(r);
     if (st || a->splits == 1) return st;
     int64_t rows = (int64_t)a->B * a->T * a->H;
@@ -389,7 +405,7 @@ static porta_status prefill(pc_rec *r, attn_args *a)
                        a->D, smem);
     if (r->dry) {
         if (smem > 48 * 1024)
-            PC_CK(r->be, cudaFuncSetAttribute(attn_prefill, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+            PC_CK(r->be, cudaFuncSetAttribute(attn_prefill, cudaFuncAttributeMaxDynamicSharedMemorySize, r->be->smem_optin));
         return PORTA_OK;
     }
     if (blocks == 0) return PORTA_OK;

@@ -45,6 +45,7 @@ typedef struct pc_prog {
     cudaGraph_t graph;
     cudaGraphExec_t exec;
     pc_rec rec;           /* eager backends: what each replay launches with */
+    int launches;         /* the replay being launched or captured: kernels so far (pc_rec.launches) */
     porta_node *nodes;    /* eager backends: the plan's nodes */
     int n_nodes;
     void **written;       /* buffers the nodes write (pc_rec.written) */
@@ -388,6 +389,7 @@ static porta_status pc_capture(pc_prog *p, const porta_plan *plan, pc_rec *r)
     pc_backend *be = p->be;
     PC_CK(be, cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
     porta_status st = PORTA_OK;
+    p->launches = 0;
     if (p->staged) st = pc_stage_run(p, r, 0);
     for (int i = 0, g = 1; i < plan->n_nodes && !st; i += g) st = pc_step(r, &plan->nodes[i], plan->n_nodes - i, &g);
     if (p->staged && !st) st = pc_stage_run(p, r, 1);
@@ -419,7 +421,7 @@ static porta_status pc_prog_build(pc_prog *p, const porta_plan *plan)
         if (!seen) p->written[p->n_written++] = o->buf;
     }
     pc_rec r = {.be = be, .dry = 1, .arena = p->arena, .step = p->step, .step_rows = plan->step_rows,
-                .written = p->written, .n_written = p->n_written};
+                .written = p->written, .n_written = p->n_written, .launches = &p->launches};
     for (int i = 0, g = 1; i < plan->n_nodes; i += g) {
         porta_status st = pc_step(&r, &plan->nodes[i], plan->n_nodes - i, &g);
         if (st) return st;
@@ -502,6 +504,7 @@ static porta_status pc_prog_run(void *prog, const int32_t *step_block, const flo
         /* Profiling: the GPU waits while the host launches every node, so
          * the events time the kernels back to back, not the launches. */
         if (p->prof_ev) PC_CK(be, pc_spin(st, 20000LL * (p->n_nodes + 1)));
+        p->launches = 0;
         if (p->staged) {
             porta_status e = pc_stage_run(p, &p->rec, 0);
             if (e) return e;

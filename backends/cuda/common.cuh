@@ -35,6 +35,7 @@ static cudaError_t pc_launch(const pc_rec *r, void (*k)(P...), dim3 g, dim3 b, s
     cfg.stream = r->be->stream;
     cfg.attrs = at;
     cfg.numAttrs = r->be->pdl ? 1 : 0;
+    if (r->launches) ++*r->launches;
     return cudaLaunchKernelEx(&cfg, k, args...);
 }
 #endif

@@ -60,7 +60,20 @@ typedef struct pc_rec {
     int64_t scratch_elems;    /* dry pass: the largest request so far */
     void *const *written;     /* the buffers some node of the program writes (the KV cache) */
     int n_written;
+    int *launches;            /* kernels launched so far in this replay (pc_launch counts them) */
 } pc_rec;
+
+/* Nonzero when the kernel launched next may read, before its launch wait,
+ * what the replay's staging wrote (the step block). With programmatic dependent
+ * launch a kernel starts once the kernel before it has passed its own wait,
+ * that is once the kernel two launches back has completed: so the next
+ * kernel needs two launches of this replay ahead of it. Without it every
+ * kernel starts after its predecessor completes. PORTA_CUDA_PREFETCH=0 turns
+ * these reads off with the weight prefetch. */
+static inline int pc_early(const pc_rec *r)
+{
+    return !r->be->pdl || (r->be->prefetch && r->launches && *r->launches >= 2);
+}
 
 /* Staging (stage.cu): what moves between a replay's mapped host slot and the
  * device. Job k < n_in copies words from slot offset off to dev; job n_in + i

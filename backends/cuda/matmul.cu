@@ -53,7 +53,9 @@ static int fits_int(int64_t a, int64_t b, int64_t c)
  * Weights no kernel of the program writes are read before the
  * programmatic-launch wait (a.prefetch): a thread's first two pieces of each
  * row (all of them for K up to 1024) are in flight while the kernel before
- * it drains, and only the x loads (L2 hits) wait for it. */
+ * it drains, and only the x loads (L2 hits) wait for it. The threads that
+ * finish outputs load their bias there too, and their residual right after
+ * the wait. */
 #define GEMV_MAX_ROWS 8
 #define GV_WARPS 4
 #define GV_R 4
@@ -65,6 +67,7 @@ typedef struct gemv_args {
     int M, N2, Nout, K4;                 /* N2 weight rows; Nout = N2 or N2 / 2 (swiglu) */
     int norm, swiglu;
     int prefetch;                        /* w may be read before the wait */
+    int bias_early;                      /* so may the bias */
     float eps;
 } gemv_args;
 
@@ -135,15 +138,33 @@ static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
     const float4 *w4 = reinterpret_cast<const float4 *>(a.w);
     const int T = GV_WARPS * 32;
     float4 wa[GV_R], wb[GV_R];
+    /* One thread per output (row slot ro, input row mo) finishes it; its
+     * bias and residual are loaded now, so that no memory round trip is
+     * left between the block's sums and its stores. */
+    const int outs = a.swiglu ? GV_R / 2 : GV_R, ro = tid / MM, mo = tid % MM;
+    int col = -1;
+    if (tid < outs * MM && mo < a.M) {
+        col = blockIdx.x * outs + ro;
+        if (col >= a.Nout) col = -1;
+    }
+    float b1 = 0.0f, b2 = 0.0f, rv = 0.0f;
+    auto load_bias = [&]() {
+        if (col < 0 || !a.bias) return;
+        b1 = a.bias[(int64_t)col * a.bs];
+        if (a.swiglu) b2 = a.bias[(int64_t)(col + a.Nout) * a.bs];
+    };
     if (a.prefetch) {
         gv_load_w(wa, w4, row, wr4, tid, a.K4);
         gv_load_w(wb, w4, row, wr4, tid + T, a.K4);
     }
+    if (a.bias_early) load_bias();
     pc_dep_wait();
     if (!a.prefetch) {
         gv_load_w(wa, w4, row, wr4, tid, a.K4);
         gv_load_w(wb, w4, row, wr4, tid + T, a.K4);
     }
+    if (!a.bias_early) load_bias();
+    if (col >= 0 && a.res) rv = a.res[(int64_t)mo * a.Nout + col];
     float acc[GV_R * MM], ss[MM];
 #pragma unroll
     for (int m = 0; m < MM; m++) {
@@ -189,16 +210,12 @@ static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
         if (lane % per == 0) sh[warp * RW + GV_R * MM + lane / per] = v;
     }
     __syncthreads();
-    /* One thread per output: (row slot r, input row m). */
-    const int outs = a.swiglu ? GV_R / 2 : GV_R;
-    if (tid >= outs * MM) return;
-    int r = tid / MM, m = tid % MM;
-    if (m >= a.M || row[r] < 0) return;
+    if (col < 0) return;
     float y = 0.0f, y2 = 0.0f, q = 0.0f;
     for (int w = 0; w < GV_WARPS; w++) {
-        y += sh[w * RW + r * MM + m];
-        if (a.swiglu) y2 += sh[w * RW + (r + GV_R / 2) * MM + m];
-        if (a.norm) q += sh[w * RW + GV_R * MM + m];
+        y += sh[w * RW + ro * MM + mo];
+        if (a.swiglu) y2 += sh[w * RW + (ro + GV_R / 2) * MM + mo];
+        if (a.norm) q += sh[w * RW + GV_R * MM + mo];
     }
     if (a.norm) {
         float inv = 1.0f / sqrtf(q / (float)(4 * a.K4) + a.eps);
@@ -206,13 +223,11 @@ static __global__ void __launch_bounds__(GV_WARPS * 32) gemv_fused(gemv_args a)
         y2 *= inv;
     }
     if (a.bias) {
-        y += a.bias[(int64_t)row[r] * a.bs];
-        if (a.swiglu) y2 += a.bias[(int64_t)row[r + GV_R / 2] * a.bs];
+        y += b1;
+        y2 += b2;
     }
     if (a.swiglu) y = gv_silu(y) * y2;
-    int col = row[r];
-    if (a.res) y += a.res[(int64_t)m * a.Nout + col];
-    a.out[(int64_t)m * a.Nout + col] = y;
+    a.out[(int64_t)mo * a.Nout + col] = y + rv;
 }
 
 static int aligned16(const void *p, int64_t stride) { return ((uintptr_t)p & 15u) == 0 && stride % 4 == 0; }
@@ -516,7 +531,7 @@ static porta_status linear(pc_rec *r, const porta_node *n)
     if (gemv_ok(xp, M, K, xrs, xcs, &n->in[1], wrs, wcs, wp, gp, gs)) {
         if (r->dry) return PORTA_OK;
         gemv_args g = { xp, wp, bp, rp, gp, out, xrs, wrs, bs, (int)M, (int)N2, (int)Nout, (int)(K / 4), norm, swiglu,
-                        pc_stable(r, &n->in[1]), norm ? n->p.lin.eps : 0.0f };
+                        pc_stable(r, &n->in[1]), bias && pc_stable(r, &n->in[2]), norm ? n->p.lin.eps : 0.0f };
         return launch_gemv(r, &g);
     }
     /* GEMM path: scratch holds the normed x [M, K], then y [M, N2] for SwiGLU. */

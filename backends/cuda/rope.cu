@@ -34,6 +34,7 @@ typedef struct rope_jobs {
     rope_job j[PC_ROPE_GROUP];
     int n;
     int rows;            /* step block rows: n[b] is step[rows + b] */
+    int early;           /* the step block may be read before the launch wait */
     const int32_t *step;
 } rope_jobs;
 
@@ -42,65 +43,100 @@ static __device__ __forceinline__ float xpos_scale(int k, int D, float e)
     return expf(e * logf((2.0f * k + 0.4f * D) / (1.4f * D)));
 }
 
+/* What item i of the group needs besides x: its job, place, position and
+ * (for rotations) the rotation and xPos factors. Reads only the step block. */
+typedef struct rope_item {
+    int k, b, t, h, e, pos, live;
+    float cs, sn, s0, s1;
+} rope_item;
+
+static __device__ __forceinline__ rope_item rope_prep(const rope_jobs &g, int64_t i)
+{
+    rope_item it;
+    it.k = 0;
+    int64_t w = i;
+    while (w >= g.j[it.k].items) w -= g.j[it.k++].items;
+    const rope_job &a = g.j[it.k];
+    it.e = (int)(w % a.per);
+    int64_t r = w / a.per;
+    it.h = (int)(r % a.H);
+    r /= a.H;
+    it.t = (int)(r % a.T);
+    it.b = (int)(r / a.T);
+    int cnt = a.T;
+    it.pos = 0;
+    if (a.cached) {
+        it.pos = g.step[it.b];
+        cnt = g.step[g.rows + it.b];
+    }
+    /* The host refuses steps that overflow; the bound keeps a bad step
+     * block from writing outside the cache. */
+    it.live = !(it.t >= cnt || (a.kind != RJ_DENSE && it.pos + it.t >= a.L));
+    it.cs = 1.0f;
+    it.sn = 0.0f;
+    it.s0 = it.s1 = 1.0f;
+    if (!it.live || a.kind == RJ_COPY) return it;
+    int j = it.e, half = a.D / 2;
+    double ang = (double)(it.pos + it.t) * exp2(-2.0 * j / a.D * a.log2_theta);
+    ang -= rint(ang * 0.15915494309189535) * 6.283185307179586;
+    sincosf((float)ang, &it.sn, &it.cs);
+    if (a.xpos) {
+        int centre = (it.pos + cnt - 1) / 2;
+        float ex = (float)(it.pos + it.t - centre) / a.scale_base;
+        if (a.is_key) ex = -ex;
+        it.s0 = xpos_scale((2 * j) % half, a.D, ex);
+        it.s1 = xpos_scale((2 * j + 1) % half, a.D, ex);
+    }
+    return it;
+}
+
+static __device__ __forceinline__ void rope_item_run(const rope_jobs &g, const rope_item &it)
+{
+    const rope_job &a = g.j[it.k];
+    const int b = it.b, t = it.t, h = it.h, e = it.e;
+    if (!it.live) {
+        if (a.kind == RJ_DENSE) {
+            float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * e;
+            y[0] = y[1] = 0.0f;
+        }
+        return;
+    }
+    const float *x = a.x + b * a.xs[0] + t * a.xs[1] + h * a.xs[2];
+    float *c = a.out + b * a.cs[0] + h * a.cs[1] + (int64_t)(it.pos + t) * a.cs[2];
+    if (a.kind == RJ_COPY) {
+        c[e * a.cs[3]] = x[e * a.xs[3]];
+        return;
+    }
+    int j = e;
+    double x0 = x[2 * j * a.xs[3]], x1 = x[(2 * j + 1) * a.xs[3]];
+    double y0 = x0 * it.cs - x1 * it.sn, y1 = x1 * it.cs + x0 * it.sn;
+    if (a.xpos) {
+        y0 *= it.s0;
+        y1 *= it.s1;
+    }
+    if (a.kind == RJ_DENSE) {
+        float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * j;
+        y[0] = (float)y0;
+        y[1] = (float)y1;
+    } else {
+        c[2 * j * a.cs[3]] = (float)y0;
+        c[(2 * j + 1) * a.cs[3]] = (float)y1;
+    }
+}
+
+/* With g.early (pc_early) a thread reads the step block and forms its first
+ * item's angles before the launch wait; only x and the stores wait. */
 static __global__ void rope_kernel(rope_jobs g)
 {
-    pc_dep_wait();
     int64_t total = 0;
     for (int k = 0; k < g.n; k++) total += g.j[k].items;
-    PC_GRID_STRIDE(i, total)
-    {
-        int k = 0;
-        int64_t w = i;
-        while (w >= g.j[k].items) w -= g.j[k++].items;
-        const rope_job &a = g.j[k];
-        int e = (int)(w % a.per);
-        int64_t r = w / a.per;
-        int h = (int)(r % a.H);
-        r /= a.H;
-        int t = (int)(r % a.T);
-        int b = (int)(r / a.T);
-        int pos = 0, cnt = a.T;
-        if (a.cached) {
-            pos = g.step[b];
-            cnt = g.step[g.rows + b];
-        }
-        /* The host refuses steps that overflow; the bound keeps a bad step
-         * block from writing outside the cache. */
-        if (t >= cnt || (a.kind != RJ_DENSE && pos + t >= a.L)) {
-            if (a.kind == RJ_DENSE) {
-                float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * e;
-                y[0] = y[1] = 0.0f;
-            }
-            continue;
-        }
-        const float *x = a.x + b * a.xs[0] + t * a.xs[1] + h * a.xs[2];
-        float *c = a.out + b * a.cs[0] + h * a.cs[1] + (int64_t)(pos + t) * a.cs[2];
-        if (a.kind == RJ_COPY) {
-            c[e * a.cs[3]] = x[e * a.xs[3]];
-            continue;
-        }
-        int j = e, half = a.D / 2;
-        double x0 = x[2 * j * a.xs[3]], x1 = x[(2 * j + 1) * a.xs[3]];
-        double ang = (double)(pos + t) * exp2(-2.0 * j / a.D * a.log2_theta);
-        ang -= rint(ang * 0.15915494309189535) * 6.283185307179586;
-        float sn, cs;
-        sincosf((float)ang, &sn, &cs);
-        double y0 = x0 * cs - x1 * sn, y1 = x1 * cs + x0 * sn;
-        if (a.xpos) {
-            int centre = (pos + cnt - 1) / 2;
-            float ex = (float)(pos + t - centre) / a.scale_base;
-            if (a.is_key) ex = -ex;
-            y0 *= xpos_scale((2 * j) % half, a.D, ex);
-            y1 *= xpos_scale((2 * j + 1) % half, a.D, ex);
-        }
-        if (a.kind == RJ_DENSE) {
-            float *y = a.out + (((int64_t)b * a.T + t) * a.H + h) * a.D + 2 * j;
-            y[0] = (float)y0;
-            y[1] = (float)y1;
-        } else {
-            c[2 * j * a.cs[3]] = (float)y0;
-            c[(2 * j + 1) * a.cs[3]] = (float)y1;
-        }
+    const int64_t first = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
+    rope_item it = {};
+    if (g.early && first < total) it = rope_prep(g, first);
+    pc_dep_wait();
+    for (int64_t i = first; i < total; i += stride) {
+        if (!g.early || i != first) it = rope_prep(g, i);
+        rope_item_run(g, it);
     }
 }
 
@@ -192,6 +228,7 @@ extern "C" porta_status pc_rope_group(pc_rec *r, const porta_node *nodes, int g)
     if (r->dry || total == 0) return PORTA_OK;
     jobs.step = r->step;
     jobs.rows = r->step_rows;
+    jobs.early = pc_early(r);
     PC_CK(r->be, pc_launch(r, rope_kernel, dim3(pc_blocks(total, PC_THREADS)), dim3(PC_THREADS), 0, jobs));
     PC_CK(r->be, cudaGetLastError());
     return PORTA_OK;

@@ -109,6 +109,7 @@ template <class K> launcher<K> launch(config c, K k) { return { c, k }; }
 inline void pc_dep_wait() {}
 template <class R, class K, class... A> cudaError_t pc_launch(const R *r, K k, dim3 g, dim3 b, size_t smem, A... args)
 {
+    if (r->launches) ++*r->launches;
     simt::launch(simt::cfg(g, b, smem, r->be->stream), k)(args...);
     return cudaSuccess;
 }

@@ -1,4 +1,19 @@
 #version 450
+#ifdef WORDS
+// Device-to-device copy of 32-bit words (porta_buffer_copy of f32 buffers),
+// bits unchanged. p[0], p[1]: word offsets of destination and source inside
+// their bound ranges; P(0): words.
+layout(local_size_x = 256) in;
+layout(std430, binding = 0) writeonly buffer Out { uint o[]; };
+layout(std430, binding = 1) readonly buffer In0 { uint a[]; };
+layout(std430, binding = 7) readonly buffer Params { uint p[]; };
+
+void main()
+{
+    uint n = p[8], d = p[0], s = p[1];
+    for (uint i = gl_GlobalInvocationID.x; i < n; i += gl_NumWorkGroups.x * gl_WorkGroupSize.x) o[d + i] = a[s + i];
+}
+#else
 // out (dense) = in0 read through up to 6 dims of shape and element strides.
 // P(0) numel, P(1..6) shape (outermost first, padded with 1), P(7..12) strides.
 #include "common.glsl"
@@ -17,3 +32,4 @@ void main()
         o[O_OFF + i] = in0(src);
     }
 }
+#endif

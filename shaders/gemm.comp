@@ -9,7 +9,8 @@
 //
 // Tiles of BM x BM outputs (BM = 16 TM) over 256 threads, each thread TM x TM
 // of them: rows {ty * 4 + i, BM / 2 + ty * 4 + i} and the same for columns
-// (TM 8), or ty * 4 + i (TM 4). Shared tiles are k-major, so a thread reads
+// (TM 8), or ty * 4 + i (TM 4; the only form the backend builds: TM 8 was
+// far slower on an H200). Shared tiles are k-major, so a thread reads
 // its 4-row and 4-column pieces as single 16-byte words, and the next k tile
 // is loaded into registers while the current one is multiplied.
 //

@@ -66,8 +66,8 @@ typedef enum vk_pipe {
     VK_PIPE_MATMUL_GEMV2,
     VK_PIPE_MATMUL_GEMV4,
     VK_PIPE_GEMM,        /* f32 operands contiguous along k: 64 x 64 tiles, */
-    VK_PIPE_GEMM_BIG,    /* 128 x 128 tiles, */
     VK_PIPE_GEMM_REDUCE, /* and the sum over K splits */
+    VK_PIPE_COPY_WORDS,  /* porta_buffer_copy of 32-bit words */
     VK_PIPE_SAMPLE, /* made only on devices with shaderFloat64 */
     VK_PIPE_COUNT
 } vk_pipe;
@@ -136,6 +136,11 @@ typedef struct vk_be {
     VkCommandBuffer copy_cb[VK_COPY_RING];
     VkFence copy_fence[VK_COPY_RING];
     int copy_busy[VK_COPY_RING], copy_next;
+    /* Each slot's descriptor set and parameter block for word copies by
+     * VK_PIPE_COPY_WORDS (rewritten only once the slot's fence has passed). */
+    VkDescriptorPool copy_dpool;
+    VkDescriptorSet copy_set[VK_COPY_RING];
+    vk_buf copy_params;
     vk_buf staging;
     VkDescriptorSetLayout dsl;
     VkPipelineLayout layout;

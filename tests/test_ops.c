@@ -21,6 +21,7 @@ typedef struct params {
     rng r;
     porta_buffer *bufs[MAXP];
     int n;
+    porta_status refused; /* a builder's buffer the backend does not hold */
 } params;
 
 /* A parameter tensor on be, random from a seed shared by both backends. */
@@ -70,6 +71,31 @@ static porta_tensor *b_linear(porta_graph *g, params *P, porta_kvcache *kv, cons
     porta_tensor *w = mkparam(g, P, 2, (int64_t[]){ c->d[2], c->d[1] });
     porta_tensor *b = c->flag ? mkparam(g, P, 1, (int64_t[]){ c->d[2] }) : NULL;
     return porta_linear(g, x, w, b);
+}
+
+/* d = {M, K, N}: a linear whose weight is stored as f16 (flag 2) or bf16
+ * (flag 4), flag 1: with an f32 bias. Both backends hold the same rounded
+ * weights; the product accumulates in f32. */
+static porta_tensor *b_linear_half(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    (void)kv;
+    const porta_dtype dt = c->flag & 2 ? PORTA_F16 : PORTA_BF16;
+    const int64_t n = c->d[2] * c->d[1];
+    porta_buffer *b = NULL;
+    porta_status s = porta_buffer_new(P->be, dt, n, &b);
+    if (s != PORTA_OK) {
+        P->refused = s;
+        return NULL;
+    }
+    float *h = malloc((size_t)n * sizeof *h);
+    fill_random(&P->r, h, n, 0.5f);
+    CHECK_OK(porta_buffer_write(b, 0, n, h));
+    free(h);
+    P->bufs[P->n++] = b;
+    porta_tensor *x = IN(g, "x", c->d[0], c->d[1]);
+    porta_tensor *w = porta_param(g, b, 0, 2, (int64_t[]){ c->d[2], c->d[1] });
+    porta_tensor *bias = c->flag & 1 ? mkparam(g, P, 1, (int64_t[]){ c->d[2] }) : NULL;
+    return porta_linear(g, x, w, bias);
 }
 
 /* d = {Bt, M, K, N}; flag 1: b batched, 2: b stored as [Bt, N, K] and
@@ -227,6 +253,11 @@ static const opcase cases[] = {
     { "linear 1x1001 -> 77 (odd K and N)", 1e-5, b_linear, { 1, 1001, 77 }, 0, 1, 0, 1 },
     { "linear 2x200 -> 3000 +bias", 1e-5, b_linear, { 2, 200, 3000 }, 0, 1, 0, 1 },
     { "linear 8x3072 -> 768 +bias", 1e-5, b_linear, { 8, 3072, 768 }, 0, 1, 0, 1 },
+    /* Weights stored as f16 and bf16: decode rows and tiled products. */
+    { "linear f16 weights 1x768 -> 768 +bias", 1e-5, b_linear_half, { 1, 768, 768 }, 0, 3, 0, 1 },
+    { "linear bf16 weights 4x768 -> 3072", 1e-5, b_linear_half, { 4, 768, 3072 }, 0, 4, 0, 1 },
+    { "linear f16 weights 40x96 -> 130", 1e-5, b_linear_half, { 40, 96, 130 }, 0, 2, 0, 1 },
+    { "linear bf16 weights 300x64 -> 200 +bias", 1e-5, b_linear_half, { 300, 64, 200 }, 0, 5, 0, 1 },
     { "linear 17x768 -> 768", 1e-5, b_linear, { 17, 768, 768 }, 0, 0, 0, 1 },
     { "linear 64x768 -> 3072 +bias", 1e-5, b_linear, { 64, 768, 3072 }, 0, 1, 0, 1 },
     /* GPU GEMM forms: many tiles with a short partial k tile; K split
@@ -342,6 +373,7 @@ static porta_status setup(runner *R, porta_backend *be, const opcase *c)
     }
     CHECK_OK(porta_graph_new(&R->g));
     porta_tensor *y = c->build(R->g, &R->P, R->kv, c);
+    if (!y && R->P.refused) return R->P.refused;
     if (porta_output(R->g, y) != PORTA_OK) return porta_graph_status(R->g);
     porta_status s = porta_compile(R->g, be, &R->p);
     if (s != PORTA_OK) return s;
@@ -399,6 +431,17 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
         snprintf(what, sizeof what, "%s: refused at compile by %s (%s)", c->name, porta_backend_kind(be),
                  porta_last_error());
         check_true(ck, what, s == PORTA_ERR_UNSUPPORTED && !X.p);
+        teardown(&X);
+        return 1;
+    }
+    if (c->build == b_linear_half &&
+        (!strcmp(porta_backend_kind(be), "cpu") || !strcmp(porta_backend_kind(be), "cuda"))) {
+        /* These backends hold f32 tensors only: they refuse, with a message. */
+        runner X;
+        porta_status s = setup(&X, be, c);
+        char what[240];
+        snprintf(what, sizeof what, "%s: refused by %s (%s)", c->name, porta_backend_kind(be), porta_last_error());
+        check_true(ck, what, s == PORTA_ERR_UNSUPPORTED && !X.p && porta_last_error()[0]);
         teardown(&X);
         return 1;
     }

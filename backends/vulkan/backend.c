@@ -121,6 +121,47 @@ static void full_barrier(vk_be *be, VkCommandBuffer cb)
     be->f.vkCmdPipelineBarrier(cb, st, st, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
+/* A pool for max descriptor sets of the shared layout, with the first count
+ * of them allocated into sets. */
+static porta_status sets_create(vk_be *be, uint32_t max, uint32_t count, VkDescriptorPool *pool,
+                                VkDescriptorSet *sets)
+{
+    VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, max * VK_BINDINGS };
+    VkDescriptorPoolCreateInfo dpi = {
+        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+        .maxSets = max,
+        .poolSizeCount = 1,
+        .pPoolSizes = &ps,
+    };
+    VK_TRY(be, be->f.vkCreateDescriptorPool(be->dev, &dpi, NULL, pool), "vkCreateDescriptorPool");
+    for (uint32_t i = 0; i < count; i++) {
+        VkDescriptorSetAllocateInfo ai = {
+            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+            .descriptorPool = *pool,
+            .descriptorSetCount = 1,
+            .pSetLayouts = &be->dsl,
+        };
+        VK_TRY(be, be->f.vkAllocateDescriptorSets(be->dev, &ai, &sets[i]), "vkAllocateDescriptorSets");
+    }
+    return PORTA_OK;
+}
+
+/* Points every binding of set at its buffer range in info[VK_BINDINGS]. */
+static void set_write(vk_be *be, VkDescriptorSet set, const VkDescriptorBufferInfo *info)
+{
+    VkWriteDescriptorSet w[VK_BINDINGS];
+    for (int j = 0; j < VK_BINDINGS; j++)
+        w[j] = (VkWriteDescriptorSet){
+            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+            .dstSet = set,
+            .dstBinding = (uint32_t)j,
+            .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .pBufferInfo = &info[j],
+        };
+    be->f.vkUpdateDescriptorSets(be->dev, VK_BINDINGS, w, 0, NULL);
+}
+
 static void compute_barrier(vk_be *be, VkCommandBuffer cb)
 {
     VkMemoryBarrier mb = {
@@ -312,17 +353,7 @@ static int copy_words(vk_be *be, int k, VkCommandBuffer cb, VkBuffer src, VkDevi
     /* The shader reads bindings 0, 1 and 7; the others only need a buffer. */
     for (int j = 2; j < 7; j++) info[j] = info[1];
     info[7] = (VkDescriptorBufferInfo){ be->copy_params.buf, (VkDeviceSize)k * VK_PARAM_BYTES, VK_PARAM_BYTES };
-    VkWriteDescriptorSet w[VK_BINDINGS];
-    for (int j = 0; j < VK_BINDINGS; j++)
-        w[j] = (VkWriteDescriptorSet){
-            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-            .dstSet = be->copy_set[k],
-            .dstBinding = (uint32_t)j,
-            .descriptorCount = 1,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-            .pBufferInfo = &info[j],
-        };
-    be->f.vkUpdateDescriptorSets(be->dev, VK_BINDINGS, w, 0, NULL);
+    set_write(be, be->copy_set[k], info);
     memset(p, 0, 9 * sizeof *p);
     p[0] = dw;
     p[1] = sw;
@@ -472,29 +503,6 @@ static porta_status create_pipelines(vk_be *be)
     return PORTA_OK;
 }
 
-/* The copy ring's descriptor sets and parameter blocks (copy_words). */
-static porta_status copy_sets_create(vk_be *be)
-{
-    VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_COPY_RING * VK_BINDINGS };
-    VkDescriptorPoolCreateInfo dpi = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-        .maxSets = VK_COPY_RING,
-        .poolSizeCount = 1,
-        .pPoolSizes = &ps,
-    };
-    VK_TRY(be, be->f.vkCreateDescriptorPool(be->dev, &dpi, NULL, &be->copy_dpool), "vkCreateDescriptorPool");
-    VkDescriptorSetLayout layouts[VK_COPY_RING];
-    for (int k = 0; k < VK_COPY_RING; k++) layouts[k] = be->dsl;
-    VkDescriptorSetAllocateInfo ai = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-        .descriptorPool = be->copy_dpool,
-        .descriptorSetCount = VK_COPY_RING,
-        .pSetLayouts = layouts,
-    };
-    VK_TRY(be, be->f.vkAllocateDescriptorSets(be->dev, &ai, be->copy_set), "vkAllocateDescriptorSets");
-    return buf_create(be, (VkDeviceSize)VK_COPY_RING * VK_PARAM_BYTES, MEM_UPLOAD, &be->copy_params);
-}
-
 /* What the shaders need beyond Vulkan's guaranteed minimums: 8 storage
  * buffers per set, 256-thread workgroups, and 21 KiB of shared memory for the
  * GEMV's partial sums (128 threads of 41, then 4 x 40; the 128x128 matmul
@@ -558,7 +566,9 @@ static porta_status backend_init(vk_be *be, const char *spec)
     }
     s = buf_create(be, VK_STAGING_BYTES, MEM_UPLOAD, &be->staging);
     if (!s) s = create_pipelines(be);
-    if (!s) s = copy_sets_create(be);
+    /* The copy ring's descriptor sets and parameter blocks (copy_words). */
+    if (!s) s = sets_create(be, VK_COPY_RING, VK_COPY_RING, &be->copy_dpool, be->copy_set);
+    if (!s) s = buf_create(be, (VkDeviceSize)VK_COPY_RING * VK_PARAM_BYTES, MEM_UPLOAD, &be->copy_params);
     return s ? s : vk_validation_status(be);
 }
 
@@ -854,22 +864,9 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
 {
     vk_be *be = p->be;
     const uint32_t nn = (uint32_t)(plan->n_nodes > 0 ? plan->n_nodes : 1);
-    VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, nn * VK_BINDINGS };
-    VkDescriptorPoolCreateInfo dpi = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-        .maxSets = nn,
-        .poolSizeCount = 1,
-        .pPoolSizes = &ps,
-    };
-    VK_TRY(be, be->f.vkCreateDescriptorPool(be->dev, &dpi, NULL, &p->dpool), "vkCreateDescriptorPool");
+    porta_status st = sets_create(be, nn, (uint32_t)plan->n_nodes, &p->dpool, sets);
+    if (st) return st;
     for (int i = 0; i < plan->n_nodes; i++) {
-        VkDescriptorSetAllocateInfo ai = {
-            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-            .descriptorPool = p->dpool,
-            .descriptorSetCount = 1,
-            .pSetLayouts = &be->dsl,
-        };
-        VK_TRY(be, be->f.vkAllocateDescriptorSets(be->dev, &ai, &sets[i]), "vkAllocateDescriptorSets");
         const porta_node *n = &plan->nodes[i];
         VkDescriptorBufferInfo info[VK_BINDINGS];
         if (n->out.dtype != PORTA_F32)
@@ -892,17 +889,7 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
         }
         info[6] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };
         info[7] = (VkDescriptorBufferInfo){ p->params.buf, (VkDeviceSize)i * VK_PARAM_BYTES, VK_PARAM_BYTES };
-        VkWriteDescriptorSet w[VK_BINDINGS];
-        for (int j = 0; j < VK_BINDINGS; j++)
-            w[j] = (VkWriteDescriptorSet){
-                .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
-                .dstSet = sets[i],
-                .dstBinding = (uint32_t)j,
-                .descriptorCount = 1,
-                .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                .pBufferInfo = &info[j],
-            };
-        be->f.vkUpdateDescriptorSets(be->dev, VK_BINDINGS, w, 0, NULL);
+        set_write(be, sets[i], info);
     }
     return PORTA_OK;
 }

@@ -219,6 +219,34 @@ static porta_tensor *b_attn_cached(porta_graph *g, params *P, porta_kvcache *kv,
     return porta_attention_cached(g, q, kc, vc, c->f);
 }
 
+/* d = {B, T, H, D, E}: a decoder layer's attention from x [B, T, E]: the QKV
+ * linear (+bias), q and k through the cached xPos rope, k and v appended,
+ * cached attention. The QKV output's columns are (qkv, head, dim), or with
+ * flag 8 (qkv, dim, head) as in Toto; flag 16: an RMSNorm first. The
+ * rotated pairs are adjacent columns in the first order and H columns apart
+ * in the second. */
+static porta_tensor *b_qkv_attn(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
+{
+    int64_t B = c->d[0], T = c->d[1], H = c->d[2], D = c->d[3], E = c->d[4];
+    porta_tensor *x = IN(g, "x", B, T, E);
+    if (c->flag & 16) x = porta_rmsnorm(g, x, mkparam(g, P, 1, (int64_t[]){ E }), 1e-6f);
+    porta_tensor *w = mkparam(g, P, 2, (int64_t[]){ 3 * H * D, E }), *b = mkparam(g, P, 1, (int64_t[]){ 3 * H * D });
+    porta_tensor *qkv = porta_linear(g, x, w, b), *part[3];
+    for (int i = 0; i < 3; i++) {
+        if (c->flag & 8) {
+            porta_tensor *v = porta_reshape(g, qkv, 4, (int64_t[]){ B, T, 3 * D, H });
+            part[i] = porta_permute(g, porta_slice(g, v, 2, i * D, D), (int[]){ 0, 1, 3, 2 });
+        } else {
+            part[i] = qkv_part(g, porta_reshape(g, qkv, 5, (int64_t[]){ B, T, 3, H, D }), i);
+        }
+    }
+    porta_rope_desc rd = { 10000.0f, 1, 512.0f };
+    porta_tensor *q = porta_rope(g, part[0], &rd, kv, 0), *k = porta_rope(g, part[1], &rd, kv, 1);
+    porta_tensor *kc = porta_kv_append(g, kv, 0, PORTA_KV_K, k);
+    porta_tensor *vc = porta_kv_append(g, kv, 0, PORTA_KV_V, part[2]);
+    return porta_attention_cached(g, q, kc, vc, c->f);
+}
+
 static porta_tensor *b_attn(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
 {
     (void)P, (void)kv;
@@ -329,6 +357,13 @@ static const opcase cases[] = {
     /* Roped q and k, the key's rope and append fused on CUDA and Vulkan. */
     { "rope+kv_append+attention_cached [3,1,4,64] 50 steps", 1e-5, b_attn_cached, { 3, 1, 4, 64 }, 0.125f, 4, 50, 1 },
     { "rope+kv_append+attention_cached [2,5,2,32] 12 steps", 1e-5, b_attn_cached, { 2, 5, 2, 32 }, 0.17f, 4, 12, 1 },
+    /* The QKV linear with the ropes and appends after it: decode rows, both
+     * column orders, rows that share a step, and a GEMM. */
+    { "linear+rope+kv_append+attention_cached [2,1,4,16] E 48 (qkv h d) 20 steps", 1e-5, b_qkv_attn, { 2, 1, 4, 16, 48 }, 0.25f, 0, 20, 1 },
+    { "rmsnorm+linear+rope+kv_append+attention_cached [3,1,4,16] E 64 (qkv d h) 20 steps", 1e-5, b_qkv_attn, { 3, 1, 4, 16, 64 }, 0.25f, 24, 20, 1 },
+    { "linear+rope+kv_append+attention_cached [1,2,3,64] E 96 (qkv d h) 12 steps", 1e-5, b_qkv_attn, { 1, 2, 3, 64, 96 }, 0.125f, 8, 12, 1 },
+    { "linear+rope+kv_append+attention_cached [1,8,2,32] E 40 (qkv h d) 6 steps", 1e-5, b_qkv_attn, { 1, 8, 2, 32, 40 }, 0.17f, 0, 6, 1 },
+    { "linear+rope+kv_append+attention_cached [2,6,2,16] E 32 (qkv d h) 5 steps", 1e-5, b_qkv_attn, { 2, 6, 2, 16, 32 }, 0.25f, 8, 5, 1 },
     /* The widest head: kernels that stage keys in shared memory take few per tile. */
     { "kv_append+attention_cached [2,2,2,256] 40 steps", 1e-5, b_attn_cached, { 2, 2, 2, 256 }, 0.0625f, 0, 40, 1 },
     { "attention masked [6,5,7,3,8] mask [2,5,7]", 1e-5, b_attn, { 6, 5, 7, 3, 8, 2 }, 0.35f, 0, 0, 1 },

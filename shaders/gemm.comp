@@ -7,10 +7,8 @@
 // split (a multiple of BK). P(12): row strides, batch strides and K are
 // multiples of 4 (loads are 16-byte pieces when the offsets are too).
 //
-// Tiles of BM x BM outputs (BM = 16 TM) over 256 threads, each thread TM x TM
-// of them: rows {ty * 4 + i, BM / 2 + ty * 4 + i} and the same for columns
-// (TM 8), or ty * 4 + i (TM 4; the only form the backend builds: TM 8 was
-// far slower on an H200). Shared tiles are k-major, so a thread reads
+// Tiles of 64 x 64 outputs over 256 threads, each thread 4 x 4 of them:
+// rows ty * 4 + i and columns tx * 4 + j. Shared tiles are k-major, so a thread reads
 // its 4-row and 4-column pieces as single 16-byte words, and the next k tile
 // is loaded into registers while the current one is multiplied.
 //
@@ -38,9 +36,7 @@ void main()
 }
 #else
 
-#ifndef TM
 #define TM 4
-#endif
 #define BM (16 * TM)
 #define BK 16
 // 16-byte pieces of one operand's tile per thread: BM rows x BK / 4.
@@ -52,11 +48,10 @@ shared vec4 Bs4[BK * LDS / 4];
 layout(std430, binding = 1) readonly buffer In0v { uvec4 a4[]; };
 layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
 
-// Row (or column) of slot i of a thread's TM: pieces of 4 at ty * 4 and,
-// for TM 8, BM / 2 further.
+// Row (or column) of slot i of a thread's TM.
 uint slot(uint t, uint i)
 {
-    return (i / 4u) * (BM / 2u) + t * 4u + i % 4u;
+    return t * TM + i;
 }
 
 // This thread's pieces of the k tile at k0 into registers (zeros past the
@@ -112,14 +107,9 @@ void main()
                     // The next tile's loads are in flight during the products.
                     if (k0 + BK < k_hi) load_tile(ra, rb, tid, tm, tn, k0 + BK, k_hi, M, N, a0, b0, vec);
                     [[unroll]] for (uint kk = 0u; kk < BK; kk++) {
-                        vec4 av[TM / 4], bv[TM / 4];
-                        [[unroll]] for (uint q = 0u; q < TM / 4u; q++) {
-                            av[q] = As4[(kk * LDS + q * (BM / 2u) + ty * 4u) / 4u];
-                            bv[q] = Bs4[(kk * LDS + q * (BM / 2u) + tx * 4u) / 4u];
-                        }
+                        vec4 av = As4[(kk * LDS + ty * TM) / 4u], bv = Bs4[(kk * LDS + tx * TM) / 4u];
                         [[unroll]] for (uint i = 0u; i < TM; i++)
-                            [[unroll]] for (uint j = 0u; j < TM; j++)
-                                acc[i][j] = fma(av[i / 4u][i % 4u], bv[j / 4u][j % 4u], acc[i][j]);
+                            [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
                     }
                     barrier();
                 }

@@ -314,6 +314,12 @@ static const opcase cases[] = {
     { "rmsnorm+linear+add [1,300,48] -> 2200 +bias", 1e-5, b_fused, { 1, 300, 48, 2200 }, 1e-6f, 3, 0, 1 },
     { "mlp [1,256,64] F 1056 +bias", 1e-5, b_fused, { 1, 256, 64, 1056 }, 1e-6f, 7, 0, 1 },
     { "mlp [2,256,32] F 4224 +bias", 1e-5, b_fused, { 2, 256, 32, 4224 }, 1e-6f, 7, 0, 1 },
+    /* Long K over few output tiles (the Vulkan GEMM splits K, in scalar
+     * loads for odd K): the norm, bias, SwiGLU and residual around it. */
+    { "rmsnorm+linear+add [1,40,1024] -> 96 +bias, K split", 1e-5, b_fused, { 1, 40, 1024, 96 }, 1e-6f, 3, 0, 1 },
+    { "rmsnorm+linear+add [1,33,130] -> 70 +bias, odd K split", 1e-5, b_fused, { 1, 33, 130, 70 }, 1e-6f, 3, 0, 1 },
+    { "mlp [1,12,1024] F 48 +bias, K split", 1e-5, b_fused, { 1, 12, 1024, 48 }, 1e-6f, 7, 0, 1 },
+    { "mlp [1,70,512] F 24 no bias, no scale, K split", 1e-5, b_fused, { 1, 70, 512, 24 }, 1e-6f, 4, 0, 1 },
     { "matmul [6,17,19]@[19,5]", 1e-5, b_matmul, { 6, 17, 19, 5 }, 0, 0, 0, 1 },
     { "matmul [5,33,70]@[5,70,9] batched", 1e-5, b_matmul, { 5, 33, 70, 9 }, 0, 1, 0, 1 },
     { "matmul [1,1,100]@[100,37]", 1e-5, b_matmul, { 1, 1, 100, 37 }, 0, 0, 0, 1 },

@@ -18,6 +18,16 @@
 // sum and unnormalised output to scratch (binding 4) at
 // (row * splits + y) * (D + 2); slices past the row's key count exit at once.
 // -DCOMBINE: one workgroup per query row merges the slices into out.
+//
+// Cached rows variant, -DROWS (cached attention with many query rows, no
+// split): keys in blocks of 128, two per thread, each thread reading its
+// keys' rows straight from the cache (16-byte pieces when P(27) allows, RK
+// of each key in flight) and scoring them against q in shared memory; then
+// every thread takes head dims and reads the block's value rows straight
+// from the cache (coalesced across threads, RV rows in flight). No K or V
+// tile passes through shared memory: a workgroup needs little more than q,
+// and a block of keys costs a few memory round trips, not one per tile and
+// loop step.
 #ifdef SPLIT
 #define IN3_WRITABLE
 #endif
@@ -37,8 +47,14 @@ layout(std430, binding = 3) readonly buffer In2v { uvec4 c4[]; };
 layout(local_size_x = 64) in;
 
 shared float qs[MAX_D];
+#ifdef ROWS
+shared float ps[2u * THREADS];
+#else
 shared float ps[THREADS];
+#endif
+#ifndef ROWS
 shared float kvs[KV_FLOATS];
+#endif
 #include "reduce.glsl"
 
 uint key_count(uint bi, uint t, uint Tk)
@@ -50,7 +66,107 @@ uint key_count(uint bi, uint t, uint Tk)
     return P(6) != 0u ? t + 1u : Tk;
 }
 
-#ifdef COMBINE
+#ifdef ROWS
+#define KB (2u * THREADS)
+// Loads in flight per thread: key pieces (of each of its two keys) and value rows.
+#define RK 8u
+#define RV 16u
+float qdot(uint dd, vec4 k)
+{
+    return qs[dd] * k.x + qs[dd + 1u] * k.y + qs[dd + 2u] * k.z + qs[dd + 3u] * k.w;
+}
+
+void main()
+{
+    uint B = P(0), Tq = P(1), H = P(2), D = P(3), Tk = P(4);
+    uint tid = gl_LocalInvocationID.x;
+    float scale = PF(8);
+    bool vec = P(27) != 0u && ((B_OFF | C_OFF) & 3u) == 0u;
+    uint n_items = B * Tq * H;
+    for (uint item = gl_WorkGroupID.x; item < n_items; item += gl_NumWorkGroups.x) {
+        uint h = item % H, r = item / H;
+        uint t = r % Tq, bi = r / Tq;
+        uint n_keys = key_count(bi, t, Tk);
+        uint y = O_OFF + item * D;
+        if (n_keys == 0u) {
+            for (uint dd = tid; dd < D; dd += THREADS) o[y + dd] = 0.0;
+            continue;
+        }
+        barrier(); // the previous row's readers of qs are done
+        uint q0 = A_OFF + bi * P(9) + t * P(10) + h * P(11);
+        for (uint dd = tid; dd < D; dd += THREADS) qs[dd] = in0(q0 + dd * P(12)) * scale;
+        uint k0 = B_OFF + bi * P(13) + h * P(15), v0 = C_OFF + bi * P(17) + h * P(19);
+        // Cached keys below nsh are the shared prefix's, in row src (step block).
+        uint src = uint(step[2u * STEP_ROWS + bi]), nsh = uint(step[3u * STEP_ROWS + bi]);
+        uint ks0 = B_OFF + src * P(13) + h * P(15), vs0 = C_OFF + src * P(17) + h * P(19);
+        barrier();
+        float m = -1.0 / 0.0, l = 0.0;
+        float acc[MAX_D / THREADS];
+        [[unroll]] for (uint i = 0u; i < MAX_D / THREADS; i++) acc[i] = 0.0;
+        for (uint j0 = 0u; j0 < n_keys; j0 += KB) {
+            // Scores of this thread's keys j0 + tid and j0 + THREADS + tid,
+            // RK pieces of each in flight at once.
+            uint ja = j0 + tid, jb = ja + THREADS;
+            bool va = ja < n_keys, vb = jb < n_keys;
+            uint ra = (ja < nsh ? ks0 : k0) + ja * P(14), rb = (jb < nsh ? ks0 : k0) + jb * P(14);
+            float sa = 0.0, sb = 0.0;
+            if (vec) {
+                for (uint d4 = 0u; d4 < D / 4u; d4 += RK) {
+                    vec4 ka[RK], kb[RK];
+                    [[unroll]] for (uint c = 0u; c < RK; c++) {
+                        bool ok = d4 + c < D / 4u;
+                        ka[c] = va && ok ? uintBitsToFloat(b4[ra / 4u + d4 + c]) : vec4(0.0);
+                        kb[c] = vb && ok ? uintBitsToFloat(b4[rb / 4u + d4 + c]) : vec4(0.0);
+                    }
+                    [[unroll]] for (uint c = 0u; c < RK; c++) {
+                        if (d4 + c < D / 4u) {
+                            sa += qdot(4u * (d4 + c), ka[c]);
+                            sb += qdot(4u * (d4 + c), kb[c]);
+                        }
+                    }
+                }
+            } else {
+                for (uint dd = 0u; dd < D; dd++) {
+                    if (va) sa = fma(qs[dd], in1(ra + dd * P(16)), sa);
+                    if (vb) sb = fma(qs[dd], in1(rb + dd * P(16)), sb);
+                }
+            }
+            sa = va ? sa : -1.0 / 0.0;
+            sb = vb ? sb : -1.0 / 0.0;
+            // The block holds a key, so mt is finite.
+            float mt = max(m, wg_max(max(sa, sb)));
+            float alpha = exp(m - mt);
+            float pa = exp(sa - mt), pb = exp(sb - mt);
+            ps[tid] = pa;
+            ps[THREADS + tid] = pb;
+            l = l * alpha + wg_sum(pa + pb); // its barrier also publishes ps (0 past the keys)
+            uint cnt = min(KB, n_keys - j0);
+            [[unroll]] for (uint i = 0u; i < MAX_D / THREADS; i++) {
+                uint dd = i * THREADS + tid;
+                if (dd >= D) break;
+                float a4[4] = float[4](0.0, 0.0, 0.0, 0.0);
+                // RV value rows in flight at once.
+                for (uint jj = 0u; jj < cnt; jj += RV) {
+                    float vv[RV];
+                    [[unroll]] for (uint c = 0u; c < RV; c++) {
+                        uint j = j0 + jj + c;
+                        vv[c] = jj + c < cnt ? in2((j < nsh ? vs0 : v0) + j * P(18) + dd * P(20)) : 0.0;
+                    }
+                    [[unroll]] for (uint c = 0u; c < RV; c++) a4[c % 4u] = fma(ps[jj + c], vv[c], a4[c % 4u]);
+                }
+                acc[i] = acc[i] * alpha + ((a4[0] + a4[1]) + (a4[2] + a4[3]));
+            }
+            m = mt;
+            barrier(); // the block's readers of ps are done
+        }
+        float inv = l > 0.0 ? 1.0 / l : 0.0;
+        [[unroll]] for (uint i = 0u; i < MAX_D / THREADS; i++) {
+            uint dd = i * THREADS + tid;
+            if (dd < D) o[y + dd] = acc[i] * inv;
+        }
+    }
+}
+#elif defined(COMBINE)
 void main()
 {
     uint B = P(0), Tq = P(1), H = P(2), D = P(3), splits = P(25), chunk = P(26);

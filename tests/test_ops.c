@@ -372,6 +372,13 @@ static const opcase cases[] = {
     { "linear+rope+kv_append+attention_cached [2,6,2,16] E 32 (qkv d h) 5 steps", 1e-5, b_qkv_attn, { 2, 6, 2, 16, 32 }, 0.25f, 8, 5, 1 },
     /* The widest head: kernels that stage keys in shared memory take few per tile. */
     { "kv_append+attention_cached [2,2,2,256] 40 steps", 1e-5, b_attn_cached, { 2, 2, 2, 256 }, 0.0625f, 0, 40, 1 },
+    /* More query rows x heads than twice an H100's multiprocessors: GPU
+     * backends take their many-rows kernels (no key split), with contexts
+     * past 128 keys. */
+    { "kv_append+attention_cached [24,1,12,64] 150 steps, many rows", 1e-5, b_attn_cached, { 24, 1, 12, 64 }, 0.125f, 0, 150, 1 },
+    { "kv_append+attention_cached [20,2,8,13] 70 steps, many rows", 1e-5, b_attn_cached, { 20, 2, 8, 13 }, 0.28f, 0, 70, 1 },
+    { "kv_append+attention_cached [36,1,8,32] shared prefix 40 steps, many rows", 1e-5, b_attn_cached, { 36, 1, 8, 32 }, 0.17f, 2, 40, 1 },
+    { "kv_append+attention_cached [18,1,16,256] 20 steps, many rows", 1e-5, b_attn_cached, { 18, 1, 16, 256 }, 0.0625f, 0, 20, 1 },
     { "attention masked [6,5,7,3,8] mask [2,5,7]", 1e-5, b_attn, { 6, 5, 7, 3, 8, 2 }, 0.35f, 0, 0, 1 },
     { "attention causal [2,9,9,2,16]", 1e-5, b_attn, { 2, 9, 9, 2, 16, 0 }, 0.25f, 1, 0, 1 },
     { "attention causal+mask [4,6,6,3,64] mask [4,6,6]", 1e-5, b_attn, { 4, 6, 6, 3, 64, 4 }, 0.125f, 1, 0, 1 },

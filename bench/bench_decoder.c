@@ -273,6 +273,45 @@ static double linear_seconds(porta_backend *be, int M, int K, int N, int reps)
     return median(t, reps);
 }
 
+/* What one more kernel costs when it depends on the one before: programs of
+ * 1 and of 65 chained 768-element adds (x = x + c_i), each replayed back to
+ * back, microseconds per added kernel. The latency a decode step pays per
+ * dependent op, whatever the op does. */
+static double dependent_kernel_us(porta_backend *be)
+{
+    const int64_t E = 768, chain = 64;
+    porta_buffer *w;
+    OK(porta_buffer_new(be, PORTA_F32, (chain + 2) * E, &w));
+    float *h = malloc((size_t)((chain + 2) * E) * sizeof *h);
+    for (int64_t i = 0; i < (chain + 2) * E; i++) h[i] = 0.001f * (float)(i % 97);
+    OK(porta_buffer_write(w, 0, (chain + 2) * E, h));
+    free(h);
+    double per[2];
+    for (int k = 0; k < 2; k++) {
+        int64_t n = k ? chain + 1 : 1;
+        porta_graph *g;
+        porta_program *p;
+        OK(porta_graph_new(&g));
+        porta_tensor *x = porta_param(g, w, 0, 2, (int64_t[]){ 1, E });
+        for (int64_t i = 0; i < n; i++) x = porta_add(g, x, porta_param(g, w, E * (i + 1), 2, (int64_t[]){ 1, E }));
+        OK(porta_output(g, x));
+        OK(porta_compile(g, be, &p));
+        porta_step st = { .n_new = 1 };
+        double t[9];
+        for (int r = -1; r < 9; r++) {
+            double t0 = now();
+            for (int i = 0; i < 50; i++) OK(porta_run(p, &st));
+            OK(porta_program_wait(p));
+            if (r >= 0) t[r] = (now() - t0) / 50;
+        }
+        per[k] = median(t, 9);
+        porta_program_free(p);
+        porta_graph_free(g);
+    }
+    porta_buffer_free(w);
+    return (per[1] - per[0]) / chain * 1e6;
+}
+
 /* Host time of porta_run alone (no wait), in pairs of replays: fewer than any
  * backend's ring of in-flight slots, so no call waits for the device. */
 static double host_replay_us(const setup *S)
@@ -472,8 +511,11 @@ static void bench_backend(const char *name, int quick, const shape_case *cases, 
         dec_weights_free(S.w);
     }
     double mm = linear_seconds(be, 1, 768, 768, 30) * 1e6;
-    printf("host time per porta_run%s: %.2f us (2 layers), %.2f us (12 layers); one 1x768x768 matmul program: %.2f us\n\n",
+    printf("host time per porta_run%s: %.2f us (2 layers), %.2f us (12 layers); one 1x768x768 matmul program: %.2f us\n",
            cpu ? " (the CPU backend computes inside it)" : "", hs[0], hs[1], mm);
+    printf("a dependent kernel: %.2f us more per kernel (65 chained 768-element adds against one, replayed back to "
+           "back)\n\n",
+           dependent_kernel_us(be));
     porta_backend_close(eager);
     porta_backend_close(be);
 }
@@ -490,9 +532,10 @@ int main(int argc, char **argv)
                    "  on each backend of LIST (comma-separated, default cpu): a program compiled once\n"
                    "  and replayed per step, against rebuilding and compiling the graph per step and\n"
                    "  (CUDA) launching the same kernels without a graph; a 448-row prefill against\n"
-                   "  the vendor GEMM; cached attention; the host time of a replay. Bandwidth and\n"
-                   "  GEMM peaks are measured in the same run. Ends with per-step times of every\n"
-                   "  backend side by side. --quick: fewer repetitions and shapes.\n");
+                   "  the vendor GEMM; cached attention; the host time of a replay; the cost of one\n"
+                   "  more dependent kernel. Bandwidth and GEMM peaks are measured in the same run.\n"
+                   "  Ends with per-step times of every backend side by side. --quick: fewer\n"
+                   "  repetitions and shapes.\n");
             return 0;
         } else if ((!strcmp(argv[i], "--backends") || !strcmp(argv[i], "--backend")) && i + 1 < argc) {
             list = argv[++i];

@@ -13,6 +13,9 @@
  * still gives each multiprocessor a few. */
 #define ATTN_SPLIT_BELOW 2
 #define ATTN_SLICES_PER_CORE 16
+/* Caches of up to two of the rows variant's key blocks are not split at all:
+ * a second dispatch (and its barrier) would cost more than it saves. */
+#define ATTN_SPLIT_ABOVE 256
 
 /* Cached attention with few query rows splits each row's key range
  * [0, max_len) into fixed slices of whole tiles (flash-decoding); the split
@@ -22,7 +25,7 @@ static void plan_split(const vk_be *be, const porta_node *n, int64_t rows, int64
     const int64_t target = ATTN_SLICES_PER_CORE * vk_cores(be);
     int64_t tiles = (max_len + ATTN_TILE - 1) / ATTN_TILE;
     int64_t splits = (target + rows - 1) / rows;
-    if (n->op != PORTA_OP_ATTN_CACHED || rows > ATTN_SPLIT_BELOW * vk_cores(be) || tiles < 2) return;
+    if (n->op != PORTA_OP_ATTN_CACHED || rows > ATTN_SPLIT_BELOW * vk_cores(be) || max_len <= ATTN_SPLIT_ABOVE) return;
     if (splits > tiles) splits = tiles;
     int64_t chunk = (tiles + splits - 1) / splits * ATTN_TILE;
     splits = (max_len + chunk - 1) / chunk;

@@ -164,12 +164,20 @@ static decode_times time_decode(const setup *S, int context, int steps, int rebu
     double *t = malloc((size_t)(steps > rebuild_steps ? steps : rebuild_steps) * sizeof *t);
     fill_cache(S, context);
     porta_program *p = compile_for(S, S->rows, 1);
-    for (int i = -2; i < steps; i++) { /* two warm-up steps */
+    /* Warm-up: two steps, and 0.2 s at least (a GPU that was idle may take
+     * that long to raise its clocks). */
+    double w0 = now();
+    for (int i = 0; i < 2 || now() - w0 < 0.2; i++) {
+        for (int b = 0; b < S->rows; b++) OK(porta_kvcache_truncate(S->kv, b, context));
+        OK(porta_run(p, &st));
+        OK(porta_program_wait(p));
+    }
+    for (int i = 0; i < steps; i++) {
         for (int b = 0; b < S->rows; b++) OK(porta_kvcache_truncate(S->kv, b, context));
         double t0 = now();
         OK(porta_run(p, &st));
         OK(porta_program_wait(p));
-        if (i >= 0) t[i] = now() - t0;
+        t[i] = now() - t0;
     }
     r.replay = median(t, steps);
     porta_program_stats ps;

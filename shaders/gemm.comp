@@ -7,10 +7,12 @@
 // split (a multiple of BK). P(12): row strides, batch strides and K are
 // multiples of 4 (loads are 16-byte pieces when the offsets are too).
 //
-// Tiles of 64 x 64 outputs over 256 threads, each thread 4 x 4 of them:
-// rows ty * 4 + i and columns tx * 4 + j. Shared tiles are k-major, so a thread reads
-// its 4-row and 4-column pieces as single 16-byte words, and the next k tile
-// is loaded into registers while the current one is multiplied.
+// Tiles of 64 x 64 outputs over 128 threads, each thread 8 x 4 of them:
+// rows ty * 8 + i and columns tx * 4 + j. Shared tiles are k-major, so a
+// thread reads its 8-row and 4-column pieces as three 16-byte words for 32
+// products (shared-memory reads, not the FMAs, bound a 4 x 4 thread), and
+// the next k tile is loaded into registers while the current one is
+// multiplied.
 //
 // Split K (P(18) > 1): workgroup z' = z * splits + s covers k in
 // [s * P(19), (s + 1) * P(19)) and writes its partial tile to scratch
@@ -36,23 +38,22 @@ void main()
 }
 #else
 
-#define TM 4
-#define BM (16 * TM)
+// Each of THREADS threads holds TR x TC outputs: rows ty * TR + i, columns
+// tx * TC + j of the BM x BM tile.
+#define TR 8
+#define TC 4
+#define BM 64
+#define THREADS (BM / TR * (BM / TC))
 #define BK 16
 // 16-byte pieces of one operand's tile per thread: BM rows x BK / 4.
-#define PIECES (BM * BK / 4 / 256)
+#define PIECES (BM * BK / 4 / THREADS)
 #define LDS (BM + 4)
-layout(local_size_x = 256) in;
+layout(local_size_x = THREADS) in;
 shared vec4 As4[BK * LDS / 4];
 shared vec4 Bs4[BK * LDS / 4];
 layout(std430, binding = 1) readonly buffer In0v { uvec4 a4[]; };
 layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
 
-// Row (or column) of slot i of a thread's TM.
-uint slot(uint t, uint i)
-{
-    return t * TM + i;
-}
 
 // This thread's pieces of the k tile at k0 into registers (zeros past the
 // edges): piece e of a tile is row e / (BK / 4), k piece e % (BK / 4).
@@ -60,7 +61,7 @@ void load_tile(out vec4 ra[PIECES], out vec4 rb[PIECES], uint tid, uint tm, uint
                uint N, uint a0, uint b0, bool vec)
 {
     [[unroll]] for (uint r = 0u; r < PIECES; r++) {
-        uint e = tid + 256u * r, row = e / (BK / 4u), kk = k0 + (e % (BK / 4u)) * 4u;
+        uint e = tid + THREADS * r, row = e / (BK / 4u), kk = k0 + (e % (BK / 4u)) * 4u;
         uint gm = tm + row, gn = tn + row;
         ra[r] = vec4(0.0);
         rb[r] = vec4(0.0);
@@ -79,7 +80,7 @@ void load_tile(out vec4 ra[PIECES], out vec4 rb[PIECES], uint tid, uint tm, uint
 void main()
 {
     uint M = P(0), N = P(1), K = P(2), S = P(18), kper = P(19);
-    uint tid = gl_LocalInvocationID.x, tx = tid % 16u, ty = tid / 16u;
+    uint tid = gl_LocalInvocationID.x, tx = tid % (BM / TC), ty = tid / (BM / TC);
     bool vec = P(12) != 0u && ((A_OFF | B_OFF) & 3u) == 0u;
     for (uint zs = gl_WorkGroupID.z; zs < P(3) * S; zs += gl_NumWorkGroups.z) {
         uint z = zs / S, s = zs % S;
@@ -87,16 +88,16 @@ void main()
         uint a0 = A_OFF + z * P(4), b0 = B_OFF + z * P(5);
         for (uint tm = gl_WorkGroupID.y * BM; tm < M; tm += gl_NumWorkGroups.y * BM) {
             for (uint tn = gl_WorkGroupID.x * BM; tn < N; tn += gl_NumWorkGroups.x * BM) {
-                float acc[TM][TM];
-                [[unroll]] for (uint i = 0u; i < TM; i++)
-                    [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = 0.0;
+                float acc[TR][TC];
+                [[unroll]] for (uint i = 0u; i < TR; i++)
+                    [[unroll]] for (uint j = 0u; j < TC; j++) acc[i][j] = 0.0;
                 vec4 ra[PIECES], rb[PIECES];
                 uint k0 = k_lo;
                 load_tile(ra, rb, tid, tm, tn, k0, k_hi, M, N, a0, b0, vec);
                 for (; k0 < k_hi; k0 += BK) {
                     // Registers -> shared, transposed to k-major.
                     [[unroll]] for (uint r = 0u; r < PIECES; r++) {
-                        uint e = tid + 256u * r, row = e / (BK / 4u), kq = (e % (BK / 4u)) * 4u;
+                        uint e = tid + THREADS * r, row = e / (BK / 4u), kq = (e % (BK / 4u)) * 4u;
                         [[unroll]] for (uint c = 0u; c < 4u; c++) {
                             uint at = (kq + c) * LDS + row;
                             As4[at / 4u][at % 4u] = ra[r][c];
@@ -107,17 +108,22 @@ void main()
                     // The next tile's loads are in flight during the products.
                     if (k0 + BK < k_hi) load_tile(ra, rb, tid, tm, tn, k0 + BK, k_hi, M, N, a0, b0, vec);
                     [[unroll]] for (uint kk = 0u; kk < BK; kk++) {
-                        vec4 av = As4[(kk * LDS + ty * TM) / 4u], bv = Bs4[(kk * LDS + tx * TM) / 4u];
-                        [[unroll]] for (uint i = 0u; i < TM; i++)
-                            [[unroll]] for (uint j = 0u; j < TM; j++) acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+                        vec4 a0v = As4[(kk * LDS + ty * TR) / 4u], a1v = As4[(kk * LDS + ty * TR) / 4u + 1u];
+                        vec4 bv = Bs4[(kk * LDS + tx * TC) / 4u];
+                        [[unroll]] for (uint j = 0u; j < TC; j++) {
+                            [[unroll]] for (uint i = 0u; i < 4u; i++) {
+                                acc[i][j] = fma(a0v[i], bv[j], acc[i][j]);
+                                acc[i + 4u][j] = fma(a1v[i], bv[j], acc[i + 4u][j]);
+                            }
+                        }
                     }
                     barrier();
                 }
-                [[unroll]] for (uint i = 0u; i < TM; i++) {
-                    uint gm = tm + slot(ty, i);
+                [[unroll]] for (uint i = 0u; i < TR; i++) {
+                    uint gm = tm + ty * TR + i;
                     if (gm >= M) continue;
-                    [[unroll]] for (uint j = 0u; j < TM; j++) {
-                        uint gn = tn + slot(tx, j);
+                    [[unroll]] for (uint j = 0u; j < TC; j++) {
+                        uint gn = tn + tx * TC + j;
                         if (gn >= N) continue;
                         float y = acc[i][j];
                         if (S > 1u) {

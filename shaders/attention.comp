@@ -19,8 +19,8 @@
 // (row * splits + y) * (D + 2); slices past the row's key count exit at once.
 // -DCOMBINE: one workgroup per query row merges the slices into out.
 //
-// Cached rows variant, -DROWS (cached attention with many query rows, no
-// split): keys in blocks of 128, two per thread, each thread reading its
+// Cached rows variant, -DROWS (cached attention that does not split: many
+// query rows, or a cache of at most 256 positions): keys in blocks of 128, two per thread, each thread reading its
 // keys' rows straight from the cache (16-byte pieces when P(27) allows, RK
 // of each key in flight) and scoring them against q in shared memory; then
 // every thread takes head dims and reads the block's value rows straight

@@ -54,7 +54,6 @@ shared vec4 Bs4[BK * LDS / 4];
 layout(std430, binding = 1) readonly buffer In0v { uvec4 a4[]; };
 layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
 
-
 // This thread's pieces of the k tile at k0 into registers (zeros past the
 // edges): piece e of a tile is row e / (BK / 4), k piece e % (BK / 4).
 void load_tile(out vec4 ra[PIECES], out vec4 rb[PIECES], uint tid, uint tm, uint tn, uint k0, uint k_hi, uint M,

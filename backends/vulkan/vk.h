@@ -69,7 +69,7 @@ typedef enum vk_pipe {
     VK_PIPE_GEMM_REDUCE, /* and the sum over K splits */
     VK_PIPE_COPY_WORDS,  /* porta_buffer_copy of 32-bit words */
     VK_PIPE_SAMPLE, /* made only on devices with shaderFloat64 */
-    VK_PIPE_ATTN_ROWS, /* cached attention over many query rows */
+    VK_PIPE_ATTN_ROWS, /* cached attention that does not split */
     VK_PIPE_COUNT
 } vk_pipe;
 

@@ -23,29 +23,63 @@ static int64_t pick_tile(const vk_be *be, int64_t M, int64_t N, int64_t batches)
 
 /* The f32 GEMM (shaders/gemm.comp) for a plain product whose operands are
  * both contiguous along k: 64 x 64 tiles, with K split over workgroups
- * (summed by a second dispatch in a fixed order) while there are fewer than
- * two tiles per multiprocessor. (A 128 x 128 form ran a 4096^3 product at
- * 2.2 TFLOP/s on an H200, this one at 27.6.) */
+ * (summed by a second dispatch in a fixed order) where a cost model says
+ * it pays. (A 128 x 128 form ran a 4096^3 product at 2.2 TFLOP/s on an
+ * H200, this one at 27.6.)
+ *
+ * The model, in units of one tile's work over one k on one multiprocessor
+ * (41 ns on an H200, from the 256 x 768 -> 6144 product's 95 us): the
+ * multiprocessors share the workgroups evenly, so the busiest one has
+ * ceil(workgroups / cores) of them, each kper long, and a lone workgroup
+ * takes as long as two (it cannot hide its own latencies); a split adds the
+ * reduce dispatch and its barrier (about 4 us, 97 units) and moves the
+ * partial sums through memory (one unit per 100 KiB at the H200's 2.5 TB/s).
+ * Against splitting as long as there were fewer than two tiles per
+ * multiprocessor, this evens the load: at 256 rows a 3072 -> 768 linear
+ * (48 tiles) goes from 6 splits (288 workgroups, three on some
+ * multiprocessors, two on others) to 8 (384, three on each). */
 #define GEMM_BK 16
 #define GEMM_MIN_K_SPLIT (4 * GEMM_BK)
 #define GEMM_MAX_SCRATCH ((int64_t)64 << 20)
+#define GEMM_SPLIT_FIXED 97.0
+#define GEMM_BYTES_PER_UNIT 102400.0
+
+/* k per split (whole k tiles) for at most s splits of K. */
+static int64_t split_k(int64_t K, int64_t s)
+{
+    int64_t kper = ((K + s - 1) / s + GEMM_BK - 1) / GEMM_BK * GEMM_BK;
+    return kper < GEMM_BK ? GEMM_BK : kper;
+}
+
+static double split_cost(const vk_be *be, int64_t tiles, int64_t K, int64_t kper, int64_t outputs)
+{
+    const int64_t splits = (K + kper - 1) / kper, wgs = tiles * splits;
+    int64_t per_core = (wgs + vk_cores(be) - 1) / vk_cores(be);
+    if (per_core < 2) per_core = 2;
+    double t = (double)per_core * (double)kper;
+    if (splits > 1) t += GEMM_SPLIT_FIXED + (double)((splits + 1) * outputs * 4) / GEMM_BYTES_PER_UNIT;
+    return t;
+}
+
 static void plan_gemm(const vk_be *be, int64_t M, int64_t N, int64_t K, int64_t batches, vk_enc *e)
 {
     uint32_t *p = e->p + VK_P_OP;
-    const int64_t want = 2 * vk_cores(be);
     const int64_t tile = TILE;
     const int64_t tiles = (M + tile - 1) / tile * ((N + tile - 1) / tile) * batches;
-    int64_t splits = 1;
-    if (tiles < want) {
-        splits = (want + tiles - 1) / tiles;
-        if (splits > K / GEMM_MIN_K_SPLIT) splits = K / GEMM_MIN_K_SPLIT;
-        while (splits > 1 && splits * M * N * batches * 4 > GEMM_MAX_SCRATCH) splits--;
-        if (splits < 1) splits = 1;
+    const int64_t outputs = M * N * batches;
+    int64_t kper = split_k(K, 1);
+    double best = split_cost(be, tiles, K, kper, outputs);
+    /* A split must beat the best so far by 3%: ties keep fewer splits. */
+    for (int64_t s = 2; s <= K / GEMM_MIN_K_SPLIT; s++) {
+        int64_t kp = split_k(K, s);
+        if ((K + kp - 1) / kp * outputs * 4 > GEMM_MAX_SCRATCH) break;
+        double c = split_cost(be, tiles, K, kp, outputs);
+        if (c < 0.97 * best) {
+            best = c;
+            kper = kp;
+        }
     }
-    int64_t kper = ((K + splits - 1) / splits + GEMM_BK - 1) / GEMM_BK * GEMM_BK;
-    if (kper < GEMM_BK) kper = GEMM_BK;
-    splits = (K + kper - 1) / kper;
-    if (splits < 1) splits = 1;
+    int64_t splits = (K + kper - 1) / kper;
     p[18] = (uint32_t)splits;
     p[19] = (uint32_t)kper;
     e->pipe = VK_PIPE_GEMM;

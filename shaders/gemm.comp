@@ -6,6 +6,8 @@
 // P(11) bias present, P(14) bias stride; and P(18) splits of K, P(19) k per
 // split (a multiple of BK). P(12): row strides, batch strides and K are
 // multiples of 4 (loads are 16-byte pieces when the offsets are too).
+// P(15) bit 2: a fused linear's residual (dense, like C) is added to C: in3,
+// or after a K split in4 (binding 4 then holds the scratch).
 //
 // Tiles of 64 x 64 outputs over 128 threads, each thread 8 x 4 of them:
 // rows ty * 8 + i and columns tx * 4 + j. Shared tiles are k-major, so a
@@ -33,6 +35,7 @@ void main()
         float y = 0.0;
         for (uint s = 0u; s < S; s++) y += uintBitsToFloat(d[(z * S + s) * per + e]);
         if (P(11) != 0u) y += in2(C_OFF + n * P(14));
+        if ((P(15) & 4u) != 0u) y += in4(E_OFF + z * P(6) + e); // the residual, moved to binding 5
         o[O_OFF + z * P(6) + e] = y;
     }
 }
@@ -129,6 +132,7 @@ void main()
                             d[(zs * M + gm) * N + gn] = floatBitsToUint(y);
                         } else {
                             if (P(11) != 0u) y += in2(C_OFF + gn * P(14));
+                            if ((P(15) & 4u) != 0u) y += in3(D_OFF + z * P(6) + gm * N + gn);
                             o[O_OFF + z * P(6) + gm * N + gn] = y;
                         }
                     }

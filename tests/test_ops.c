@@ -507,11 +507,15 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
         /* The CUDA and Vulkan backends take fused linears: the chain is one
          * node (two for the MLP). */
         const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
-        /* Vulkan fuses only decode-sized linears (8 rows at most). */
-        int fused = (!strcmp(kind, "cuda") || (!strcmp(kind, "vulkan") && c->d[0] * c->d[1] <= 8)) &&
-                    !(nf && !strcmp(nf, "1"));
-        uint64_t want = c->flag & 4 ? (fused ? 2 : 5) : c->flag & 8 ? (fused ? 3 : 4) : c->flag & 16 ? (fused ? 2 : 3)
-                                                                                                : (fused ? 1 : 3);
+        /* Vulkan fuses only decode-sized linears (8 rows at most), but a
+         * residual add at any row count. */
+        const int on = !(nf && !strcmp(nf, "1")), vk = !strcmp(kind, "vulkan");
+        int fused = on && (!strcmp(kind, "cuda") || (vk && c->d[0] * c->d[1] <= 8));
+        int res_only = on && vk && !fused;
+        uint64_t want = c->flag & 4    ? (fused ? 2 : res_only ? 4 : 5)
+                        : c->flag & 8  ? (fused ? 3 : 4)
+                        : c->flag & 16 ? (fused || res_only ? 2 : 3)
+                                       : (fused ? 1 : res_only ? 2 : 3);
         porta_program_stats ps;
         CHECK_OK(porta_program_stats_get(X.p, &ps));
         if (ps.nodes != want) {

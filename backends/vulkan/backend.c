@@ -881,9 +881,17 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
         }
         if (s) return s;
         if (enc[i].scratch_bytes) {
-            if (n->n_in > 3 && n->in[3].mem != PORTA_MEM_NONE)
-                return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: scratch would replace its fourth input",
-                                      n->name);
+            /* Scratch takes binding 4; a fourth input (the GEMM's residual,
+             * read by its reduce dispatch) moves to binding 5 when the
+             * fifth is absent. */
+            if (n->n_in > 3 && n->in[3].mem != PORTA_MEM_NONE) {
+                if (n->n_in > 4 && n->in[4].mem != PORTA_MEM_NONE)
+                    return be->host->fail(PORTA_ERR_UNSUPPORTED,
+                                          "vulkan: node %s: scratch would replace its fourth input", n->name);
+                info[5] = info[4];
+                enc[i].p[VK_P_IN4] = enc[i].p[4];
+                enc[i].p[VK_P_DTYPES] = (enc[i].p[VK_P_DTYPES] & ~(3u << 8)) | ((enc[i].p[VK_P_DTYPES] >> 6 & 3u) << 8);
+            }
             info[4] = (VkDescriptorBufferInfo){ p->scratch.buf, 0, enc[i].scratch_bytes };
             enc[i].p[4] = 0;
         }
@@ -1056,6 +1064,10 @@ static const porta_backend_vt vk_vt = {
      * 448-row prefill measured 20.1 ms on an H100, against 15.9 ms with
      * separate dispatches. */
     .fuse_max_rows = 8,
+    /* A residual add costs the GEMM one load per output (in its stores, or
+     * in the reduce dispatch after a K split): at 256 rows one dispatch and
+     * barrier fewer per residual. */
+    .fuse_res_any_rows = 1,
     .close = vkb_close,
     .device_name = vkb_device_name,
     .buf_new = vkb_buf_new,

@@ -161,7 +161,9 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
         e->groups[0] = vk_groups(Nout, swiglu ? GEMV_ROWS / 2 : GEMV_ROWS);
         e->groups[1] = vk_groups(batches, 1);
         e->groups[2] = 1;
-    } else if (!fused && sa_k == 1 && sb_k == 1 && !be->gemm_off) {
+    } else if ((!fused || (res && !norm && !swiglu && !scale)) && sa_k == 1 && sb_k == 1 && !be->gemm_off) {
+        /* Plain products, and linears with a residual only (gemm.comp adds
+         * it in its stores or its reduce dispatch). */
         p[12] = a->dtype == PORTA_F32 && b->dtype == PORTA_F32 && K % 4 == 0 && sa_m % 4 == 0 && sb_n % 4 == 0 &&
                 sa_b % 4 == 0 && sb_b % 4 == 0;
         plan_gemm(be, M, N, K, batches, e);

@@ -16,7 +16,7 @@
 
 #define PORTA_PLAN_MAX_DIMS 6
 #define PORTA_PLAN_MAX_IN 5
-#define PORTA_MODULE_ABI 3
+#define PORTA_MODULE_ABI 4
 #define PORTA_STEP_FIELDS 4 /* pos, n, src, shared: see the step block below */
 
 typedef enum porta_op {
@@ -130,6 +130,7 @@ typedef struct porta_backend_vt {
     const char *kind;
     unsigned caps;         /* PORTA_CAP_* */
     int fuse_max_rows;     /* fused linears only up to this many rows (0: any) */
+    int fuse_res_any_rows; /* and yet a linear -> add (residual) at any row count */
     void (*close)(void *be);
     const char *(*device_name)(void *be);
     porta_status (*buf_new)(void *be, porta_dtype dt, int64_t n, void **buf);

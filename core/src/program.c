@@ -308,7 +308,7 @@ static void fuse(const porta_graph *g, const porta_backend_vt *vt, char *emit, p
                 const porta_tensor *v = t->in[k], *l = v->root, *res = t->in[1 - k];
                 if (v != l && (v->offset || !porta_tensor_dense(v) || v->shape[v->ndim - 1] != l->shape[l->ndim - 1]))
                     continue;
-                if (!sole_linear(l, uses, emit, d) || linear_rows(l) > max_rows ||
+                if (!sole_linear(l, uses, emit, d) || (!vt->fuse_res_any_rows && linear_rows(l) > max_rows) ||
                     (d[l->id].op == PORTA_OP_LINEAR_FUSED && d[l->id].in[3]) ||
                     porta_tensor_numel(l) != porta_tensor_numel(t) || porta_tensor_numel(res) != porta_tensor_numel(t) ||
                     !porta_tensor_dense(res) || res->root->kind == PORTA_T_PARAM)

@@ -18,18 +18,21 @@ layout(std430, binding = 4) readonly buffer In3 { uint d[]; };
 #endif
 layout(std430, binding = 5) readonly buffer In4 { uint in4w[]; };
 layout(std430, binding = 6) readonly buffer Step { int step[]; };
-layout(std430, binding = 7) readonly buffer Params { uint p[]; };
+// The parameter block is a uniform buffer: its words come from the constant
+// cache, most of them as operands of the instructions that use them.
+layout(std140, binding = 7) uniform Params { uvec4 pv[64]; };
+#define PW(i) pv[(i) >> 2][(i) & 3]
 
-#define O_OFF p[0]
-#define A_OFF p[1]
-#define B_OFF p[2]
-#define C_OFF p[3]
-#define D_OFF p[4]
-#define STEP_ROWS p[5]
-#define DTYPES p[6]
-#define E_OFF p[7]
-#define P(i) p[8 + (i)]
-#define PF(i) uintBitsToFloat(p[8 + (i)])
+#define O_OFF PW(0)
+#define A_OFF PW(1)
+#define B_OFF PW(2)
+#define C_OFF PW(3)
+#define D_OFF PW(4)
+#define STEP_ROWS PW(5)
+#define DTYPES PW(6)
+#define E_OFF PW(7)
+#define P(i) PW(8 + (i))
+#define PF(i) uintBitsToFloat(PW(8 + (i)))
 
 // Threads of the whole dispatch, for grid-stride loops (dispatch sizes are
 // capped; shaders loop over what remains).

@@ -6,11 +6,11 @@
 layout(local_size_x = 256) in;
 layout(std430, binding = 0) writeonly buffer Out { uint o[]; };
 layout(std430, binding = 1) readonly buffer In0 { uint a[]; };
-layout(std430, binding = 7) readonly buffer Params { uint p[]; };
+layout(std140, binding = 7) uniform Params { uvec4 pv[64]; };
 
 void main()
 {
-    uint n = p[8], d = p[0], s = p[1];
+    uint n = pv[2].x, d = pv[0].x, s = pv[0].y;
     for (uint i = gl_GlobalInvocationID.x; i < n; i += gl_NumWorkGroups.x * gl_WorkGroupSize.x) o[d + i] = a[s + i];
 }
 #else

@@ -14,6 +14,12 @@
 #define VK_RING 8
 #define VK_PARAM_BYTES (VK_PARAM_WORDS * 4)
 #define VK_BINDINGS 8    /* out, in0..in4 (in3 or scratch), step block, params */
+#define VK_PARAM_BINDING 7 /* the one uniform buffer (the others are storage buffers) */
+
+static VkDescriptorType binding_type(int j)
+{
+    return j == VK_PARAM_BINDING ? VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
+}
 #define VK_IN_BINDINGS 5
 #define VK_STAGING_BYTES ((VkDeviceSize)16 << 20)
 
@@ -47,8 +53,8 @@ static porta_status buf_create(vk_be *be, VkDeviceSize bytes, int kind, vk_buf *
     VkBufferCreateInfo bci = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
         .size = bytes,
-        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                 VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_UNIFORM_BUFFER_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT,
         .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
     };
     VkResult cr = be->f.vkCreateBuffer(be->dev, &bci, NULL, &b->buf);
@@ -126,12 +132,15 @@ static void full_barrier(vk_be *be, VkCommandBuffer cb)
 static porta_status sets_create(vk_be *be, uint32_t max, uint32_t count, VkDescriptorPool *pool,
                                 VkDescriptorSet *sets)
 {
-    VkDescriptorPoolSize ps = { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, max * VK_BINDINGS };
+    VkDescriptorPoolSize ps[2] = {
+        { VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, max * (VK_BINDINGS - 1) },
+        { VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER, max },
+    };
     VkDescriptorPoolCreateInfo dpi = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
         .maxSets = max,
-        .poolSizeCount = 1,
-        .pPoolSizes = &ps,
+        .poolSizeCount = 2,
+        .pPoolSizes = ps,
     };
     VK_TRY(be, be->f.vkCreateDescriptorPool(be->dev, &dpi, NULL, pool), "vkCreateDescriptorPool");
     for (uint32_t i = 0; i < count; i++) {
@@ -156,7 +165,7 @@ static void set_write(vk_be *be, VkDescriptorSet set, const VkDescriptorBufferIn
             .dstSet = set,
             .dstBinding = (uint32_t)j,
             .descriptorCount = 1,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorType = binding_type(j),
             .pBufferInfo = &info[j],
         };
     be->f.vkUpdateDescriptorSets(be->dev, VK_BINDINGS, w, 0, NULL);
@@ -453,7 +462,7 @@ static porta_status create_pipelines(vk_be *be)
     for (int i = 0; i < VK_BINDINGS; i++)
         bind[i] = (VkDescriptorSetLayoutBinding){
             .binding = (uint32_t)i,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorType = binding_type(i),
             .descriptorCount = 1,
             .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
         };
@@ -503,11 +512,11 @@ static porta_status create_pipelines(vk_be *be)
     return PORTA_OK;
 }
 
-/* What the shaders need beyond Vulkan's guaranteed minimums: 8 storage
+/* What the shaders need beyond Vulkan's guaranteed minimums: 7 storage
  * buffers per set, 256-thread workgroups, and 21 KiB of shared memory for the
  * GEMV's partial sums (128 threads of 41, then 4 x 40; the 128x128 matmul
  * tiles take 16.5 KiB). */
-#define VK_NEED_BUFFERS 8u
+#define VK_NEED_BUFFERS 7u
 #define VK_NEED_THREADS 256u
 #define VK_NEED_SHARED ((128u * 41u + 4u * 40u) * 4u)
 

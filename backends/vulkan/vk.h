@@ -149,7 +149,8 @@ typedef struct vk_be {
     char name[VK_MAX_PHYSICAL_DEVICE_NAME_SIZE + 32];
 } vk_be;
 
-/* Parameter block of one node (1 KiB), read by its shader from binding 7.
+/* Parameter block of one node (1 KiB), read by its shader from binding 7, a
+ * uniform buffer (1 KiB blocks meet any uniform-buffer offset alignment).
  * p[0..4]: element offsets of out, in0..in3 inside their bound ranges;
  * p[5]: rows of the step block (pos[rows] then n[rows]), 0 when the op
  * uses no step block; p[6]: storage type of in j in bits 2j..2j+1 (porta_dtype);

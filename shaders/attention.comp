@@ -66,6 +66,32 @@ uint key_count(uint bi, uint t, uint Tk)
     return P(6) != 0u ? t + 1u : Tk;
 }
 
+// A query row's setup, the same in every kernel: q times the scale into qs,
+// and where its keys and values start, and those of the shared prefix (the
+// cached keys below nsh, in row src of the step block).
+struct row_bases {
+    uint k0, v0, ks0, vs0, nsh;
+};
+
+row_bases row_setup(uint bi, uint t, uint h, uint D, float scale)
+{
+    uint q0 = A_OFF + bi * P(9) + t * P(10) + h * P(11);
+    for (uint dd = gl_LocalInvocationID.x; dd < D; dd += THREADS) qs[dd] = in0(q0 + dd * P(12)) * scale;
+    row_bases r;
+    r.k0 = B_OFF + bi * P(13) + h * P(15);
+    r.v0 = C_OFF + bi * P(17) + h * P(19);
+    r.nsh = 0u;
+    r.ks0 = r.k0;
+    r.vs0 = r.v0;
+    if (P(5) != 0u) {
+        uint src = uint(step[2u * STEP_ROWS + bi]);
+        r.nsh = uint(step[3u * STEP_ROWS + bi]);
+        r.ks0 = B_OFF + src * P(13) + h * P(15);
+        r.vs0 = C_OFF + src * P(17) + h * P(19);
+    }
+    return r;
+}
+
 #ifdef ROWS
 #define KB (2u * THREADS)
 // Loads in flight per thread: key pieces (of each of its two keys) and value rows.
@@ -93,12 +119,8 @@ void main()
             continue;
         }
         barrier(); // the previous row's readers of qs are done
-        uint q0 = A_OFF + bi * P(9) + t * P(10) + h * P(11);
-        for (uint dd = tid; dd < D; dd += THREADS) qs[dd] = in0(q0 + dd * P(12)) * scale;
-        uint k0 = B_OFF + bi * P(13) + h * P(15), v0 = C_OFF + bi * P(17) + h * P(19);
-        // Cached keys below nsh are the shared prefix's, in row src (step block).
-        uint src = uint(step[2u * STEP_ROWS + bi]), nsh = uint(step[3u * STEP_ROWS + bi]);
-        uint ks0 = B_OFF + src * P(13) + h * P(15), vs0 = C_OFF + src * P(17) + h * P(19);
+        row_bases rb0 = row_setup(bi, t, h, D, scale);
+        uint k0 = rb0.k0, v0 = rb0.v0, ks0 = rb0.ks0, vs0 = rb0.vs0, nsh = rb0.nsh;
         barrier();
         float m = -1.0 / 0.0, l = 0.0;
         float acc[MAX_D / THREADS];
@@ -272,17 +294,8 @@ void main()
         }
 #endif
         barrier();
-        uint q0 = A_OFF + bi * P(9) + t * P(10) + h * P(11);
-        for (uint dd = tid; dd < D; dd += THREADS) qs[dd] = in0(q0 + dd * P(12)) * scale;
-        uint k0 = B_OFF + bi * P(13) + h * P(15), v0 = C_OFF + bi * P(17) + h * P(19);
-        // Cached keys below nsh are the shared prefix's, in row src (step block).
-        uint nsh = 0u, ks0 = k0, vs0 = v0;
-        if (P(5) != 0u) {
-            uint src = uint(step[2u * STEP_ROWS + bi]);
-            nsh = uint(step[3u * STEP_ROWS + bi]);
-            ks0 = B_OFF + src * P(13) + h * P(15);
-            vs0 = C_OFF + src * P(17) + h * P(19);
-        }
+        row_bases rb0 = row_setup(bi, t, h, D, scale);
+        uint k0 = rb0.k0, v0 = rb0.v0, ks0 = rb0.ks0, vs0 = rb0.vs0, nsh = rb0.nsh;
         uint m0 = D_OFF + (bi / (B / max(P(24), 1u))) * P(21) + t * P(22);
         float m = -1.0 / 0.0, l = 0.0;
         float acc[MAX_D / THREADS];

@@ -110,14 +110,14 @@ void main()
                     // The next tile's loads are in flight during the products.
                     if (k0 + BK < k_hi) load_tile(ra, rb, tid, tm, tn, k0 + BK, k_hi, M, N, a0, b0, vec);
                     [[unroll]] for (uint kk = 0u; kk < BK; kk++) {
-                        vec4 a0v = As4[(kk * LDS + ty * TR) / 4u], a1v = As4[(kk * LDS + ty * TR) / 4u + 1u];
+                        // This thread's TR rows as TR / 4 words, its TC columns as one.
+                        vec4 av[TR / 4];
+                        [[unroll]] for (uint q = 0u; q < TR / 4; q++) av[q] = As4[(kk * LDS + ty * TR) / 4u + q];
                         vec4 bv = Bs4[(kk * LDS + tx * TC) / 4u];
-                        [[unroll]] for (uint j = 0u; j < TC; j++) {
-                            [[unroll]] for (uint i = 0u; i < 4u; i++) {
-                                acc[i][j] = fma(a0v[i], bv[j], acc[i][j]);
-                                acc[i + 4u][j] = fma(a1v[i], bv[j], acc[i + 4u][j]);
-                            }
-                        }
+                        [[unroll]] for (uint j = 0u; j < TC; j++)
+                            [[unroll]] for (uint i = 0u; i < 4u; i++)
+                                [[unroll]] for (uint q = 0u; q < TR / 4; q++)
+                                    acc[4u * q + i][j] = fma(av[q][i], bv[j], acc[4u * q + i][j]);
                     }
                     barrier();
                 }

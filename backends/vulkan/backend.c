@@ -15,13 +15,13 @@
 #define VK_PARAM_BYTES (VK_PARAM_WORDS * 4)
 #define VK_BINDINGS 8    /* out, in0..in4 (in3 or scratch), step block, params */
 #define VK_PARAM_BINDING 7 /* the one uniform buffer (the others are storage buffers) */
+#define VK_IN_BINDINGS 5
+#define VK_STAGING_BYTES ((VkDeviceSize)16 << 20)
 
 static VkDescriptorType binding_type(int j)
 {
     return j == VK_PARAM_BINDING ? VK_DESCRIPTOR_TYPE_UNIFORM_BUFFER : VK_DESCRIPTOR_TYPE_STORAGE_BUFFER;
 }
-#define VK_IN_BINDINGS 5
-#define VK_STAGING_BYTES ((VkDeviceSize)16 << 20)
 
 enum { MEM_DEVICE, MEM_UPLOAD, MEM_READBACK };
 

@@ -224,7 +224,7 @@ static porta_tensor *b_attn_cached(porta_graph *g, params *P, porta_kvcache *kv,
  * cached attention. The QKV output's columns are (qkv, head, dim), or with
  * flag 8 (qkv, dim, head) as in Toto; flag 16: an RMSNorm first. The
  * rotated pairs are adjacent columns in the first order and H columns apart
- * in the second. */
+ * in the second. flag 2: rows share a prefix, as for b_attn_cached. */
 static porta_tensor *b_qkv_attn(porta_graph *g, params *P, porta_kvcache *kv, const opcase *c)
 {
     int64_t B = c->d[0], T = c->d[1], H = c->d[2], D = c->d[3], E = c->d[4];
@@ -363,6 +363,13 @@ static const opcase cases[] = {
     /* Roped q and k, the key's rope and append fused on CUDA and Vulkan. */
     { "rope+kv_append+attention_cached [3,1,4,64] 50 steps", 1e-5, b_attn_cached, { 3, 1, 4, 64 }, 0.125f, 4, 50, 1 },
     { "rope+kv_append+attention_cached [2,5,2,32] 12 steps", 1e-5, b_attn_cached, { 2, 5, 2, 32 }, 0.17f, 4, 12, 1 },
+    /* One new row with both ropes: backends that fuse the step's ropes,
+     * appends and attention into one node take these (a longer cache than a
+     * split holds, a shared prefix, many rows, a cache with more rows). */
+    { "rope+kv_append+attention_cached [2,1,2,64] 300 steps", 1e-5, b_attn_cached, { 2, 1, 2, 64 }, 0.125f, 4, 300, 1 },
+    { "rope+kv_append+attention_cached [4,1,2,32] shared prefix 60 steps", 1e-5, b_attn_cached, { 4, 1, 2, 32 }, 0.17f, 6, 60, 1 },
+    { "rope+kv_append+attention_cached [24,1,12,64] 40 steps, many rows", 1e-5, b_attn_cached, { 24, 1, 12, 64 }, 0.125f, 4, 40, 1 },
+    { "rope+kv_append+attention_cached [2,1,3,16] of a 4-row cache", 1e-5, b_attn_cached, { 2, 1, 3, 16 }, 0.25f, 5, 15, 1 },
     /* The QKV linear with the ropes and appends after it: decode rows, both
      * column orders, rows that share a step, and a GEMM. */
     { "linear+rope+kv_append+attention_cached [2,1,4,16] E 48 (qkv h d) 20 steps", 1e-5, b_qkv_attn, { 2, 1, 4, 16, 48 }, 0.25f, 0, 20, 1 },
@@ -370,6 +377,8 @@ static const opcase cases[] = {
     { "linear+rope+kv_append+attention_cached [1,2,3,64] E 96 (qkv d h) 12 steps", 1e-5, b_qkv_attn, { 1, 2, 3, 64, 96 }, 0.125f, 8, 12, 1 },
     { "linear+rope+kv_append+attention_cached [1,8,2,32] E 40 (qkv h d) 6 steps", 1e-5, b_qkv_attn, { 1, 8, 2, 32, 40 }, 0.17f, 0, 6, 1 },
     { "linear+rope+kv_append+attention_cached [2,6,2,16] E 32 (qkv d h) 5 steps", 1e-5, b_qkv_attn, { 2, 6, 2, 16, 32 }, 0.25f, 8, 5, 1 },
+    { "rmsnorm+linear+rope+kv_append+attention_cached [4,1,2,32] E 48 (qkv d h) shared prefix 24 steps", 1e-5, b_qkv_attn, { 4, 1, 2, 32, 48 }, 0.17f, 26, 24, 1 },
+    { "linear+rope+kv_append+attention_cached [16,1,4,32] E 64 (qkv h d) 10 steps, many rows", 1e-5, b_qkv_attn, { 16, 1, 4, 32, 64 }, 0.17f, 0, 10, 1 },
     /* The widest head: kernels that stage keys in shared memory take few per tile. */
     { "kv_append+attention_cached [2,2,2,256] 40 steps", 1e-5, b_attn_cached, { 2, 2, 2, 256 }, 0.0625f, 0, 40, 1 },
     /* More query rows x heads than twice an H100's multiprocessors: GPU
@@ -523,15 +532,22 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
             ck->failed++;
         }
     }
-    if (c->build == b_attn_cached && (c->flag & 4)) {
+    if ((c->build == b_attn_cached && (c->flag & 4)) || c->build == b_qkv_attn) {
         /* rope q, rope k, two appends, attention: the key's rope and append
-         * are one node on backends that fuse them. */
+         * are one node on backends that fuse them, and with one new row the
+         * whole chain is one node on backends that fuse it with the
+         * attention. The QKV linear before it is one node (the norm fused
+         * in where the backend fuses linears of that many rows) or two. */
         const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
-        int fused = (!strcmp(kind, "cuda") || !strcmp(kind, "vulkan")) && !(nf && !strcmp(nf, "1"));
+        const int on = !(nf && !strcmp(nf, "1")), cuda = !strcmp(kind, "cuda"), vk = !strcmp(kind, "vulkan");
+        const int fused = (cuda || vk) && on, whole = cuda && on && c->d[1] == 1;
+        uint64_t want = whole ? 1 : fused ? 4 : 5;
+        if (c->build == b_qkv_attn)
+            want += (c->flag & 16) && !(on && (cuda || (vk && c->d[0] * c->d[1] <= 8))) ? 2 : 1;
         porta_program_stats ps;
         CHECK_OK(porta_program_stats_get(X.p, &ps));
-        if (ps.nodes != (uint64_t)(fused ? 4 : 5)) {
-            printf("FAIL %s: %llu nodes, want %d\n", c->name, (unsigned long long)ps.nodes, fused ? 4 : 5);
+        if (ps.nodes != want) {
+            printf("FAIL %s: %llu nodes, want %llu\n", c->name, (unsigned long long)ps.nodes, (unsigned long long)want);
             ck->failed++;
         }
     }
@@ -548,7 +564,7 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
         if (s == 0) row_new[0] = T;
         /* flag 2: a third of the way in, rows 1.. start sharing row 0's
          * prefix (every key it holds), then go on appending their own. */
-        if (c->build == b_attn_cached && (c->flag & 2) && s == steps / 3) {
+        if ((c->build == b_attn_cached || c->build == b_qkv_attn) && (c->flag & 2) && s == steps / 3) {
             CHECK_OK(porta_kvcache_share_rows(X.kv, 0, 1, 1, B - 1));
             CHECK_OK(porta_kvcache_share_rows(Rf.kv, 0, 1, 1, B - 1));
         }

@@ -214,6 +214,12 @@ porta_status vk_enc_rope(vk_be *be, const porta_node *n, int step_rows, vk_enc *
 porta_status vk_enc_kv_update(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
 porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
 
+/* The rope's pair frequency table (shaders/rope.glsl) for head dim D: for
+ * pair j < D / 2, theta^(-2j/D) as a float at w[2j] and the float
+ * remainder of its float64 value at w[2j + 1] (rope.c; attention.c's fused
+ * rope mode uses it too). */
+void vk_rope_table(float theta, int64_t D, uint32_t *w);
+
 /* Loader (loader.c). */
 porta_status vk_instance_open(vk_be *be);
 porta_status vk_device_open(vk_be *be, const char *spec);

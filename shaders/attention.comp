@@ -15,9 +15,11 @@
 //
 // Split (flash-decoding) variant, -DSPLIT: workgroup (x, y) covers keys
 // [y * P(26), (y + 1) * P(26)) of query row x and writes its running max,
-// sum and unnormalised output to scratch (binding 4) at
-// (row * splits + y) * (D + 2); slices past the row's key count exit at once.
-// -DCOMBINE: one workgroup per query row merges the slices into out.
+// sum and unnormalised output to the scratch, bound in place of out (binding
+// 0, from offset 0), at (row * splits + y) * (D + 2); slices past the row's
+// key count exit at once. -DCOMBINE: one workgroup per query row merges the
+// slices into out, reading the scratch in place of in3 (binding 4, from
+// offset 0): each pass has a descriptor set of its own (vk_enc.scratch_out).
 //
 // Cached rows variant, -DROWS (cached attention that does not split: many
 // query rows, or a cache of at most 256 positions): keys in blocks of 128, two per thread, each thread reading its
@@ -28,9 +30,6 @@
 // tile passes through shared memory: a workgroup needs little more than q,
 // and a block of keys costs a few memory round trips, not one per tile and
 // loop step.
-#ifdef SPLIT
-#define IN3_WRITABLE
-#endif
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 // Keys (in1) and values (in2) as 16-byte words for staging.
@@ -199,7 +198,7 @@ void main()
         uint n_keys = key_count(r / Tq, r % Tq, P(4));
         uint y = O_OFF + item * D;
         uint used = (n_keys + chunk - 1u) / chunk;
-        uint base = D_OFF + item * splits * (D + 2u);
+        uint base = item * splits * (D + 2u);
         float m = -1.0 / 0.0;
         for (uint s = 0u; s < used; s++) m = max(m, uintBitsToFloat(d[base + s * (D + 2u)]));
         float l = 0.0;
@@ -284,7 +283,7 @@ void main()
         uint lo = gl_WorkGroupID.y * P(26);
         uint hi = min(n_keys, lo + P(26));
         if (lo >= hi) continue;
-        uint y = D_OFF + (item * P(25) + gl_WorkGroupID.y) * (D + 2u);
+        uint y = (item * P(25) + gl_WorkGroupID.y) * (D + 2u);
 #else
         uint lo = 0u, hi = n_keys;
         uint y = O_OFF + item * D;
@@ -343,10 +342,10 @@ void main()
         }
 #ifdef SPLIT
         if (tid == 0u) {
-            d[y] = floatBitsToUint(m);
-            d[y + 1u] = floatBitsToUint(l);
+            o[y] = m;
+            o[y + 1u] = l;
         }
-        for (uint i = 0u; i * THREADS + tid < D; i++) d[y + 2u + i * THREADS + tid] = floatBitsToUint(acc[i]);
+        for (uint i = 0u; i * THREADS + tid < D; i++) o[y + 2u + i * THREADS + tid] = acc[i];
 #else
         float inv = l > 0.0 ? 1.0 / l : 0.0;
         for (uint i = 0u; i * THREADS + tid < D; i++) o[y + i * THREADS + tid] = acc[i] * inv;

@@ -37,6 +37,7 @@ static void plan_split(const vk_be *be, const porta_node *n, int64_t rows, int64
     e->groups[0] = vk_groups(rows, 1);
     e->groups[1] = (uint32_t)splits;
     e->second_pass = 1;
+    e->scratch_out = 1;
     e->pipe2 = VK_PIPE_ATTN_COMBINE;
     e->groups2[0] = vk_groups(rows, 1);
     e->groups2[1] = e->groups2[2] = 1;

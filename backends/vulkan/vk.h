@@ -161,12 +161,17 @@ typedef struct vk_be {
 #define VK_P_IN4 7
 #define VK_P_OP 8
 
-/* A node is one dispatch, or two (pipe, then pipe2 after a barrier, both
- * with the node's bindings) when second_pass is set; such a node gets
- * scratch_bytes of program-owned scratch bound in place of in3. */
+/* A node is one dispatch, or two (pipe, then pipe2 after a barrier) when
+ * second_pass is set; such a node gets scratch_bytes of program-owned
+ * scratch. Both passes use the node's bindings with the scratch in place of
+ * in3 (binding 4; a fourth input moves to binding 5), or with scratch_out
+ * each pass has a descriptor set of its own: the first's is the node's with
+ * the scratch, at offset 0, in place of out (binding 0), so that all five
+ * inputs keep their bindings; the second's is the first's with out back at
+ * binding 0 and the scratch, at offset 0, at binding 4. */
 typedef struct vk_enc {
     vk_pipe pipe, pipe2;
-    int second_pass;
+    int second_pass, scratch_out;
     VkDeviceSize scratch_bytes;
     uint32_t p[VK_PARAM_WORDS];
     uint32_t groups[3], groups2[3];

@@ -717,15 +717,22 @@ static porta_status encode(vk_be *be, const porta_plan *plan, const porta_node *
 }
 
 /* Whether node b, recorded after node a, must wait for it: one writes what
- * the other reads or writes, the scratch buffer included. */
+ * the other reads or writes (its output, and the cache layers an
+ * ATTN_CACHED_ROPE appends to), the scratch buffer included. */
 static int node_depends(const porta_node *a, const vk_enc *ea, const porta_node *b, const vk_enc *eb)
 {
     if (ea->scratch_bytes && eb->scratch_bytes) return 1;
-    if (porta_ref_overlap(&a->out, &b->out)) return 1;
-    for (int i = 0; i < b->n_in; i++)
-        if (porta_ref_overlap(&a->out, &b->in[i])) return 1;
-    for (int i = 0; i < a->n_in; i++)
-        if (porta_ref_overlap(&b->out, &a->in[i])) return 1;
+    const porta_ref *wa[3], *wb[3];
+    const int na = porta_node_writes(a, wa), nb = porta_node_writes(b, wb);
+    for (int i = 0; i < na; i++) {
+        for (int j = 0; j < nb; j++)
+            if (porta_ref_overlap(wa[i], wb[j])) return 1;
+        for (int j = 0; j < b->n_in; j++)
+            if (porta_ref_overlap(wa[i], &b->in[j])) return 1;
+    }
+    for (int i = 0; i < nb; i++)
+        for (int j = 0; j < a->n_in; j++)
+            if (porta_ref_overlap(wb[i], &a->in[j])) return 1;
     return 0;
 }
 

@@ -704,12 +704,13 @@ static porta_status encode(vk_be *be, const porta_plan *plan, const porta_node *
         [PORTA_OP_ATTN] = vk_enc_attention,
         [PORTA_OP_LINEAR_FUSED] = vk_enc_matmul,
         [PORTA_OP_KV_APPEND_ROPE] = vk_enc_rope,
+        [PORTA_OP_ATTN_CACHED_ROPE] = vk_enc_attention,
     };
     if ((unsigned)n->op >= PORTA_OP_COUNT || !enc[n->op])
         return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: unknown op %d", n->name, (int)n->op);
     int step_rows = 0;
     if (n->op == PORTA_OP_KV_APPEND || n->op == PORTA_OP_KV_APPEND_ROPE || n->op == PORTA_OP_ATTN_CACHED ||
-        (n->op == PORTA_OP_ROPE && n->p.rope.cached))
+        n->op == PORTA_OP_ATTN_CACHED_ROPE || (n->op == PORTA_OP_ROPE && n->p.rope.cached))
         step_rows = plan->step_rows;
     memset(e, 0, sizeof *e);
     e->p[VK_P_STEP_ROWS] = (uint32_t)step_rows;

@@ -70,6 +70,8 @@ typedef enum vk_pipe {
     VK_PIPE_COPY_WORDS,  /* porta_buffer_copy of 32-bit words */
     VK_PIPE_SAMPLE, /* made only on devices with shaderFloat64 */
     VK_PIPE_ATTN_ROWS, /* cached attention that does not split */
+    VK_PIPE_ATTN_ROWS_ROPE,  /* ATTN_ROWS and ATTN_SPLIT with the rope and */
+    VK_PIPE_ATTN_SPLIT_ROPE, /* cache append fused in (ATTN_CACHED_ROPE) */
     VK_PIPE_COUNT
 } vk_pipe;
 

@@ -1106,7 +1106,7 @@ static porta_status vkb_prog_wait(void *pp)
 static const porta_backend_vt vk_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "vulkan",
-    .caps = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND,
+    .caps = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND | PORTA_CAP_FUSED_ROPE_ATTN,
     /* Decode-sized linears only: with the tiled matmul's fused forms a
      * 448-row prefill measured 20.1 ms on an H100, against 15.9 ms with
      * separate dispatches. */

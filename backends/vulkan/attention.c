@@ -139,6 +139,7 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
      * H200, 44 us against 116 us for the staged tiles). */
     if (cached && e->pipe == VK_PIPE_ATTENTION) e->pipe = VK_PIPE_ATTN_ROWS;
     if (rope) {
+        /* The new key's and value's strides as (b, h, d), then the rope's words. */
         const porta_ref *nk = &n->in[3], *nv = &n->in[4];
         const int bhd[3] = { 0, 2, 3 };
         for (int i = 0; i < 3; i++) {

@@ -15,11 +15,9 @@
 //
 // Split (flash-decoding) variant, -DSPLIT: workgroup (x, y) covers keys
 // [y * P(26), (y + 1) * P(26)) of query row x and writes its running max,
-// sum and unnormalised output to the scratch, bound in place of out (binding
-// 0, from offset 0), at (row * splits + y) * (D + 2); slices past the row's
-// key count exit at once. -DCOMBINE: one workgroup per query row merges the
-// slices into out, reading the scratch in place of in3 (binding 4, from
-// offset 0): each pass has a descriptor set of its own (vk_enc.scratch_out).
+// sum and unnormalised output to scratch (binding 4) at
+// (row * splits + y) * (D + 2); slices past the row's key count exit at once.
+// -DCOMBINE: one workgroup per query row merges the slices into out.
 //
 // Cached rows variant, -DROWS (cached attention that does not split: many
 // query rows, or a cache of at most 256 positions): keys in blocks of 128, two per thread, each thread reading its
@@ -30,30 +28,14 @@
 // tile passes through shared memory: a workgroup needs little more than q,
 // and a block of keys costs a few memory round trips, not one per tile and
 // loop step.
-//
-// Fused rope mode, -DROPE (ATTN_CACHED_ROPE, built into the ROWS and SPLIT
-// variants): a decode step's one new row (Tq = 1) arrives before its rope:
-// q in in0, the new key in in3 and the new value in in4, with strides
-// P(29..31) and P(32..34) as (b, h, d); PF(35) scale_base, P(36) xpos, and
-// from P(37) the rope's frequency table (rope.glsl). Row b's workgroup
-// rotates q at position pos[b] into qs. The workgroup whose keys include
-// pos[b] (in SPLIT, the slice that holds it) also rotates the new key, keeps
-// it and the value in shared memory (kn, vn) and writes both into the cache
-// at pos[b]; key pos[b] is then taken from kn and vn, never read back from
-// the cache row this dispatch writes (other workgroups read only keys below
-// their own pos, written by earlier dispatches), so in1 and in2 need no
-// coherence, only to be writable.
-#ifdef ROPE
-#define IN12_WRITABLE
-#define KV_ACCESS
-#else
-#define KV_ACCESS readonly
+#ifdef SPLIT
+#define IN3_WRITABLE
 #endif
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 // Keys (in1) and values (in2) as 16-byte words for staging.
-layout(std430, binding = 2) KV_ACCESS buffer In1v { uvec4 b4[]; };
-layout(std430, binding = 3) KV_ACCESS buffer In2v { uvec4 c4[]; };
+layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
+layout(std430, binding = 3) readonly buffer In2v { uvec4 c4[]; };
 #define THREADS 64u
 #define MAX_D 256u
 // A K tile then a V tile, rows of D + 1 floats (odd for even D: threads
@@ -75,54 +57,6 @@ shared float kvs[KV_FLOATS];
 #endif
 #include "reduce.glsl"
 
-#ifdef ROPE
-#include "rope.glsl"
-#define ROPE_TABLE 37u
-// The new key (rotated) and value of the row being attended.
-shared float kn[MAX_D], vn[MAX_D];
-
-// Fused rope mode's setup of row (bi, h): q rotated at pos[bi] (as a query),
-// times the scale, into qs; with new_kv also the new key rotated (as a key)
-// and the value into kn and vn and into the cache at pos[bi] (nothing past
-// the cache's end: the host refuses such steps, the bound keeps a bad step
-// block from writing outside the cache). Each thread takes pairs tid,
-// tid + THREADS, ...: stage_new reads back only the thread's own.
-void rope_row(uint bi, uint h, uint D, float scale, bool new_kv)
-{
-    int pos = step[bi];
-    uint q0 = A_OFF + bi * P(9) + h * P(11);
-    uint k0 = D_OFF + bi * P(29) + h * P(30), v0 = E_OFF + bi * P(32) + h * P(33);
-    uint kc = B_OFF + bi * P(13) + uint(pos) * P(14) + h * P(15);
-    uint vc = C_OFF + bi * P(17) + uint(pos) * P(18) + h * P(19);
-    bool store = new_kv && uint(pos) < P(4), xpos = P(36) != 0u;
-    // The query's xPos exponent (one new row: the centre is pos / 2); the
-    // key's is its negation.
-    float e = float(pos - rope_centre(pos, 1)) / PF(35);
-    for (uint j = gl_LocalInvocationID.x; j < D / 2u; j += THREADS) {
-        uint d0 = 2u * j, d1 = d0 + 1u;
-        vec2 cs = rope_cos_sin(pos, ROPE_TABLE + 2u * j);
-        vec2 q = rope_rotate(vec2(in0(q0 + d0 * P(12)), in0(q0 + d1 * P(12))), cs,
-                             xpos ? rope_xpos(e, j, D) : vec2(1.0));
-        qs[d0] = q.x * scale;
-        qs[d1] = q.y * scale;
-        if (!new_kv) continue;
-        vec2 k = rope_rotate(vec2(in3(k0 + d0 * P(31)), in3(k0 + d1 * P(31))), cs,
-                             xpos ? rope_xpos(-e, j, D) : vec2(1.0));
-        vec2 v = vec2(in4(v0 + d0 * P(34)), in4(v0 + d1 * P(34)));
-        kn[d0] = k.x;
-        kn[d1] = k.y;
-        vn[d0] = v.x;
-        vn[d1] = v.y;
-        if (store) {
-            b[kc + d0 * P(16)] = floatBitsToUint(k.x);
-            b[kc + d1 * P(16)] = floatBitsToUint(k.y);
-            c[vc + d0 * P(20)] = floatBitsToUint(v.x);
-            c[vc + d1 * P(20)] = floatBitsToUint(v.y);
-        }
-    }
-}
-#endif
-
 uint key_count(uint bi, uint t, uint Tk)
 {
     if (P(5) != 0u) {
@@ -132,22 +66,17 @@ uint key_count(uint bi, uint t, uint Tk)
     return P(6) != 0u ? t + 1u : Tk;
 }
 
-// A query row's setup, the same in every kernel: q times the scale into qs
-// (in fused rope mode rotated first, and with new_kv the new key and value
-// made: rope_row), and where its keys and values start, and those of the
-// shared prefix (the cached keys below nsh, in row src of the step block).
+// A query row's setup, the same in every kernel: q times the scale into qs,
+// and where its keys and values start, and those of the shared prefix (the
+// cached keys below nsh, in row src of the step block).
 struct row_bases {
     uint k0, v0, ks0, vs0, nsh;
 };
 
-row_bases row_setup(uint bi, uint t, uint h, uint D, float scale, bool new_kv)
+row_bases row_setup(uint bi, uint t, uint h, uint D, float scale)
 {
-#ifdef ROPE
-    rope_row(bi, h, D, scale, new_kv);
-#else
     uint q0 = A_OFF + bi * P(9) + t * P(10) + h * P(11);
     for (uint dd = gl_LocalInvocationID.x; dd < D; dd += THREADS) qs[dd] = in0(q0 + dd * P(12)) * scale;
-#endif
     row_bases r;
     r.k0 = B_OFF + bi * P(13) + h * P(15);
     r.v0 = C_OFF + bi * P(17) + h * P(19);
@@ -173,33 +102,6 @@ float qdot(uint dd, vec4 k)
     return qs[dd] * k.x + qs[dd + 1u] * k.y + qs[dd + 2u] * k.z + qs[dd + 3u] * k.w;
 }
 
-// Key j's dims dd..dd + 3 (16-byte word w of the cache), key j's dim dd
-// (element a) and value j's dim dd (element a): in fused rope mode key jn,
-// the new one, comes from kn and vn instead.
-vec4 key4(uint j, uint jn, uint w, uint dd)
-{
-#ifdef ROPE
-    if (j == jn) return vec4(kn[dd], kn[dd + 1u], kn[dd + 2u], kn[dd + 3u]);
-#endif
-    return uintBitsToFloat(b4[w]);
-}
-
-float key1(uint j, uint jn, uint a, uint dd)
-{
-#ifdef ROPE
-    if (j == jn) return kn[dd];
-#endif
-    return in1(a);
-}
-
-float val1(uint j, uint jn, uint a, uint dd)
-{
-#ifdef ROPE
-    if (j == jn) return vn[dd];
-#endif
-    return in2(a);
-}
-
 void main()
 {
     uint B = P(0), Tq = P(1), H = P(2), D = P(3), Tk = P(4);
@@ -216,10 +118,9 @@ void main()
             for (uint dd = tid; dd < D; dd += THREADS) o[y + dd] = 0.0;
             continue;
         }
-        barrier(); // the previous row's readers of qs (kn, vn) are done
-        row_bases rb0 = row_setup(bi, t, h, D, scale, true);
+        barrier(); // the previous row's readers of qs are done
+        row_bases rb0 = row_setup(bi, t, h, D, scale);
         uint k0 = rb0.k0, v0 = rb0.v0, ks0 = rb0.ks0, vs0 = rb0.vs0, nsh = rb0.nsh;
-        uint jn = n_keys - 1u; // the new key, in fused rope mode
         barrier();
         float m = -1.0 / 0.0, l = 0.0;
         float acc[MAX_D / THREADS];
@@ -236,8 +137,8 @@ void main()
                     vec4 ka[RK], kb[RK];
                     [[unroll]] for (uint c = 0u; c < RK; c++) {
                         bool ok = d4 + c < D / 4u;
-                        ka[c] = va && ok ? key4(ja, jn, ra / 4u + d4 + c, 4u * (d4 + c)) : vec4(0.0);
-                        kb[c] = vb && ok ? key4(jb, jn, rb / 4u + d4 + c, 4u * (d4 + c)) : vec4(0.0);
+                        ka[c] = va && ok ? uintBitsToFloat(b4[ra / 4u + d4 + c]) : vec4(0.0);
+                        kb[c] = vb && ok ? uintBitsToFloat(b4[rb / 4u + d4 + c]) : vec4(0.0);
                     }
                     [[unroll]] for (uint c = 0u; c < RK; c++) {
                         if (d4 + c < D / 4u) {
@@ -248,8 +149,8 @@ void main()
                 }
             } else {
                 for (uint dd = 0u; dd < D; dd++) {
-                    if (va) sa = fma(qs[dd], key1(ja, jn, ra + dd * P(16), dd), sa);
-                    if (vb) sb = fma(qs[dd], key1(jb, jn, rb + dd * P(16), dd), sb);
+                    if (va) sa = fma(qs[dd], in1(ra + dd * P(16)), sa);
+                    if (vb) sb = fma(qs[dd], in1(rb + dd * P(16)), sb);
                 }
             }
             sa = va ? sa : -1.0 / 0.0;
@@ -271,7 +172,7 @@ void main()
                     float vv[RV];
                     [[unroll]] for (uint c = 0u; c < RV; c++) {
                         uint j = j0 + jj + c;
-                        vv[c] = jj + c < cnt ? val1(j, jn, (j < nsh ? vs0 : v0) + j * P(18) + dd * P(20), dd) : 0.0;
+                        vv[c] = jj + c < cnt ? in2((j < nsh ? vs0 : v0) + j * P(18) + dd * P(20)) : 0.0;
                     }
                     [[unroll]] for (uint c = 0u; c < RV; c++) a4[c % 4u] = fma(ps[jj + c], vv[c], a4[c % 4u]);
                 }
@@ -298,7 +199,7 @@ void main()
         uint n_keys = key_count(r / Tq, r % Tq, P(4));
         uint y = O_OFF + item * D;
         uint used = (n_keys + chunk - 1u) / chunk;
-        uint base = item * splits * (D + 2u);
+        uint base = D_OFF + item * splits * (D + 2u);
         float m = -1.0 / 0.0;
         for (uint s = 0u; s < used; s++) m = max(m, uintBitsToFloat(d[base + s * (D + 2u)]));
         float l = 0.0;
@@ -368,21 +269,6 @@ void stage(uint kr, uint vr, uint nk, uint D, uint TK, bool vec, uint js)
     }
 }
 
-#ifdef ROPE
-// The new key and value (kn, vn) into row js of the K and V tiles. Each
-// thread copies the pairs it wrote in rope_row: no barrier is needed between.
-void stage_new(uint js, uint D, uint TK)
-{
-    uint DP = D + 1u, kr = js * DP, vr = TK * DP + js * DP;
-    for (uint dd = 2u * gl_LocalInvocationID.x; dd < D; dd += 2u * THREADS) {
-        kvs[kr + dd] = kn[dd];
-        kvs[kr + dd + 1u] = kn[dd + 1u];
-        kvs[vr + dd] = vn[dd];
-        kvs[vr + dd + 1u] = vn[dd + 1u];
-    }
-}
-#endif
-
 void main()
 {
     uint B = P(0), Tq = P(1), H = P(2), D = P(3), Tk = P(4), TK = P(28), DP = D + 1u;
@@ -398,7 +284,7 @@ void main()
         uint lo = gl_WorkGroupID.y * P(26);
         uint hi = min(n_keys, lo + P(26));
         if (lo >= hi) continue;
-        uint y = (item * P(25) + gl_WorkGroupID.y) * (D + 2u);
+        uint y = D_OFF + (item * P(25) + gl_WorkGroupID.y) * (D + 2u);
 #else
         uint lo = 0u, hi = n_keys;
         uint y = O_OFF + item * D;
@@ -408,27 +294,17 @@ void main()
         }
 #endif
         barrier();
-        // In fused rope mode the new key is the last (n_keys - 1): this
-        // workgroup makes it when its keys reach it.
-        row_bases rb0 = row_setup(bi, t, h, D, scale, hi == n_keys);
+        row_bases rb0 = row_setup(bi, t, h, D, scale);
         uint k0 = rb0.k0, v0 = rb0.v0, ks0 = rb0.ks0, vs0 = rb0.vs0, nsh = rb0.nsh;
         uint m0 = D_OFF + (bi / (B / max(P(24), 1u))) * P(21) + t * P(22);
         float m = -1.0 / 0.0, l = 0.0;
         float acc[MAX_D / THREADS];
         for (uint i = 0u; i < MAX_D / THREADS; i++) acc[i] = 0.0;
         for (uint j0 = lo; j0 < hi; j0 += TK) {
-            // Keys staged from the cache: in fused rope mode all but the new
-            // key, the last of the last tile, which stage_new adds.
-            uint cnt = min(TK, hi - j0), nc = cnt;
-#ifdef ROPE
-            if (j0 + cnt == n_keys) nc--;
-#endif
-            uint np = j0 < nsh ? min(nc, nsh - j0) : 0u;
+            uint cnt = min(TK, hi - j0);
+            uint np = j0 < nsh ? min(cnt, nsh - j0) : 0u;
             if (np > 0u) stage(ks0 + j0 * P(14), vs0 + j0 * P(18), np, D, TK, vec, 0u);
-            if (nc > np) stage(k0 + (j0 + np) * P(14), v0 + (j0 + np) * P(18), nc - np, D, TK, vec, np);
-#ifdef ROPE
-            if (nc < cnt) stage_new(nc, D, TK);
-#endif
+            if (cnt > np) stage(k0 + (j0 + np) * P(14), v0 + (j0 + np) * P(18), cnt - np, D, TK, vec, np);
             barrier();
             float s = -1.0 / 0.0;
             if (tid < cnt) {
@@ -467,10 +343,10 @@ void main()
         }
 #ifdef SPLIT
         if (tid == 0u) {
-            o[y] = m;
-            o[y + 1u] = l;
+            d[y] = floatBitsToUint(m);
+            d[y + 1u] = floatBitsToUint(l);
         }
-        for (uint i = 0u; i * THREADS + tid < D; i++) o[y + 2u + i * THREADS + tid] = acc[i];
+        for (uint i = 0u; i * THREADS + tid < D; i++) d[y + 2u + i * THREADS + tid] = floatBitsToUint(acc[i]);
 #else
         float inv = l > 0.0 ? 1.0 / l : 0.0;
         for (uint i = 0u; i * THREADS + tid < D; i++) o[y + i * THREADS + tid] = acc[i] * inv;

@@ -8,15 +8,8 @@
 
 layout(std430, binding = 0) buffer Out { float o[]; };
 layout(std430, binding = 1) readonly buffer In0 { uint a[]; };
-// Shaders that write the KV cache through in1 and in2 (attention's fused
-// rope mode) declare them writable.
-#ifdef IN12_WRITABLE
-layout(std430, binding = 2) buffer In1 { uint b[]; };
-layout(std430, binding = 3) buffer In2 { uint c[]; };
-#else
 layout(std430, binding = 2) readonly buffer In1 { uint b[]; };
 layout(std430, binding = 3) readonly buffer In2 { uint c[]; };
-#endif
 // Shaders that use binding 4 as scratch (no fourth input) write it.
 #ifdef IN3_WRITABLE
 layout(std430, binding = 4) buffer In3 { uint d[]; };

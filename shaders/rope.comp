@@ -3,11 +3,15 @@
 // P(0..3) B, T, H, D; P(4..7) strides of x; PF(8) scale_base; P(9) xpos;
 // P(10) is_key; P(11) cache mode (KV_APPEND_ROPE): rows t < n[b] go to the
 // cache layer out[B, H, L, D] at pos[b] + t through strides P(12..15), L
-// P(16), nothing else is written; from P(17): the pair frequency table
-// (rope.glsl).
+// P(16), nothing else is written; from P(17): per pair j, the frequency theta^(-2j/D) as a float
+// and the float remainder of its float64 value (the angle is formed in
+// double-float precision and reduced to [-pi, pi] before sin and cos, which
+// GPUs evaluate accurately only there).
 #include "common.glsl"
-#include "rope.glsl"
 layout(local_size_x = 256) in;
+
+const float TWO_PI_HI = 6.28318548202514648;     // float(2 pi)
+const float TWO_PI_LO = -1.74845553146951715e-7; // 2 pi - TWO_PI_HI
 
 void main()
 {
@@ -36,15 +40,29 @@ void main()
             continue;
         }
         int pi = pos + int(t);
-        vec2 cs = rope_cos_sin(pi, 17u + 2u * j);
+        float pf = float(pi);
+        float f_hi = uintBitsToFloat(P(17 + 2 * j)), f_lo = uintBitsToFloat(P(18 + 2 * j));
+        // precise: fma must stay fused and nothing may be reassociated, or
+        // the low-order parts vanish.
+        precise float hi = pf * f_hi;
+        precise float lo = fma(pf, f_hi, -hi) + pf * f_lo;
+        float k = round(hi * 0.159154943091895336);
+        precise float ang = fma(-k, TWO_PI_LO, fma(-k, TWO_PI_HI, hi)) + lo;
+        float cs = cos(ang), sn = sin(ang);
         uint x = A_OFF + bi * P(4) + t * P(5) + h * P(6) + 2u * j * P(7);
-        vec2 s = vec2(1.0);
+        float x0 = in0(x), x1 = in0(x + P(7));
+        float s0 = 1.0, s1 = 1.0;
         if (P(9) != 0u) {
-            float e = float(pi - rope_centre(pos, n)) / PF(8);
-            s = rope_xpos(P(10) != 0u ? -e : e, j, D);
+            int c = (pos + n - 1) >> 1;
+            float e = float(pi - c) / PF(8);
+            if (P(10) != 0u) e = -e;
+            uint k0 = (2u * j) % half_d, k1 = (2u * j + 1u) % half_d;
+            float u0 = (2.0 * float(k0) + 0.4 * float(D)) / (1.4 * float(D));
+            float u1 = (2.0 * float(k1) + 0.4 * float(D)) / (1.4 * float(D));
+            s0 = exp2(e * log2(u0));
+            s1 = exp2(e * log2(u1));
         }
-        vec2 xr = rope_rotate(vec2(in0(x), in0(x + P(7))), cs, s);
-        o[y] = xr.x;
-        o[y + ys] = xr.y;
+        o[y] = (x0 * cs - x1 * sn) * s0;
+        o[y + ys] = (x1 * cs + x0 * sn) * s1;
     }
 }

@@ -540,7 +540,7 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
          * in where the backend fuses linears of that many rows) or two. */
         const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
         const int on = !(nf && !strcmp(nf, "1")), cuda = !strcmp(kind, "cuda"), vk = !strcmp(kind, "vulkan");
-        const int fused = (cuda || vk) && on, whole = (cuda || vk) && on && c->d[1] == 1;
+        const int fused = (cuda || vk) && on, whole = cuda && on && c->d[1] == 1;
         uint64_t want = whole ? 1 : fused ? 4 : 5;
         if (c->build == b_qkv_attn)
             want += (c->flag & 16) && !(on && (cuda || (vk && c->d[0] * c->d[1] <= 8))) ? 2 : 1;

@@ -1,7 +1,5 @@
 /* attention: cached (keys from the KV cache, causal, counts from the step
- * block) and masked (k, v given, optional additive mask and causal flag);
- * ATTN_CACHED_ROPE is cached attention with the step's ropes and cache
- * appends fused in (attention.comp's fused rope mode). */
+ * block) and masked (k, v given, optional additive mask and causal flag). */
 #include "vk.h"
 
 #define ATTN_MAX_D 256
@@ -18,10 +16,6 @@
 /* Caches of up to two of the rows variant's key blocks are not split at all:
  * a second dispatch (and its barrier) would cost more than it saves. */
 #define ATTN_SPLIT_ABOVE 256
-/* Fused rope mode: the rope's frequency table from this parameter word (after
- * VK_P_OP), after the attention's words and the new rows' strides. */
-#define ATTN_ROPE_TABLE 37
-#define ATTN_ROPE_MAX_PAIRS ((VK_PARAM_WORDS - VK_P_OP - ATTN_ROPE_TABLE) / 2)
 
 /* Cached attention with few query rows splits each row's key range
  * [0, max_len) into fixed slices of whole tiles (flash-decoding); the split
@@ -31,9 +25,7 @@ static void plan_split(const vk_be *be, const porta_node *n, int64_t rows, int64
     const int64_t target = ATTN_SLICES_PER_CORE * vk_cores(be);
     int64_t tiles = (max_len + ATTN_TILE - 1) / ATTN_TILE;
     int64_t splits = (target + rows - 1) / rows;
-    if ((n->op != PORTA_OP_ATTN_CACHED && n->op != PORTA_OP_ATTN_CACHED_ROPE) ||
-        rows > ATTN_SPLIT_BELOW * vk_cores(be) || max_len <= ATTN_SPLIT_ABOVE)
-        return;
+    if (n->op != PORTA_OP_ATTN_CACHED || rows > ATTN_SPLIT_BELOW * vk_cores(be) || max_len <= ATTN_SPLIT_ABOVE) return;
     if (splits > tiles) splits = tiles;
     int64_t chunk = (tiles + splits - 1) / splits * ATTN_TILE;
     splits = (max_len + chunk - 1) / chunk;
@@ -45,50 +37,16 @@ static void plan_split(const vk_be *be, const porta_node *n, int64_t rows, int64
     e->groups[0] = vk_groups(rows, 1);
     e->groups[1] = (uint32_t)splits;
     e->second_pass = 1;
-    e->scratch_out = 1;
     e->pipe2 = VK_PIPE_ATTN_COMBINE;
     e->groups2[0] = vk_groups(rows, 1);
     e->groups2[1] = e->groups2[2] = 1;
     e->scratch_bytes = (VkDeviceSize)(rows * splits * (D + 2)) * 4;
 }
 
-/* What the fused rope mode relies on: one new row of q, k and v alike
- * [B, 1, H, D] with D even, cache layers [>= B, H, L, D] of f32 (the shader
- * writes whole words), and a frequency table that fits the parameter block. */
-static porta_status check_rope(vk_be *be, const porta_node *n)
-{
-    const porta_ref *q = &n->in[0];
-    if (n->n_in != 5 || n->in[3].mem == PORTA_MEM_NONE || n->in[4].mem == PORTA_MEM_NONE || q->shape[1] != 1 ||
-        q->shape[3] % 2 != 0)
-        return be->host->fail(PORTA_ERR_SHAPE,
-                              "vulkan: node %s: attention_cached_rope needs q, k, v [B, 1, H, D] with D even", n->name);
-    for (int i = 3; i < 5; i++) {
-        const porta_ref *r = &n->in[i];
-        if (r->ndim != 4 || r->shape[0] != q->shape[0] || r->shape[1] != 1 || r->shape[2] != q->shape[2] ||
-            r->shape[3] != q->shape[3])
-            return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: attention_cached_rope needs k and v shaped as q",
-                                  n->name);
-    }
-    for (int i = 1; i < 3; i++) {
-        const porta_ref *c = &n->in[i];
-        if (c->shape[0] < q->shape[0] || c->shape[1] != q->shape[2] || c->shape[3] != q->shape[3])
-            return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: attention_cached_rope needs cache layers "
-                                  "[B, H, L, D] of q's heads and head dim", n->name);
-        if (c->dtype != PORTA_F32)
-            return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: attention_cached_rope appends only to "
-                                  "f32 caches", n->name);
-    }
-    if (q->shape[3] / 2 > ATTN_ROPE_MAX_PAIRS)
-        return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: attention_cached_rope head dim %lld above %d "
-                              "(its rope table fills the parameter block)", n->name, (long long)q->shape[3],
-                              2 * ATTN_ROPE_MAX_PAIRS);
-    return PORTA_OK;
-}
-
 porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_enc *e)
 {
     const porta_ref *q = &n->in[0], *k = &n->in[1], *v = &n->in[2];
-    const int rope = n->op == PORTA_OP_ATTN_CACHED_ROPE, cached = n->op == PORTA_OP_ATTN_CACHED || rope;
+    int cached = n->op == PORTA_OP_ATTN_CACHED;
     porta_status s = vk_need_dense(be, n, &n->out, "output");
     if (s) return s;
     if (q->ndim != 4 || k->ndim != 4 || v->ndim != 4)
@@ -96,7 +54,6 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
     if (q->shape[3] > ATTN_MAX_D)
         return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: head dim %lld above %d", n->name,
                               (long long)q->shape[3], ATTN_MAX_D);
-    if (rope && (s = check_rope(be, n))) return s;
     if (cached && step_rows < q->shape[0])
         return be->host->fail(PORTA_ERR_SHAPE, "vulkan: node %s: %lld query rows but a step block of %d", n->name,
                               (long long)q->shape[0], step_rows);
@@ -108,7 +65,7 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
     p[4] = (uint32_t)k->shape[kd[1]];
     p[5] = (uint32_t)cached;
     p[6] = (uint32_t)(!cached && n->p.attn.causal);
-    p[8] = vk_f2u(rope ? n->p.ratt.scale : n->p.attn.scale);
+    p[8] = vk_f2u(n->p.attn.scale);
     for (int i = 0; i < 4; i++) {
         p[9 + i] = (uint32_t)q->stride[i];
         p[13 + i] = (uint32_t)k->stride[kd[i]];
@@ -138,18 +95,5 @@ porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_
      * read straight from the cache (at 256 rows x 12 heads x 64 keys on an
      * H200, 44 us against 116 us for the staged tiles). */
     if (cached && e->pipe == VK_PIPE_ATTENTION) e->pipe = VK_PIPE_ATTN_ROWS;
-    if (rope) {
-        /* The new key's and value's strides as (b, h, d), then the rope's words. */
-        const porta_ref *nk = &n->in[3], *nv = &n->in[4];
-        const int bhd[3] = { 0, 2, 3 };
-        for (int i = 0; i < 3; i++) {
-            p[29 + i] = (uint32_t)nk->stride[bhd[i]];
-            p[32 + i] = (uint32_t)nv->stride[bhd[i]];
-        }
-        p[35] = vk_f2u(n->p.ratt.scale_base);
-        p[36] = (uint32_t)(n->p.ratt.xpos != 0);
-        vk_rope_table(n->p.ratt.theta, q->shape[3], p + ATTN_ROPE_TABLE);
-        e->pipe = e->pipe == VK_PIPE_ATTN_SPLIT ? VK_PIPE_ATTN_SPLIT_ROPE : VK_PIPE_ATTN_ROWS_ROPE;
-    }
     return PORTA_OK;
 }

@@ -127,19 +127,6 @@ static void full_barrier(vk_be *be, VkCommandBuffer cb)
     be->f.vkCmdPipelineBarrier(cb, st, st, 0, 1, &mb, 0, NULL, 0, NULL);
 }
 
-/* One descriptor set of the shared layout from pool. */
-static porta_status set_alloc(vk_be *be, VkDescriptorPool pool, VkDescriptorSet *set)
-{
-    VkDescriptorSetAllocateInfo ai = {
-        .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-        .descriptorPool = pool,
-        .descriptorSetCount = 1,
-        .pSetLayouts = &be->dsl,
-    };
-    VK_TRY(be, be->f.vkAllocateDescriptorSets(be->dev, &ai, set), "vkAllocateDescriptorSets");
-    return PORTA_OK;
-}
-
 /* A pool for max descriptor sets of the shared layout, with the first count
  * of them allocated into sets. */
 static porta_status sets_create(vk_be *be, uint32_t max, uint32_t count, VkDescriptorPool *pool,
@@ -157,8 +144,13 @@ static porta_status sets_create(vk_be *be, uint32_t max, uint32_t count, VkDescr
     };
     VK_TRY(be, be->f.vkCreateDescriptorPool(be->dev, &dpi, NULL, pool), "vkCreateDescriptorPool");
     for (uint32_t i = 0; i < count; i++) {
-        porta_status s = set_alloc(be, *pool, &sets[i]);
-        if (s) return s;
+        VkDescriptorSetAllocateInfo ai = {
+            .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+            .descriptorPool = *pool,
+            .descriptorSetCount = 1,
+            .pSetLayouts = &be->dsl,
+        };
+        VK_TRY(be, be->f.vkAllocateDescriptorSets(be->dev, &ai, &sets[i]), "vkAllocateDescriptorSets");
     }
     return PORTA_OK;
 }
@@ -704,13 +696,12 @@ static porta_status encode(vk_be *be, const porta_plan *plan, const porta_node *
         [PORTA_OP_ATTN] = vk_enc_attention,
         [PORTA_OP_LINEAR_FUSED] = vk_enc_matmul,
         [PORTA_OP_KV_APPEND_ROPE] = vk_enc_rope,
-        [PORTA_OP_ATTN_CACHED_ROPE] = vk_enc_attention,
     };
     if ((unsigned)n->op >= PORTA_OP_COUNT || !enc[n->op])
         return be->host->fail(PORTA_ERR_UNSUPPORTED, "vulkan: node %s: unknown op %d", n->name, (int)n->op);
     int step_rows = 0;
     if (n->op == PORTA_OP_KV_APPEND || n->op == PORTA_OP_KV_APPEND_ROPE || n->op == PORTA_OP_ATTN_CACHED ||
-        n->op == PORTA_OP_ATTN_CACHED_ROPE || (n->op == PORTA_OP_ROPE && n->p.rope.cached))
+        (n->op == PORTA_OP_ROPE && n->p.rope.cached))
         step_rows = plan->step_rows;
     memset(e, 0, sizeof *e);
     e->p[VK_P_STEP_ROWS] = (uint32_t)step_rows;
@@ -718,27 +709,18 @@ static porta_status encode(vk_be *be, const porta_plan *plan, const porta_node *
 }
 
 /* Whether node b, recorded after node a, must wait for it: one writes what
- * the other reads or writes (its output, and the cache layers an
- * ATTN_CACHED_ROPE appends to), the scratch buffer included. */
+ * the other reads or writes, the scratch buffer included. */
 static int node_depends(const porta_node *a, const vk_enc *ea, const porta_node *b, const vk_enc *eb)
 {
     if (ea->scratch_bytes && eb->scratch_bytes) return 1;
-    const porta_ref *wa[3], *wb[3];
-    const int na = porta_node_writes(a, wa), nb = porta_node_writes(b, wb);
-    for (int i = 0; i < na; i++) {
-        for (int j = 0; j < nb; j++)
-            if (porta_ref_overlap(wa[i], wb[j])) return 1;
-        for (int j = 0; j < b->n_in; j++)
-            if (porta_ref_overlap(wa[i], &b->in[j])) return 1;
-    }
-    for (int i = 0; i < nb; i++)
-        for (int j = 0; j < a->n_in; j++)
-            if (porta_ref_overlap(wb[i], &a->in[j])) return 1;
+    if (porta_ref_overlap(&a->out, &b->out)) return 1;
+    for (int i = 0; i < b->n_in; i++)
+        if (porta_ref_overlap(&a->out, &b->in[i])) return 1;
+    for (int i = 0; i < a->n_in; i++)
+        if (porta_ref_overlap(&b->out, &a->in[i])) return 1;
     return 0;
 }
 
-/* sets[2i] is node i's descriptor set, sets[2i + 1] its second pass's when
- * it has one of its own (scratch_out). */
 static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc *enc, const VkDescriptorSet *sets)
 {
     vk_be *be = p->be;
@@ -762,16 +744,12 @@ static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc
             since = i;
         }
         be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[enc[i].pipe]);
-        be->f.vkCmdBindDescriptorSets(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1, &sets[2 * i], 0,
-                                      NULL);
+        be->f.vkCmdBindDescriptorSets(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1, &sets[i], 0, NULL);
         be->f.vkCmdDispatch(p->main, enc[i].groups[0], enc[i].groups[1], enc[i].groups[2]);
         if (enc[i].second_pass) {
             compute_barrier(be, p->main);
             since = i;
             be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[enc[i].pipe2]);
-            if (enc[i].scratch_out)
-                be->f.vkCmdBindDescriptorSets(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1,
-                                              &sets[2 * i + 1], 0, NULL);
             be->f.vkCmdDispatch(p->main, enc[i].groups2[0], enc[i].groups2[1], enc[i].groups2[2]);
         }
         if (p->qpool)
@@ -891,18 +869,11 @@ static porta_status layout_io(vk_prog *p, const porta_plan *plan, VkDeviceSize *
     return PORTA_OK;
 }
 
-/* Node i's descriptor set into sets[2i], its second pass's into sets[2i + 1]
- * (record_main). */
 static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorSet *sets, vk_enc *enc)
 {
     vk_be *be = p->be;
-    uint32_t nn = 1;
-    for (int i = 0; i < plan->n_nodes; i++) nn += 1 + (enc[i].scratch_out != 0);
-    porta_status st = sets_create(be, nn, 0, &p->dpool, NULL);
-    for (int i = 0; i < plan->n_nodes && !st; i++) {
-        st = set_alloc(be, p->dpool, &sets[2 * i]);
-        if (!st && enc[i].scratch_out) st = set_alloc(be, p->dpool, &sets[2 * i + 1]);
-    }
+    const uint32_t nn = (uint32_t)(plan->n_nodes > 0 ? plan->n_nodes : 1);
+    porta_status st = sets_create(be, nn, (uint32_t)plan->n_nodes, &p->dpool, sets);
     if (st) return st;
     for (int i = 0; i < plan->n_nodes; i++) {
         const porta_node *n = &plan->nodes[i];
@@ -918,17 +889,6 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
             if (r->mem != PORTA_MEM_NONE) enc[i].p[VK_P_DTYPES] |= (uint32_t)r->dtype << (2 * j);
         }
         if (s) return s;
-        info[6] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };
-        info[7] = (VkDescriptorBufferInfo){ p->params.buf, (VkDeviceSize)i * VK_PARAM_BYTES, VK_PARAM_BYTES };
-        if (enc[i].scratch_out) {
-            const VkDescriptorBufferInfo scratch = { p->scratch.buf, 0, enc[i].scratch_bytes }, out = info[0];
-            info[0] = scratch;
-            set_write(be, sets[2 * i], info);
-            info[0] = out;
-            info[4] = scratch;
-            set_write(be, sets[2 * i + 1], info);
-            continue;
-        }
         if (enc[i].scratch_bytes) {
             /* Scratch takes binding 4; a fourth input (the GEMM's residual,
              * read by its reduce dispatch) moves to binding 5 when the
@@ -944,7 +904,9 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
             info[4] = (VkDescriptorBufferInfo){ p->scratch.buf, 0, enc[i].scratch_bytes };
             enc[i].p[4] = 0;
         }
-        set_write(be, sets[2 * i], info);
+        info[6] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };
+        info[7] = (VkDescriptorBufferInfo){ p->params.buf, (VkDeviceSize)i * VK_PARAM_BYTES, VK_PARAM_BYTES };
+        set_write(be, sets[i], info);
     }
     return PORTA_OK;
 }
@@ -1026,7 +988,7 @@ static porta_status vkb_prog_new(void *b, const porta_plan *plan, porta_backend_
     vk_prog *p = calloc(1, sizeof *p);
     size_t nn = (size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1);
     vk_enc *enc = calloc(nn, sizeof *enc);
-    VkDescriptorSet *sets = calloc(2 * nn, sizeof *sets);
+    VkDescriptorSet *sets = calloc(nn, sizeof *sets);
     porta_status s;
     if (!p || !enc || !sets) {
         s = be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
@@ -1106,7 +1068,7 @@ static porta_status vkb_prog_wait(void *pp)
 static const porta_backend_vt vk_vt = {
     .abi = PORTA_MODULE_ABI,
     .kind = "vulkan",
-    .caps = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND | PORTA_CAP_FUSED_ROPE_ATTN,
+    .caps = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND,
     /* Decode-sized linears only: with the tiled matmul's fused forms a
      * 448-row prefill measured 20.1 ms on an H100, against 15.9 ms with
      * separate dispatches. */

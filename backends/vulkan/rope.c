@@ -8,16 +8,6 @@
 #define ROPE_TABLE 17
 #define ROPE_MAX_PAIRS ((VK_PARAM_WORDS - VK_P_OP - ROPE_TABLE) / 2)
 
-void vk_rope_table(float theta, int64_t D, uint32_t *w)
-{
-    for (int64_t j = 0; j < D / 2; j++) {
-        double f = pow((double)theta, -2.0 * (double)j / (double)D);
-        float hi = (float)f;
-        w[2 * j] = vk_f2u(hi);
-        w[2 * j + 1] = vk_f2u((float)(f - (double)hi));
-    }
-}
-
 porta_status vk_enc_rope(vk_be *be, const porta_node *n, int step_rows, vk_enc *e)
 {
     const porta_ref *x = &n->in[0], *c = &n->out;
@@ -51,7 +41,12 @@ porta_status vk_enc_rope(vk_be *be, const porta_node *n, int step_rows, vk_enc *
         for (int k = 0; k < 4; k++) e->p[VK_P_OP + 12 + k] = (uint32_t)c->stride[k];
         e->p[VK_P_OP + 16] = (uint32_t)c->shape[2];
     }
-    vk_rope_table(n->p.rope.theta, x->shape[3], e->p + VK_P_OP + ROPE_TABLE);
+    for (int64_t j = 0; j < half; j++) {
+        double f = pow((double)n->p.rope.theta, -2.0 * (double)j / (double)x->shape[3]);
+        float hi = (float)f;
+        e->p[VK_P_OP + ROPE_TABLE + 2 * j] = vk_f2u(hi);
+        e->p[VK_P_OP + ROPE_TABLE + 2 * j + 1] = vk_f2u((float)(f - (double)hi));
+    }
     e->groups[0] = vk_groups(porta_ref_numel(x) / 2, 256);
     e->groups[1] = e->groups[2] = 1;
     return PORTA_OK;

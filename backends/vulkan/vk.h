@@ -70,8 +70,6 @@ typedef enum vk_pipe {
     VK_PIPE_COPY_WORDS,  /* porta_buffer_copy of 32-bit words */
     VK_PIPE_SAMPLE, /* made only on devices with shaderFloat64 */
     VK_PIPE_ATTN_ROWS, /* cached attention that does not split */
-    VK_PIPE_ATTN_ROWS_ROPE,  /* ATTN_ROWS and ATTN_SPLIT with the rope and */
-    VK_PIPE_ATTN_SPLIT_ROPE, /* cache append fused in (ATTN_CACHED_ROPE) */
     VK_PIPE_COUNT
 } vk_pipe;
 
@@ -163,17 +161,12 @@ typedef struct vk_be {
 #define VK_P_IN4 7
 #define VK_P_OP 8
 
-/* A node is one dispatch, or two (pipe, then pipe2 after a barrier) when
- * second_pass is set; such a node gets scratch_bytes of program-owned
- * scratch. Both passes use the node's bindings with the scratch in place of
- * in3 (binding 4; a fourth input moves to binding 5), or with scratch_out
- * each pass has a descriptor set of its own: the first's is the node's with
- * the scratch, at offset 0, in place of out (binding 0), so that all five
- * inputs keep their bindings; the second's is the first's with out back at
- * binding 0 and the scratch, at offset 0, at binding 4. */
+/* A node is one dispatch, or two (pipe, then pipe2 after a barrier, both
+ * with the node's bindings) when second_pass is set; such a node gets
+ * scratch_bytes of program-owned scratch bound in place of in3. */
 typedef struct vk_enc {
     vk_pipe pipe, pipe2;
-    int second_pass, scratch_out;
+    int second_pass;
     VkDeviceSize scratch_bytes;
     uint32_t p[VK_PARAM_WORDS];
     uint32_t groups[3], groups2[3];
@@ -220,12 +213,6 @@ porta_status vk_enc_sample(vk_be *be, const porta_node *n, int step_rows, vk_enc
 porta_status vk_enc_rope(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
 porta_status vk_enc_kv_update(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
 porta_status vk_enc_attention(vk_be *be, const porta_node *n, int step_rows, vk_enc *e);
-
-/* The rope's pair frequency table (shaders/rope.glsl) for head dim D: for
- * pair j < D / 2, theta^(-2j/D) as a float at w[2j] and the float
- * remainder of its float64 value at w[2j + 1] (rope.c; attention.c's fused
- * rope mode uses it too). */
-void vk_rope_table(float theta, int64_t D, uint32_t *w);
 
 /* Loader (loader.c). */
 porta_status vk_instance_open(vk_be *be);

@@ -13,7 +13,7 @@ const char *porta_op_name(porta_op op)
         [PORTA_OP_ROPE] = "rope",           [PORTA_OP_KV_APPEND] = "kv_append",
         [PORTA_OP_ATTN_CACHED] = "attention_cached", [PORTA_OP_ATTN] = "attention",
         [PORTA_OP_LINEAR_FUSED] = "linear_fused",     [PORTA_OP_KV_APPEND_ROPE] = "kv_append_rope",
-        [PORTA_OP_MIXTURE_SAMPLE] = "mixture_sample", [PORTA_OP_ATTN_CACHED_ROPE] = "attention_cached_rope",
+        [PORTA_OP_MIXTURE_SAMPLE] = "mixture_sample",
     };
     return (op >= 0 && op < PORTA_OP_COUNT) ? names[op] : "?";
 }

@@ -16,7 +16,7 @@
 
 #define PORTA_PLAN_MAX_DIMS 6
 #define PORTA_PLAN_MAX_IN 5
-#define PORTA_MODULE_ABI 5
+#define PORTA_MODULE_ABI 4
 #define PORTA_STEP_FIELDS 4 /* pos, n, src, shared: see the step block below */
 
 typedef enum porta_op {
@@ -51,16 +51,6 @@ typedef enum porta_op {
      * Toto's head), in4 key [4]; out [numel]: draw j from mixture j % n
      * (mixture_sample.h holds the draw every backend runs). */
     PORTA_OP_MIXTURE_SAMPLE,
-    /* Made by the fusion pass for PORTA_CAP_FUSED_ROPE_ATTN backends: a decode
-     * step's (one new row, T = 1) cached rope of q, rotated append of k,
-     * append of v and the cached attention over them, as one node. in0 q,
-     * in3 k, in4 v [B,1,H,D] strided (before the rope), in1 K and in2 V the
-     * cache layer [B,H,L,D] as ATTN_CACHED reads it. Row b with n[b] = 1
-     * writes rope(k) (is_key) and v at pos[b] into in1 and in2, then attends
-     * with rope(q) as ATTN_CACHED does; n[b] = 0 writes nothing and yields a
-     * zero row. p.ratt holds the rope's and the attention's parameters. The
-     * node writes in1 and in2 besides out. */
-    PORTA_OP_ATTN_CACHED_ROPE,
     PORTA_OP_COUNT
 } porta_op;
 
@@ -91,7 +81,6 @@ typedef struct porta_node {
         struct { float theta, scale_base; int xpos, is_key, cached; } rope;
         struct { float scale; int causal; } attn;
         struct { float eps; int norm, swiglu; } lin;  /* LINEAR_FUSED */
-        struct { float theta, scale_base, scale; int xpos; } ratt; /* ATTN_CACHED_ROPE */
     } p;
 } porta_node;
 
@@ -135,7 +124,6 @@ typedef struct porta_backend_counts {
 #define PORTA_CAP_FUSED_LINEAR 1u      /* takes PORTA_OP_LINEAR_FUSED nodes */
 #define PORTA_CAP_FUSED_ROPE_APPEND 2u /* takes PORTA_OP_KV_APPEND_ROPE nodes */
 #define PORTA_CAP_MIXTURE_SAMPLE 4u    /* runs PORTA_OP_MIXTURE_SAMPLE nodes */
-#define PORTA_CAP_FUSED_ROPE_ATTN 8u   /* takes PORTA_OP_ATTN_CACHED_ROPE nodes */
 
 typedef struct porta_backend_vt {
     int abi;
@@ -218,19 +206,6 @@ static inline int porta_ref_overlap(const porta_ref *a, const porta_ref *b)
     porta_ref_span(a, &al, &ah);
     porta_ref_span(b, &bl, &bh);
     return al < bh && bl < ah;
-}
-
-/* The refs node n writes: its output, and for ATTN_CACHED_ROPE the cache
- * layers it appends to. Returns how many (up to 3) were stored in w. */
-static inline int porta_node_writes(const porta_node *n, const porta_ref *w[3])
-{
-    int k = 0;
-    w[k++] = &n->out;
-    if (n->op == PORTA_OP_ATTN_CACHED_ROPE) {
-        w[k++] = &n->in[1];
-        w[k++] = &n->in[2];
-    }
-    return k;
 }
 
 /* The shape facts a MIXTURE_SAMPLE node's kernels rely on: dense

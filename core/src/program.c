@@ -193,9 +193,7 @@ static void free_program(porta_program *p)
  * For backends with PORTA_CAP_FUSED_LINEAR, chains around a linear become one
  * PORTA_OP_LINEAR_FUSED node: rmsnorm -> linear, linear -> swiglu and
  * linear -> add (residual); with PORTA_CAP_FUSED_ROPE_APPEND a cached rope
- * into a KV_APPEND becomes one PORTA_OP_KV_APPEND_ROPE node, and with
- * PORTA_CAP_FUSED_ROPE_ATTN as well a decode step's ropes, appends and
- * cached attention one PORTA_OP_ATTN_CACHED_ROPE node. A node is absorbed only when its result has no
+ * into a KV_APPEND becomes one PORTA_OP_KV_APPEND_ROPE node. A node is absorbed only when its result has no
  * other reader and is no output (so traced programs, whose every node is an
  * output, are never fused); the fused node takes the place of the chain's
  * last node. PORTA_NO_FUSE=1 in the environment turns the pass off. */
@@ -256,50 +254,6 @@ static int64_t linear_rows(const porta_tensor *t)
     return n > 0 ? porta_tensor_numel(t) / n : 0;
 }
 
-/* A cache append node (already fused with its rope or not) that only the
- * attention t reads. */
-static int sole_append(const porta_tensor *c, const char *emit, const pnode *d, const int *uses, porta_op want)
-{
-    return c && c->kind == PORTA_T_NODE && c->root == c && c->op == PORTA_OP_KV_APPEND && emit[c->id] &&
-           uses[c->id] == 1 && d[c->id].op == want;
-}
-
-/* A decode step's rope(q), rope(k) -> cache, v -> cache, attention_cached:
- * one ATTN_CACHED_ROPE node in the attention's place (plan.h). Needs the key's
- * rope already fused into its append, both ropes alike but for is_key, and
- * one new row (T = 1). */
-static void fuse_rope_attn(const porta_tensor *t, char *emit, pnode *d, const int *uses)
-{
-    const porta_tensor *q = t->in[0], *kc = t->in[1], *vc = t->in[2];
-    if (!(q->kind == PORTA_T_NODE && q->root == q && q->op == PORTA_OP_ROPE && q->params.p.rope.cached &&
-          !q->params.p.rope.is_key && !q->ext && emit[q->id] && uses[q->id] == 1 && q->ndim == 4 && q->shape[1] == 1))
-        return;
-    if (!sole_append(kc, emit, d, uses, PORTA_OP_KV_APPEND_ROPE) || !sole_append(vc, emit, d, uses, PORTA_OP_KV_APPEND))
-        return;
-    const pnode *kn = &d[kc->id], *vn = &d[vc->id];
-    if (!kn->params.p.rope.is_key || kn->params.p.rope.theta != q->params.p.rope.theta ||
-        kn->params.p.rope.scale_base != q->params.p.rope.scale_base ||
-        !kn->params.p.rope.xpos != !q->params.p.rope.xpos)
-        return;
-    for (int i = 0; i < 4; i++)
-        if (kn->in[0]->shape[i] != q->shape[i] || vn->in[0]->shape[i] != q->shape[i]) return;
-    pnode *n = &d[t->id];
-    const float scale = n->params.p.attn.scale;
-    n->op = PORTA_OP_ATTN_CACHED_ROPE;
-    n->n_in = 5;
-    n->in[0] = q->in[0];
-    n->in[1] = t->in[1];
-    n->in[2] = t->in[2];
-    n->in[3] = kn->in[0];
-    n->in[4] = vn->in[0];
-    memset(&n->params.p, 0, sizeof n->params.p);
-    n->params.p.ratt.theta = q->params.p.rope.theta;
-    n->params.p.ratt.scale_base = q->params.p.rope.scale_base;
-    n->params.p.ratt.xpos = q->params.p.rope.xpos != 0;
-    n->params.p.ratt.scale = scale;
-    emit[q->id] = emit[kc->id] = emit[vc->id] = 0;
-}
-
 static void fuse(const porta_graph *g, const porta_backend_vt *vt, char *emit, pnode *d, int *uses)
 {
     unsigned caps = vt->caps;
@@ -325,10 +279,6 @@ static void fuse(const porta_graph *g, const porta_backend_vt *vt, char *emit, p
                 n->params.p.rope = r->params.p.rope;
                 emit[r->id] = 0;
             }
-            continue;
-        }
-        if (t->op == PORTA_OP_ATTN_CACHED) {
-            if (caps & PORTA_CAP_FUSED_ROPE_ATTN) fuse_rope_attn(t, emit, d, uses);
             continue;
         }
         if (!(caps & PORTA_CAP_FUSED_LINEAR)) continue;
@@ -393,7 +343,7 @@ static porta_status plan_program(porta_graph *g, porta_program *p, const char *l
         if (emit[i]) d[i] = own_node(g->t[i]);
     }
     const char *no_fuse = getenv("PORTA_NO_FUSE");
-    unsigned fusions = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND | PORTA_CAP_FUSED_ROPE_ATTN;
+    unsigned fusions = PORTA_CAP_FUSED_LINEAR | PORTA_CAP_FUSED_ROPE_APPEND;
     if ((p->be->vt->caps & fusions) && !(no_fuse && strcmp(no_fuse, "1") == 0)) fuse(g, p->be->vt, emit, d, uses);
     int n_nodes = 0;
     for (int i = 0; i < g->n; i++) n_nodes += emit[i];

@@ -363,9 +363,8 @@ static const opcase cases[] = {
     /* Roped q and k, the key's rope and append fused on CUDA and Vulkan. */
     { "rope+kv_append+attention_cached [3,1,4,64] 50 steps", 1e-5, b_attn_cached, { 3, 1, 4, 64 }, 0.125f, 4, 50, 1 },
     { "rope+kv_append+attention_cached [2,5,2,32] 12 steps", 1e-5, b_attn_cached, { 2, 5, 2, 32 }, 0.17f, 4, 12, 1 },
-    /* One new row with both ropes: backends that fuse the step's ropes,
-     * appends and attention into one node take these (a longer cache than a
-     * split holds, a shared prefix, many rows, a cache with more rows). */
+    /* One new row with both ropes, as in a decode step: a longer cache than
+     * a GPU split holds, a shared prefix, many rows, a cache with more rows. */
     { "rope+kv_append+attention_cached [2,1,2,64] 300 steps", 1e-5, b_attn_cached, { 2, 1, 2, 64 }, 0.125f, 4, 300, 1 },
     { "rope+kv_append+attention_cached [4,1,2,32] shared prefix 60 steps", 1e-5, b_attn_cached, { 4, 1, 2, 32 }, 0.17f, 6, 60, 1 },
     { "rope+kv_append+attention_cached [24,1,12,64] 40 steps, many rows", 1e-5, b_attn_cached, { 24, 1, 12, 64 }, 0.125f, 4, 40, 1 },
@@ -534,14 +533,12 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
     }
     if ((c->build == b_attn_cached && (c->flag & 4)) || c->build == b_qkv_attn) {
         /* rope q, rope k, two appends, attention: the key's rope and append
-         * are one node on backends that fuse them, and with one new row the
-         * whole chain is one node on backends that fuse it with the
-         * attention. The QKV linear before it is one node (the norm fused
-         * in where the backend fuses linears of that many rows) or two. */
+         * are one node on backends that fuse them. The QKV linear before it
+         * is one node (the norm fused in where the backend fuses linears of
+         * that many rows) or two. */
         const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
         const int on = !(nf && !strcmp(nf, "1")), cuda = !strcmp(kind, "cuda"), vk = !strcmp(kind, "vulkan");
-        const int fused = (cuda || vk) && on, whole = cuda && on && c->d[1] == 1;
-        uint64_t want = whole ? 1 : fused ? 4 : 5;
+        uint64_t want = (cuda || vk) && on ? 4 : 5;
         if (c->build == b_qkv_attn)
             want += (c->flag & 16) && !(on && (cuda || (vk && c->d[0] * c->d[1] <= 8))) ? 2 : 1;
         porta_program_stats ps;

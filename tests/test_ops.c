@@ -477,6 +477,34 @@ static void make_inputs(runner *R, const opcase *c, int s)
     }
 }
 
+/* What a backend's fusion pass does, as the node counts expect: nothing
+ * with PORTA_NO_FUSE=1; on CUDA and Vulkan a key's rope joins its cache
+ * append, and linears join their norm, SwiGLU and residual (on Vulkan up to
+ * 8 rows). */
+typedef struct fusion {
+    int on, gpu, vk;
+} fusion;
+
+static fusion fusion_of(porta_backend *be)
+{
+    const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
+    fusion f = { !(nf && !strcmp(nf, "1")), 0, !strcmp(kind, "vulkan") };
+    f.gpu = f.vk || !strcmp(kind, "cuda");
+    return f;
+}
+
+static int fuses_linear(fusion f, int64_t rows) { return f.on && f.gpu && (!f.vk || rows <= 8); }
+
+static void check_nodes(checker *ck, const runner *X, const opcase *c, uint64_t want)
+{
+    porta_program_stats ps;
+    CHECK_OK(porta_program_stats_get(X->p, &ps));
+    if (ps.nodes != want) {
+        printf("FAIL %s: %llu nodes, want %llu\n", c->name, (unsigned long long)ps.nodes, (unsigned long long)want);
+        ck->failed++;
+    }
+}
+
 static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const opcase *c)
 {
     if (c->build == b_sample && !porta_backend_can_sample(be)) {
@@ -511,42 +539,26 @@ static int run_case(checker *ck, porta_backend *be, porta_backend *ref, const op
         teardown(&Rf);
         return 0;
     }
+    const fusion f = fusion_of(be);
     if (c->build == b_fused) {
         /* The CUDA and Vulkan backends take fused linears: the chain is one
-         * node (two for the MLP). */
-        const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
-        /* Vulkan fuses only decode-sized linears (8 rows at most), but a
-         * residual add at any row count. */
-        const int on = !(nf && !strcmp(nf, "1")), vk = !strcmp(kind, "vulkan");
-        int fused = on && (!strcmp(kind, "cuda") || (vk && c->d[0] * c->d[1] <= 8));
-        int res_only = on && vk && !fused;
-        uint64_t want = c->flag & 4    ? (fused ? 2 : res_only ? 4 : 5)
-                        : c->flag & 8  ? (fused ? 3 : 4)
-                        : c->flag & 16 ? (fused || res_only ? 2 : 3)
-                                       : (fused ? 1 : res_only ? 2 : 3);
-        porta_program_stats ps;
-        CHECK_OK(porta_program_stats_get(X.p, &ps));
-        if (ps.nodes != want) {
-            printf("FAIL %s: %llu nodes, want %llu\n", c->name, (unsigned long long)ps.nodes, (unsigned long long)want);
-            ck->failed++;
-        }
+         * node (two for the MLP). Vulkan fuses a residual add at any row
+         * count. */
+        const int fused = fuses_linear(f, c->d[0] * c->d[1]), res_only = f.on && f.vk && !fused;
+        check_nodes(ck, &X, c,
+                    c->flag & 4    ? (fused ? 2 : res_only ? 4 : 5)
+                    : c->flag & 8  ? (fused ? 3 : 4)
+                    : c->flag & 16 ? (fused || res_only ? 2 : 3)
+                                   : (fused ? 1 : res_only ? 2 : 3));
     }
     if ((c->build == b_attn_cached && (c->flag & 4)) || c->build == b_qkv_attn) {
         /* rope q, rope k, two appends, attention: the key's rope and append
          * are one node on backends that fuse them. The QKV linear before it
          * is one node (the norm fused in where the backend fuses linears of
          * that many rows) or two. */
-        const char *nf = getenv("PORTA_NO_FUSE"), *kind = porta_backend_kind(be);
-        const int on = !(nf && !strcmp(nf, "1")), cuda = !strcmp(kind, "cuda"), vk = !strcmp(kind, "vulkan");
-        uint64_t want = (cuda || vk) && on ? 4 : 5;
-        if (c->build == b_qkv_attn)
-            want += (c->flag & 16) && !(on && (cuda || (vk && c->d[0] * c->d[1] <= 8))) ? 2 : 1;
-        porta_program_stats ps;
-        CHECK_OK(porta_program_stats_get(X.p, &ps));
-        if (ps.nodes != want) {
-            printf("FAIL %s: %llu nodes, want %llu\n", c->name, (unsigned long long)ps.nodes, (unsigned long long)want);
-            ck->failed++;
-        }
+        uint64_t want = f.on && f.gpu ? 4 : 5;
+        if (c->build == b_qkv_attn) want += (c->flag & 16) && !fuses_linear(f, c->d[0] * c->d[1]) ? 2 : 1;
+        check_nodes(ck, &X, c, want);
     }
     int steps = c->steps ? c->steps : 1, ok = 1;
     int B = (int)c->d[0], T = (int)c->d[1];

@@ -392,7 +392,8 @@ static const dec_config big = { 12, 768, 12, 3072, 1 };
 static const dec_config small = { 2, 64, 4, 96, 0 };
 
 /* Runs everything on one backend; fills step_ms[case] for the 12-layer stack. */
-static void bench_backend(const char *name, int quick, const shape_case *cases, int n_cases, double *step_ms)
+static void bench_backend(const char *name, int quick, int steps_only, const shape_case *cases, int n_cases,
+                          double *step_ms)
 {
     porta_backend *be;
     porta_status s = porta_backend_open(name, &be);
@@ -461,6 +462,13 @@ static void bench_backend(const char *name, int quick, const shape_case *cases, 
         if (m) step_ms[m - 1] = d.replay * 1e3;
         porta_kvcache_free(S.kv);
         dec_weights_free(S.w);
+    }
+
+    if (steps_only) {
+        printf("\n");
+        porta_backend_close(eager);
+        porta_backend_close(be);
+        return;
     }
 
     /* Prefill of 448 rows, against the vendor GEMM on the same shapes (CPU:
@@ -534,11 +542,11 @@ static void bench_backend(const char *name, int quick, const shape_case *cases, 
 int main(int argc, char **argv)
 {
     const char *list = "cpu";
-    int quick = 0;
+    int quick = 0, steps_only = 0;
     setvbuf(stdout, NULL, _IOLBF, 0); /* tables appear as they are measured */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: bench_decoder [--backends LIST] [--quick]\n"
+            printf("usage: bench_decoder [--backends LIST] [--quick] [--steps-only]\n"
                    "  Times decoder stacks (2 layers x 64 wide; 12 layers x 768 wide, 12 heads, MLP 3072)\n"
                    "  on each backend of LIST (comma-separated, default cpu): a program compiled once\n"
                    "  and replayed per step, against rebuilding and compiling the graph per step and\n"
@@ -546,12 +554,15 @@ int main(int argc, char **argv)
                    "  the vendor GEMM; cached attention; the host time of a replay; the cost of one\n"
                    "  more dependent kernel. Bandwidth and GEMM peaks are measured in the same run.\n"
                    "  Ends with per-step times of every backend side by side. --quick: fewer\n"
-                   "  repetitions and shapes.\n");
+                   "  repetitions and shapes. --steps-only: the decode-step tables alone (for\n"
+                   "  comparing settings run by run).\n");
             return 0;
         } else if ((!strcmp(argv[i], "--backends") || !strcmp(argv[i], "--backend")) && i + 1 < argc) {
             list = argv[++i];
         } else if (!strcmp(argv[i], "--quick")) {
             quick = 1;
+        } else if (!strcmp(argv[i], "--steps-only")) {
+            steps_only = 1;
         } else {
             fprintf(stderr, "bench_decoder: unknown argument '%s' (see --help)\n", argv[i]);
             return 2;
@@ -566,7 +577,7 @@ int main(int argc, char **argv)
     for (const char *p = list; *p && nb < MAX_BACKENDS;) {
         size_t len = strcspn(p, ",");
         snprintf(names[nb], sizeof names[nb], "%.*s", (int)len, p);
-        bench_backend(names[nb], quick, cases, n_cases, ms[nb]);
+        bench_backend(names[nb], quick, steps_only, cases, n_cases, ms[nb]);
         nb++;
         p += len + (p[len] == ',');
     }

@@ -16,7 +16,7 @@
 
 #define PORTA_PLAN_MAX_DIMS 6
 #define PORTA_PLAN_MAX_IN 5
-#define PORTA_MODULE_ABI 4
+#define PORTA_MODULE_ABI 5
 #define PORTA_STEP_FIELDS 4 /* pos, n, src, shared: see the step block below */
 
 typedef enum porta_op {
@@ -104,6 +104,7 @@ typedef struct porta_plan {
 /* Counters a backend advances (core counts compiles and replays). */
 typedef struct porta_backend_counts {
     uint64_t captures, records;
+    uint64_t prefetches; /* weight prefetch launches in each replay */
 } porta_backend_counts;
 
 /* The step block, as the host hands it to a backend before each replay:

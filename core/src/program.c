@@ -618,6 +618,7 @@ porta_status porta_program_stats_get(const porta_program *p, porta_program_stats
     *st = p->stats;
     st->captures = p->counts.captures;
     st->records = p->counts.records;
+    st->prefetches = p->counts.prefetches;
     return PORTA_OK;
 }
 

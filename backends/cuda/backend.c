@@ -67,6 +67,10 @@ typedef struct pc_prog {
     double *prof_us;      /* per node, summed over the profiled replays */
     int prof_runs;
     int prof_skip;        /* 0 until the first profiled replay is done */
+    pc_l2_list *pf;       /* L2 prefetches (pc_l2_plan): fork k launches pf[k] */
+    int *pf_node;         /* the node fork k comes before, ascending */
+    int n_pf, pf_next;    /* forks; the next one of the walk under way */
+    cudaEvent_t pf_fork, pf_join;
 } pc_prog;
 
 porta_status pc_cuda_fail(const pc_backend *be, cudaError_t e, const char *what)
@@ -102,6 +106,7 @@ static void pc_close(void *impl)
     pc_tuner_free(be);
     if (be->blas_ws) pc_quiet(be, cudaFree(be->blas_ws), "cudaFree");
     if (be->stream) pc_quiet(be, cudaStreamDestroy(be->stream), "cudaStreamDestroy");
+    if (be->side) pc_quiet(be, cudaStreamDestroy(be->side), "cudaStreamDestroy");
     free(be);
 }
 
@@ -273,6 +278,10 @@ static void pc_prog_free(void *prog)
     }
     free(p->prof_ev);
     free(p->prof_us);
+    if (p->pf_fork) pc_quiet(be, cudaEventDestroy(p->pf_fork), "cudaEventDestroy");
+    if (p->pf_join) pc_quiet(be, cudaEventDestroy(p->pf_join), "cudaEventDestroy");
+    free(p->pf);
+    free(p->pf_node);
     if (p->arena) pc_quiet(be, cudaFree(p->arena), "cudaFree");
     if (p->scratch) pc_quiet(be, cudaFree(p->scratch), "cudaFree");
     if (p->step) pc_quiet(be, cudaFree(p->step), "cudaFree");
@@ -384,6 +393,90 @@ static porta_status pc_stage_run(const pc_prog *p, const pc_rec *r, int out)
     return e == cudaSuccess ? PORTA_OK : pc_cuda_fail(p->be, e, out ? "stage_out launch" : "stage_in launch");
 }
 
+/* The L2 prefetch branch. The weights of the linears that read a buffer no
+ * kernel of the program writes are asked into L2 ahead of their use, while
+ * the kernels before them run: just before linear j is launched, a fork of
+ * the replay (waiting for the node before j) prefetches the next linears not
+ * yet asked for, as far as j's weights and theirs fit in the window
+ * (be->l2pf_bytes). The fork's kernel issues the prefetches and ends; the
+ * replay's last node waits for the branch. At batch 1 the latency-bound
+ * kernels (rope, attention, norms) then run while HBM streams the next
+ * weights, and the linears read them from L2. */
+static porta_status pc_l2_plan(pc_prog *p, const porta_plan *plan, const pc_rec *r)
+{
+    pc_backend *be = p->be;
+    if (!be->l2pf) return PORTA_OK;
+    int m = 0, *idx = malloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1) * sizeof *idx);
+    int64_t *bytes = malloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1) * sizeof *bytes);
+    p->pf = calloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1), sizeof *p->pf);
+    p->pf_node = malloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1) * sizeof *p->pf_node);
+    if (!idx || !bytes || !p->pf || !p->pf_node) {
+        free(idx);
+        free(bytes);
+        return be->host->fail(PORTA_ERR_NOMEM, "cuda: out of host memory for a program");
+    }
+    for (int i = 0; i < plan->n_nodes; i++) {
+        const porta_node *n = &plan->nodes[i];
+        if ((n->op != PORTA_OP_LINEAR && n->op != PORTA_OP_LINEAR_FUSED) || !pc_has(n, 1) ||
+            !porta_ref_dense(&n->in[1]) || !pc_stable(r, &n->in[1]))
+            continue;
+        int64_t b = porta_ref_numel(&n->in[1]) * (int64_t)sizeof(float);
+        idx[m] = i;
+        bytes[m++] = b;
+    }
+    for (int j = 0, next = 0; j < m; j++) {
+        int64_t sum = bytes[j];
+        int k = j;
+        while (k + 1 < m && sum + bytes[k + 1] <= be->l2pf_bytes) sum += bytes[++k];
+        for (int t = next > j + 1 ? next : j + 1; t <= k; t++) {
+            pc_l2_list *l = &p->pf[p->n_pf];
+            if (p->n_pf == 0 || p->pf_node[p->n_pf - 1] != idx[j] || p->pf[p->n_pf - 1].n == PC_L2_MAX) {
+                p->pf_node[p->n_pf++] = idx[j];
+            } else {
+                l = &p->pf[p->n_pf - 1];
+            }
+            const porta_ref *w = &plan->nodes[idx[t]].in[1];
+            l->p[l->n] = pc_ptr(r, w);
+            l->bytes[l->n++] = bytes[t];
+        }
+        if (k + 1 > next) next = k + 1;
+    }
+    free(idx);
+    free(bytes);
+    if (p->n_pf > 0) {
+        PC_CK(be, cudaEventCreateWithFlags(&p->pf_fork, cudaEventDisableTiming));
+        PC_CK(be, cudaEventCreateWithFlags(&p->pf_join, cudaEventDisableTiming));
+    }
+    return PORTA_OK;
+}
+
+/* Before the launch that starts at node i of a walk: the forks planned for
+ * it or for a node before it (a linear never sits inside a launch group). */
+static porta_status pc_l2_fork(pc_prog *p, int i)
+{
+    pc_backend *be = p->be;
+    int forked = 0;
+    for (; p->pf_next < p->n_pf && p->pf_node[p->pf_next] <= i; p->pf_next++) {
+        if (!forked) {
+            PC_CK(be, cudaEventRecord(p->pf_fork, be->stream));
+            PC_CK(be, cudaStreamWaitEvent(be->side, p->pf_fork, 0));
+            forked = 1;
+        }
+        PC_CK(be, pc_l2_prefetch_launch(be->side, &p->pf[p->pf_next], be->l2pf));
+    }
+    return PORTA_OK;
+}
+
+/* After the walk's last node: the replay waits for the branch. */
+static porta_status pc_l2_join(pc_prog *p)
+{
+    pc_backend *be = p->be;
+    if (p->n_pf == 0) return PORTA_OK;
+    PC_CK(be, cudaEventRecord(p->pf_join, be->side));
+    PC_CK(be, cudaStreamWaitEvent(be->stream, p->pf_join, 0));
+    return PORTA_OK;
+}
+
 static porta_status pc_capture(pc_prog *p, const porta_plan *plan, pc_rec *r)
 {
     pc_backend *be = p->be;
@@ -391,7 +484,12 @@ static porta_status pc_capture(pc_prog *p, const porta_plan *plan, pc_rec *r)
     porta_status st = PORTA_OK;
     p->launches = 0;
     if (p->staged) st = pc_stage_run(p, r, 0);
-    for (int i = 0, g = 1; i < plan->n_nodes && !st; i += g) st = pc_step(r, &plan->nodes[i], plan->n_nodes - i, &g);
+    p->pf_next = 0;
+    for (int i = 0, g = 1; i < plan->n_nodes && !st; i += g) {
+        st = pc_l2_fork(p, i);
+        if (!st) st = pc_step(r, &plan->nodes[i], plan->n_nodes - i, &g);
+    }
+    if (!st) st = pc_l2_join(p);
     if (p->staged && !st) st = pc_stage_run(p, r, 1);
     cudaError_t e = cudaStreamEndCapture(be->stream, &p->graph);
     if (st) return st;
@@ -430,6 +528,7 @@ static porta_status pc_prog_build(pc_prog *p, const porta_plan *plan)
     r.scratch = p->scratch;
     r.dry = 0;
     porta_status st = pc_prog_io(p, plan, &r);
+    if (!st) st = pc_l2_plan(p, plan, &r);
     if (st) return st;
     if (!be->eager) return pc_capture(p, plan, &r);
     p->rec = r;
@@ -460,6 +559,7 @@ static porta_status pc_prog_new(void *impl, const porta_plan *plan, porta_backen
         return st;
     }
     if (!be->eager) counts->captures++;
+    counts->prefetches = (uint64_t)p->n_pf;
     *out = p;
     return PORTA_OK;
 }
@@ -509,14 +609,18 @@ static porta_status pc_prog_run(void *prog, const int32_t *step_block, const flo
             porta_status e = pc_stage_run(p, &p->rec, 0);
             if (e) return e;
         }
+        p->pf_next = 0;
         for (int i = 0, g = 1; i < p->n_nodes; i += g) {
             if (p->prof_ev) PC_CK(be, cudaEventRecord(p->prof_ev[i], st));
-            porta_status e = pc_step(&p->rec, &p->nodes[i], p->n_nodes - i, &g);
+            porta_status e = pc_l2_fork(p, i);
+            if (!e) e = pc_step(&p->rec, &p->nodes[i], p->n_nodes - i, &g);
             if (e) return e;
             /* Nodes launched together: the first carries their time. */
             for (int k = 1; k < g && p->prof_ev; k++) PC_CK(be, cudaEventRecord(p->prof_ev[i + k], st));
         }
         if (p->prof_ev) PC_CK(be, cudaEventRecord(p->prof_ev[p->n_nodes], st));
+        porta_status j = pc_l2_join(p);
+        if (j) return j;
         if (p->staged) {
             porta_status e = pc_stage_run(p, &p->rec, 1);
             if (e) return e;
@@ -631,6 +735,20 @@ static porta_status pc_setup(pc_backend *be, int discrete)
     be->eager = (eager && strcmp(eager, "1") == 0) || be->profile;
     const char *tf32 = getenv("PORTA_CUDA_TF32");
     be->tf32 = tf32 && strcmp(tf32, "1") == 0;
+    /* L2 prefetch of weights (sm_90+, pc_l2_plan): PORTA_CUDA_L2PF=1 bulk,
+     * 2 line prefetches, 3 line prefetches kept last, 0 off (the default
+     * until it is measured); a window of PORTA_CUDA_L2PF_PCT percent of L2
+     * (default 60). Not while profiling. */
+    const char *l2pf = getenv("PORTA_CUDA_L2PF"), *pct = getenv("PORTA_CUDA_L2PF_PCT");
+    int mode = l2pf ? atoi(l2pf) : 0, pc = pct ? atoi(pct) : 60;
+    if (mode < 0 || mode > PC_L2_LINES_LAST || pc < 1 || pc > 100)
+        return be->host->fail(PORTA_ERR_ARG, "cuda: PORTA_CUDA_L2PF=%s, PORTA_CUDA_L2PF_PCT=%s (want 0 to 3, 1 to 100)",
+                              l2pf ? l2pf : "", pct ? pct : "");
+    if (prop.major >= 9 && prop.l2CacheSize > 0 && !be->profile && mode) {
+        be->l2pf = mode;
+        be->l2pf_bytes = (int64_t)prop.l2CacheSize * pc / 100;
+        PC_CK(be, cudaStreamCreateWithFlags(&be->side, cudaStreamNonBlocking));
+    }
     PC_BLAS(be, cublasSetMathMode(be->blas, be->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
     return PORTA_OK;
 }

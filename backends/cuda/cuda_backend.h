@@ -32,10 +32,13 @@ typedef struct pc_backend {
     int stage;                /* replays' data moved by stage kernels (unless PORTA_CUDA_STAGE=0) */
     int group;                /* consecutive rope and cache-append nodes run as one launch (unless PORTA_NO_FUSE=1) */
     int prefetch;             /* with pdl: weights prefetched before the launch wait (unless PORTA_CUDA_PREFETCH=0) */
+    int l2pf;                 /* linears' weights prefetched into L2 on a side branch: 0 off, else PC_L2_* mode */
+    int64_t l2pf_bytes;       /* the prefetch window: weight bytes in L2 at once (PORTA_CUDA_L2PF_PCT of L2) */
     /* One stream for every program and buffer operation of this backend, so
      * that buffer copies, cache row copies and replays of different programs
      * sharing a KV cache are ordered by submission with no cross-stream events. */
     cudaStream_t stream;
+    cudaStream_t side;        /* only inside a program's capture or eager replay: its L2 prefetch branch */
     cublasHandle_t blas;
     void *blas_ws;            /* cuBLAS workspace, required under stream capture */
     size_t blas_ws_bytes;
@@ -224,6 +227,21 @@ porta_status pc_sample(pc_rec *r, const porta_node *n);      /* MIXTURE_SAMPLE *
 
 /* Launches stage_in (out 0) or stage_out (out 1) for a ring of n_ring slots. */
 cudaError_t pc_stage_launch(const pc_rec *r, const pc_stage *s, int out, int n_ring);
+
+/* L2 prefetch (stage.cu): regions of weights asked into L2 by one launch on
+ * a side branch of the program, so that a linear's weights stream from HBM
+ * while the latency-bound kernels before it run. The regions are hints:
+ * nothing reads what the kernel does, and results never depend on it. */
+#define PC_L2_BULK 1              /* cp.async.bulk.prefetch.L2, 16 KB a thread */
+#define PC_L2_LINES 2             /* prefetch.global.L2, one 128-byte line at a time */
+#define PC_L2_LINES_LAST 3        /* prefetch.global.L2::evict_last */
+#define PC_L2_MAX 8
+typedef struct pc_l2_list {
+    const void *p[PC_L2_MAX];
+    int64_t bytes[PC_L2_MAX];
+    int n;
+} pc_l2_list;
+cudaError_t pc_l2_prefetch_launch(cudaStream_t s, const pc_l2_list *l, int mode);
 
 /* Frees the GEMM choices made for this backend. */
 void pc_tuner_free(pc_backend *be);

@@ -67,3 +67,46 @@ extern "C" cudaError_t pc_stage_launch(const pc_rec *r, const pc_stage *s, int o
                         : pc_launch(r, stage_in, grid, dim3(PC_STAGE_THREADS), 0, tmp, n_ring);
     return e != cudaSuccess ? e : cudaGetLastError();
 }
+
+/* The regions are cut into chunks (16 KB for a bulk prefetch, 4 KB of line
+ * prefetches); thread t of the grid takes chunks t, t + threads, ... A bulk
+ * prefetch takes a 16-byte aligned start and a multiple of 16 bytes: the
+ * partial pieces at a region's two ends are left out. */
+static __global__ void l2_prefetch(pc_l2_list l, int mode, int64_t chunk)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, nt = (int64_t)gridDim.x * blockDim.x, base = 0;
+    for (int i = 0; i < l.n; i++) {
+        uintptr_t a = ((uintptr_t)l.p[i] + 15) & ~(uintptr_t)15, e = ((uintptr_t)l.p[i] + l.bytes[i]) & ~(uintptr_t)15;
+        int64_t len = e > a ? (int64_t)(e - a) : 0, n = (len + chunk - 1) / chunk;
+        for (int64_t c = ((t - base) % nt + nt) % nt; c < n; c += nt) {
+            uintptr_t p = a + (uintptr_t)(c * chunk);
+            int64_t m = len - c * chunk < chunk ? len - c * chunk : chunk;
+            if (mode == PC_L2_BULK) {
+                asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"((unsigned)m) : "memory");
+            } else {
+                for (int64_t o = 0; o < m; o += 128) {
+                    if (mode == PC_L2_LINES_LAST) asm volatile("prefetch.global.L2::evict_last [%0];" ::"l"(p + o));
+                    else asm volatile("prefetch.global.L2 [%0];" ::"l"(p + o));
+                }
+            }
+        }
+        base += n;
+    }
+#else
+    (void)l;
+    (void)mode;
+    (void)chunk;
+#endif
+}
+
+extern "C" cudaError_t pc_l2_prefetch_launch(cudaStream_t s, const pc_l2_list *l, int mode)
+{
+    int64_t chunk = mode == PC_L2_BULK ? 16384 : 4096, chunks = 0;
+    for (int i = 0; i < l->n; i++) chunks += (l->bytes[i] + chunk - 1) / chunk;
+    int64_t blocks = (chunks + 127) / 128;
+    if (blocks < 1) blocks = 1;
+    if (blocks > 132) blocks = 132;
+    l2_prefetch<<<dim3((unsigned)blocks), dim3(128), 0, s>>>(*l, mode, chunk);
+    return cudaGetLastError();
+}

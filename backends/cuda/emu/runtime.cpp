@@ -35,6 +35,7 @@ cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int)
     strcpy(p->name, "Emulated");
     p->major = 9;
     p->sharedMemPerBlockOptin = 227 * 1024;
+    p->l2CacheSize = 50 << 20;
     return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
@@ -88,6 +89,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t e)
 }
 cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+/* Work runs when it is enqueued, so every stream is already in order. */
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned) { return cudaSuccess; }
 cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
 /* Work runs when it is enqueued: nothing lies between two events. */
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t, cudaEvent_t)

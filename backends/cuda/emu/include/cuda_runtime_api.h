@@ -28,6 +28,7 @@ struct cudaDeviceProp {
     char name[256];
     int major, minor, integrated;
     size_t sharedMemPerBlockOptin;
+    int l2CacheSize;
 };
 struct cudaFuncAttributes {
     int unused;
@@ -52,6 +53,7 @@ cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, enum cudaMemcpyKin
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s);
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned flags);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventCreate(cudaEvent_t *e);
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b);

@@ -568,6 +568,16 @@ static porta_status backend_init(vk_be *be, const char *spec)
     be->barrier_each = no_fuse && strcmp(no_fuse, "1") == 0;
     const char *gemm = getenv("PORTA_VK_GEMM");
     be->gemm_off = gemm && strcmp(gemm, "0") == 0;
+    /* L2 prefetch of GEMV weights (plan_prefetch): PORTA_VK_L2PF=1, 2 or 3
+     * its modes, 0 off (the default until it is measured); PORTA_VK_L2PF_MB
+     * the weight bytes one prefetch reaches ahead (default 24 MiB). */
+    const char *l2pf = getenv("PORTA_VK_L2PF"), *l2mb = getenv("PORTA_VK_L2PF_MB");
+    be->l2pf = l2pf ? atoi(l2pf) : 0;
+    int mb = l2mb ? atoi(l2mb) : 24;
+    if (be->l2pf < 0 || be->l2pf > 3 || mb < 1 || mb > 4096)
+        return be->host->fail(PORTA_ERR_ARG, "vulkan: PORTA_VK_L2PF=%s, PORTA_VK_L2PF_MB=%s (want 0 to 3, 1 to 4096)",
+                              l2pf ? l2pf : "", l2mb ? l2mb : "");
+    be->l2pf_bytes = (uint64_t)mb << 20;
     const char *prof = getenv("PORTA_VULKAN_PROFILE");
     if (prof && strcmp(prof, "1") == 0) {
         be->profile = be->ts_bits > 0 && be->props.limits.timestampPeriod > 0;
@@ -628,6 +638,14 @@ typedef struct vk_prog {
     /* Profiling (be->profile): a timestamp before the first node and after
      * each, replays made synchronous, times summed per node. */
     VkQueryPool qpool;
+    /* L2 prefetch dispatches (be->l2pf): pf_node[k] is the node prefetch k
+     * is recorded before, with its set and workgroup count. */
+    int n_pf;
+    int *pf_node;
+    uint32_t *pf_groups;
+    VkDescriptorSet *pf_set;
+    VkDescriptorPool pf_pool;
+    vk_buf pf_out, pf_params;
     porta_node *nodes;
     int n_nodes, prof_runs, prof_skip;
     double *prof_us;
@@ -721,7 +739,120 @@ static int node_depends(const porta_node *a, const vk_enc *ea, const porta_node 
     return 0;
 }
 
-static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc *enc, const VkDescriptorSet *sets)
+/* Whether a barrier goes before each node: a node that depends on none of
+ * the nodes since the last barrier runs without one (the slots' transfers
+ * begin with full barriers). A node's second pass also ends its group. */
+static void plan_barriers(const vk_prog *p, const porta_plan *plan, const vk_enc *enc, char *wait)
+{
+    int since = 0;
+    for (int i = 0; i < plan->n_nodes; i++) {
+        int w = i > since && (p->be->barrier_each || i - since >= VK_OVERLAP_MAX);
+        for (int k = since; k < i && !w; k++) w = node_depends(&plan->nodes[k], &enc[k], &plan->nodes[i], &enc[i]);
+        wait[i] = (char)w;
+        if (w) since = i;
+        if (enc[i].second_pass) since = i;
+    }
+}
+
+static int is_gemv(vk_pipe pipe)
+{
+    return pipe == VK_PIPE_MATMUL_GEMV || pipe == VK_PIPE_MATMUL_GEMV1 || pipe == VK_PIPE_MATMUL_GEMV2 ||
+           pipe == VK_PIPE_MATMUL_GEMV4;
+}
+
+/* The L2 prefetch plan. A GEMV's weights stream from memory while its
+ * dispatch runs, and between two GEMVs sit latency-bound dispatches (rope,
+ * cache appends, attention) during which the memory bus idles. So in such a
+ * gap a prefetch dispatch reads the weights of the linears after it (as far
+ * as be->l2pf_bytes of them from the gap on, at most 5 linears), recorded
+ * before the gap's last group (mode 1) or its first (mode 2), and those
+ * linears then read them from L2. Mode 3 also records one beside each linear
+ * whose own weights were prefetched (that GEMV reads L2, leaving the bus to
+ * the prefetch). Only weights no node of the program writes are taken; the
+ * dispatch writes nothing a node reads, so it adds no barrier. */
+static porta_status plan_prefetch(vk_prog *p, const porta_plan *plan, const vk_enc *enc, const char *wait)
+{
+    vk_be *be = p->be;
+    const int nn = plan->n_nodes;
+    if (!be->l2pf || nn == 0) return PORTA_OK;
+    int *lin = malloc((size_t)nn * sizeof *lin), *grp = malloc((size_t)nn * sizeof *grp), m = 0;
+    p->pf_node = malloc((size_t)nn * sizeof *p->pf_node);
+    p->pf_groups = malloc((size_t)nn * sizeof *p->pf_groups);
+    p->pf_set = calloc((size_t)nn, sizeof *p->pf_set);
+    VkDescriptorBufferInfo(*info)[VK_BINDINGS] = calloc((size_t)nn, sizeof *info);
+    uint32_t(*par)[VK_PARAM_WORDS] = calloc((size_t)nn, sizeof *par);
+    porta_status s = PORTA_OK;
+    if (!lin || !grp || !p->pf_node || !p->pf_groups || !p->pf_set || !info || !par) {
+        s = be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+        goto done;
+    }
+    for (int i = 0, g = 0; i < nn; i++) {
+        g += wait[i] || (i > 0 && enc[i - 1].second_pass);
+        grp[i] = g;
+        const porta_node *n = &plan->nodes[i];
+        if ((n->op != PORTA_OP_LINEAR && n->op != PORTA_OP_LINEAR_FUSED) || !is_gemv(enc[i].pipe) || n->n_in < 2 ||
+            n->in[1].mem != PORTA_MEM_BUFFER)
+            continue;
+        int written = 0;
+        for (int k = 0; k < nn && !written; k++) written = porta_ref_overlap(&plan->nodes[k].out, &n->in[1]);
+        if (!written) lin[m++] = i;
+    }
+    uint64_t max_groups = 0;
+    for (int j = 0, next = 1; j + 1 < m; j++) {
+        /* The gap between linear j and linear j + 1: groups strictly between theirs. */
+        int g0 = grp[lin[j]], g1 = grp[lin[j + 1]], at = -1;
+        for (int i = lin[j] + 1; i < lin[j + 1]; i++)
+            if (grp[i] > g0 && grp[i] < g1 && grp[i] != grp[i - 1] && (at < 0 || be->l2pf != 2)) at = i;
+        if (at < 0 && be->l2pf == 3 && j > 0 && j < next) at = lin[j];
+        if (at < 0) continue;
+        int k = p->n_pf, r = 0;
+        uint64_t words = 0, bytes = 0;
+        for (int t = j + 1; t < m && r < VK_IN_BINDINGS; t++) {
+            const porta_ref *w = &plan->nodes[lin[t]].in[1];
+            uint64_t b = (uint64_t)porta_ref_numel(w) * vk_esize(w->dtype);
+            if (bytes + b > be->l2pf_bytes) break;
+            bytes += b;
+            if (t < next) continue; /* asked for by an earlier gap */
+            uint32_t base;
+            s = bind_ref(p, &plan->nodes[lin[t]], w, &info[k][1 + r], &base);
+            if (s) goto done;
+            uint64_t first = (uint64_t)base * vk_esize(w->dtype), avail = info[k][1 + r].range / 16;
+            uint64_t n16 = (first % 16 + b + 15) / 16;
+            par[k][r < 4 ? r : 4] = (uint32_t)(first / 16);
+            par[k][8 + r] = (uint32_t)(n16 < avail - first / 16 ? n16 : avail - first / 16);
+            words += par[k][8 + r];
+            next = t + 1;
+            r++;
+        }
+        if (r == 0 || words == 0) continue;
+        for (; r < VK_IN_BINDINGS; r++) info[k][1 + r] = info[k][1];
+        uint64_t groups = (words + 4 * 256 - 1) / (4 * 256), cap = 2 * (uint64_t)vk_cores(be);
+        p->pf_groups[k] = (uint32_t)(groups < cap ? groups : cap);
+        if (p->pf_groups[k] > max_groups) max_groups = p->pf_groups[k];
+        p->pf_node[k] = at;
+        p->n_pf++;
+    }
+    if (p->n_pf == 0) goto done;
+    s = buf_create(be, max_groups * 4, MEM_DEVICE, &p->pf_out);
+    if (!s) s = buf_create(be, (VkDeviceSize)p->n_pf * VK_PARAM_BYTES, MEM_DEVICE, &p->pf_params);
+    if (!s) s = upload(be, &p->pf_params, 0, par, (VkDeviceSize)p->n_pf * VK_PARAM_BYTES);
+    if (!s) s = sets_create(be, (uint32_t)p->n_pf, (uint32_t)p->n_pf, &p->pf_pool, p->pf_set);
+    for (int k = 0; k < p->n_pf && !s; k++) {
+        info[k][0] = (VkDescriptorBufferInfo){ p->pf_out.buf, 0, VK_WHOLE_SIZE };
+        info[k][6] = (VkDescriptorBufferInfo){ p->step.buf, 0, VK_WHOLE_SIZE };
+        info[k][7] = (VkDescriptorBufferInfo){ p->pf_params.buf, (VkDeviceSize)k * VK_PARAM_BYTES, VK_PARAM_BYTES };
+        set_write(be, p->pf_set[k], info[k]);
+    }
+done:
+    free(lin);
+    free(grp);
+    free(info);
+    free(par);
+    return s;
+}
+
+static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc *enc, const VkDescriptorSet *sets,
+                                const char *wait)
 {
     vk_be *be = p->be;
     VkCommandBufferBeginInfo bi = {
@@ -733,22 +864,19 @@ static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc
         be->f.vkCmdResetQueryPool(p->main, p->qpool, 0, (uint32_t)plan->n_nodes + 1);
         be->f.vkCmdWriteTimestamp(p->main, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p->qpool, 0);
     }
-    /* Nodes since the last barrier: a node that depends on none of them
-     * runs without one (the slots' transfers begin with full barriers). */
-    int since = 0;
-    for (int i = 0; i < plan->n_nodes; i++) {
-        int wait = i > since && (be->barrier_each || i - since >= VK_OVERLAP_MAX);
-        for (int k = since; k < i && !wait; k++) wait = node_depends(&plan->nodes[k], &enc[k], &plan->nodes[i], &enc[i]);
-        if (wait) {
-            compute_barrier(be, p->main);
-            since = i;
+    for (int i = 0, k = 0; i < plan->n_nodes; i++) {
+        if (wait[i]) compute_barrier(be, p->main);
+        for (; k < p->n_pf && p->pf_node[k] == i; k++) {
+            be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[VK_PIPE_PREFETCH]);
+            be->f.vkCmdBindDescriptorSets(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1, &p->pf_set[k], 0,
+                                          NULL);
+            be->f.vkCmdDispatch(p->main, p->pf_groups[k], 1, 1);
         }
         be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[enc[i].pipe]);
         be->f.vkCmdBindDescriptorSets(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1, &sets[i], 0, NULL);
         be->f.vkCmdDispatch(p->main, enc[i].groups[0], enc[i].groups[1], enc[i].groups[2]);
         if (enc[i].second_pass) {
             compute_barrier(be, p->main);
-            since = i;
             be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[enc[i].pipe2]);
             be->f.vkCmdDispatch(p->main, enc[i].groups2[0], enc[i].groups2[1], enc[i].groups2[2]);
         }
@@ -827,6 +955,12 @@ static void vkb_prog_free(void *pp)
     free(p->prof_ts);
     if (p->cpool) be->f.vkDestroyCommandPool(be->dev, p->cpool, NULL);
     if (p->dpool) be->f.vkDestroyDescriptorPool(be->dev, p->dpool, NULL);
+    if (p->pf_pool) be->f.vkDestroyDescriptorPool(be->dev, p->pf_pool, NULL);
+    free(p->pf_node);
+    free(p->pf_groups);
+    free(p->pf_set);
+    buf_destroy(be, &p->pf_out);
+    buf_destroy(be, &p->pf_params);
     buf_destroy(be, &p->arena);
     buf_destroy(be, &p->scratch);
     buf_destroy(be, &p->step);
@@ -978,7 +1112,12 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
         };
         VK_TRY(be, be->f.vkCreateQueryPool(be->dev, &qi, NULL, &p->qpool), "vkCreateQueryPool");
     }
-    if (!s) s = record_main(p, plan, enc, sets);
+    char *wait = calloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1), 1);
+    if (!s && !wait) s = be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    if (!s) plan_barriers(p, plan, enc, wait);
+    if (!s) s = plan_prefetch(p, plan, enc, wait);
+    if (!s) s = record_main(p, plan, enc, sets, wait);
+    free(wait);
     return s ? s : vk_validation_status(be);
 }
 
@@ -1003,6 +1142,7 @@ static porta_status vkb_prog_new(void *b, const porta_plan *plan, porta_backend_
         return s;
     }
     counts->records++;
+    counts->prefetches = (uint64_t)p->n_pf;
     *out = p;
     return PORTA_OK;
 }

@@ -70,6 +70,7 @@ typedef enum vk_pipe {
     VK_PIPE_COPY_WORDS,  /* porta_buffer_copy of 32-bit words */
     VK_PIPE_SAMPLE, /* made only on devices with shaderFloat64 */
     VK_PIPE_ATTN_ROWS, /* cached attention that does not split */
+    VK_PIPE_PREFETCH,  /* reads weights into L2 ahead of the linears */
     VK_PIPE_COUNT
 } vk_pipe;
 
@@ -123,6 +124,8 @@ typedef struct vk_be {
     int profile;    /* PORTA_VULKAN_PROFILE=1 and the queue has timestamps: each node timed */
     int barrier_each; /* PORTA_NO_FUSE=1: a barrier after every node, dependent or not */
     int gemm_off;     /* PORTA_VK_GEMM=0: products on the general tiled kernel only */
+    int l2pf;         /* GEMV weights prefetched into L2 in the gaps between linears (PORTA_VK_L2PF) */
+    uint64_t l2pf_bytes; /* weight bytes one prefetch takes at most (PORTA_VK_L2PF_MB) */
     porta_backend_vt vt; /* this device's vtable (caps depend on its features) */
     VkDevice dev;
     uint32_t qfam;

@@ -11,11 +11,13 @@
  *    hundreds of replays;
  *  - resetting one row changes no other row's output, bit for bit;
  *  - 64 replays enqueued without waiting equal 64 synchronised ones, bit for bit;
+ *  - GPU backends: L2 prefetches of weights change no output, bit for bit;
  *  - a full cache is refused before the replay, and truncation recovers;
  *  - a prefix prefilled once on row 0 by a one-row program and copied to the
  *    other rows (porta_kvcache_copy_row), or shared with them
  *    (porta_kvcache_share_rows), decodes like rows that each prefilled it
  *    themselves; a shared prefix cannot be overwritten while shared. */
+#define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -274,6 +276,64 @@ static void test_async(checker *ck, porta_backend *be)
     model_close(&b);
 }
 
+/* GPU backends read the weights of later linears into L2 beside the kernels
+ * before them. The reads are hints: a program with them replays bit for bit
+ * like one without (a second instance of the backend, the switch flipped),
+ * and the program that has them says how many it launches. */
+static void test_prefetch(checker *ck, porta_backend *be, const char *name)
+{
+    const char *kind = porta_backend_kind(be);
+    const char *var = !strcmp(kind, "cuda") ? "PORTA_CUDA_L2PF" : !strcmp(kind, "vulkan") ? "PORTA_VK_L2PF" : NULL;
+    if (!var) return;
+    const char *was = getenv(var);
+    char *saved = was ? strdup(was) : NULL;
+    porta_program_stats sa;
+    model a;
+    model_open(&a, be, 1, 80, 1);
+    CHECK_OK(porta_program_stats_get(a.p, &sa));
+    /* Vulkan on a CPU device and PORTA_..._L2PF=0 start without prefetches;
+     * the other instance flips that, with a window of 1 MiB on Vulkan so that
+     * this small model's linears take several. */
+    setenv(var, sa.prefetches ? "0" : !strcmp(kind, "vulkan") ? "3" : "1", 1);
+    if (!strcmp(kind, "vulkan")) setenv("PORTA_VK_L2PF_MB", "1", 1);
+    porta_backend *be2 = NULL;
+    CHECK_OK(porta_backend_open(name, &be2));
+    if (saved) setenv(var, saved, 1);
+    else unsetenv(var);
+    unsetenv("PORTA_VK_L2PF_MB");
+    free(saved);
+    model b;
+    model_open(&b, be2, 1, 80, 1);
+    porta_program_stats sb;
+    CHECK_OK(porta_program_stats_get(b.p, &sb));
+    enum { N = 40 };
+    rng r = { 5 };
+    size_t n = (size_t)N * ROWS * E;
+    float *x = malloc(n * sizeof(float)), *ya = malloc(n * sizeof(float)), *yb = malloc(n * sizeof(float));
+    fill_random(&r, x, (int64_t)n, 1.0f);
+    fill_nan(ya, (int64_t)n);
+    fill_nan(yb, (int64_t)n);
+    for (int s = 0; s < N; s++) {
+        const float *const in[] = { x + (size_t)s * ROWS * E };
+        CHECK_OK(porta_run(a.p, &(porta_step){ .n_new = 1, .inputs = in, .outputs = (float *const[]){ ya + (size_t)s * ROWS * E } }));
+        CHECK_OK(porta_run(b.p, &(porta_step){ .n_new = 1, .inputs = in, .outputs = (float *const[]){ yb + (size_t)s * ROWS * E } }));
+    }
+    CHECK_OK(porta_program_wait(a.p));
+    CHECK_OK(porta_program_wait(b.p));
+    int finite = 1;
+    for (size_t i = 0; i < n; i++) finite &= isfinite(ya[i]) != 0;
+    char what[160];
+    snprintf(what, sizeof what, "L2 prefetches (%llu against %llu a replay) change no output, bit for bit",
+             (unsigned long long)sa.prefetches, (unsigned long long)sb.prefetches);
+    check_true(ck, what, finite && (sa.prefetches == 0) != (sb.prefetches == 0) && !memcmp(ya, yb, n * sizeof(float)));
+    free(x);
+    free(ya);
+    free(yb);
+    model_close(&a);
+    model_close(&b);
+    porta_backend_close(be2);
+}
+
 static void test_overflow(checker *ck, porta_backend *be)
 {
     model m;
@@ -517,6 +577,7 @@ int main(int argc, char **argv)
     test_xpos_same_chunking(&ck, be);
     test_reset_isolation(&ck, be);
     test_async(&ck, be);
+    test_prefetch(&ck, be, argv[1]);
     test_overflow(&ck, be);
     test_shared_prefix(&ck, be, 0);
     test_shared_prefix(&ck, be, 1);

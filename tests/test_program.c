@@ -11,7 +11,8 @@
  *    hundreds of replays;
  *  - resetting one row changes no other row's output, bit for bit;
  *  - 64 replays enqueued without waiting equal 64 synchronised ones, bit for bit;
- *  - GPU backends: L2 prefetches of weights change no output, bit for bit;
+ *  - GPU backends: L2 prefetches of weights change no output, bit for bit,
+ *    and a malformed prefetch setting is refused;
  *  - a full cache is refused before the replay, and truncation recovers;
  *  - a prefix prefilled once on row 0 by a one-row program and copied to the
  *    other rows (porta_kvcache_copy_row), or shared with them
@@ -298,6 +299,13 @@ static void test_prefetch(checker *ck, porta_backend *be, const char *name)
     if (!strcmp(kind, "vulkan")) setenv("PORTA_VK_L2PF_MB", "1", 1);
     porta_backend *be2 = NULL;
     CHECK_OK(porta_backend_open(name, &be2));
+    /* A setting that is not a number in range is refused, naming itself. */
+    setenv(var, "1x", 1);
+    porta_backend *bad = NULL;
+    porta_status bs = porta_backend_open(name, &bad);
+    check_true(ck, "a malformed L2 prefetch setting is refused with a message naming it",
+               bs == PORTA_ERR_ARG && !bad && strstr(porta_last_error(), var));
+    porta_backend_close(bad);
     if (saved) setenv(var, saved, 1);
     else unsetenv(var);
     unsetenv("PORTA_VK_L2PF_MB");

@@ -572,9 +572,8 @@ static porta_status backend_init(vk_be *be, const char *spec)
      * its modes, 0 off (the default until it is measured); PORTA_VK_L2PF_MB
      * the weight bytes one prefetch reaches ahead (default 24 MiB). */
     const char *l2pf = getenv("PORTA_VK_L2PF"), *l2mb = getenv("PORTA_VK_L2PF_MB");
-    be->l2pf = l2pf ? atoi(l2pf) : 0;
-    int mb = l2mb ? atoi(l2mb) : 24;
-    if (be->l2pf < 0 || be->l2pf > 3 || mb < 1 || mb > 4096)
+    int mb = 24;
+    if (!porta_env_int("PORTA_VK_L2PF", 0, 0, 3, &be->l2pf) || !porta_env_int("PORTA_VK_L2PF_MB", 24, 1, 4096, &mb))
         return be->host->fail(PORTA_ERR_ARG, "vulkan: PORTA_VK_L2PF=%s, PORTA_VK_L2PF_MB=%s (want 0 to 3, 1 to 4096)",
                               l2pf ? l2pf : "", l2mb ? l2mb : "");
     be->l2pf_bytes = (uint64_t)mb << 20;

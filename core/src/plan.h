@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include "porta/status.h"
 #include "porta/backend.h"
 
@@ -100,6 +101,20 @@ typedef struct porta_plan {
     const porta_ref *outputs;  /* dense regions the host reads (arena or buffer) */
     int step_rows;             /* rows of the step block (PORTA_STEP_FIELDS int32 each) */
 } porta_plan;
+
+/* An integer setting of a backend from the environment: def when name is
+ * unset; returns 0 when its value is not a whole number from lo to hi (the
+ * caller reports it). */
+static inline int porta_env_int(const char *name, int def, int lo, int hi, int *out)
+{
+    const char *v = getenv(name);
+    char *end;
+    long x = v ? strtol(v, &end, 10) : def;
+    if (v && (end == v || *end)) return 0;
+    if (x < lo || x > hi) return 0;
+    *out = (int)x;
+    return 1;
+}
 
 /* Counters a backend advances (core counts compiles and replays). */
 typedef struct porta_backend_counts {

@@ -292,9 +292,9 @@ static void test_prefetch(checker *ck, porta_backend *be, const char *name)
     model a;
     model_open(&a, be, 1, 80, 1);
     CHECK_OK(porta_program_stats_get(a.p, &sa));
-    /* Vulkan on a CPU device and PORTA_..._L2PF=0 start without prefetches;
-     * the other instance flips that, with a window of 1 MiB on Vulkan so that
-     * this small model's linears take several. */
+    /* Off by default (or switched by the caller's environment): the other
+     * instance flips it, with a window of 1 MiB on Vulkan so that this small
+     * model's linears take several prefetches. */
     setenv(var, sa.prefetches ? "0" : !strcmp(kind, "vulkan") ? "3" : "1", 1);
     if (!strcmp(kind, "vulkan")) setenv("PORTA_VK_L2PF_MB", "1", 1);
     porta_backend *be2 = NULL;

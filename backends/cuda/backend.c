@@ -406,10 +406,11 @@ static porta_status pc_l2_plan(pc_prog *p, const porta_plan *plan, const pc_rec 
 {
     pc_backend *be = p->be;
     if (!be->l2pf) return PORTA_OK;
-    int m = 0, *idx = malloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1) * sizeof *idx);
-    int64_t *bytes = malloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1) * sizeof *bytes);
-    p->pf = calloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1), sizeof *p->pf);
-    p->pf_node = malloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1) * sizeof *p->pf_node);
+    const size_t nn = (size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1);
+    int m = 0, *idx = malloc(nn * sizeof *idx);
+    int64_t *bytes = malloc(nn * sizeof *bytes);
+    p->pf = calloc(nn, sizeof *p->pf);
+    p->pf_node = malloc(nn * sizeof *p->pf_node);
     if (!idx || !bytes || !p->pf || !p->pf_node) {
         free(idx);
         free(bytes);
@@ -418,7 +419,7 @@ static porta_status pc_l2_plan(pc_prog *p, const porta_plan *plan, const pc_rec 
     for (int i = 0; i < plan->n_nodes; i++) {
         const porta_node *n = &plan->nodes[i];
         if ((n->op != PORTA_OP_LINEAR && n->op != PORTA_OP_LINEAR_FUSED) || !pc_has(n, 1) ||
-            !porta_ref_dense(&n->in[1]) || !pc_stable(r, &n->in[1]))
+            !porta_ref_dense(&n->in[1]) || !pc_unwritten(r, &n->in[1]))
             continue;
         int64_t b = porta_ref_numel(&n->in[1]) * (int64_t)sizeof(float);
         idx[m] = i;

@@ -132,14 +132,19 @@ static inline float *pc_ptr(const pc_rec *r, const porta_ref *ref)
 }
 
 /* Nonzero when ref lies in a buffer no kernel of the program writes (a
- * weight): with programmatic dependent launch a kernel may read it before
- * waiting for the kernel ahead of it. */
-static inline int pc_stable(const pc_rec *r, const porta_ref *ref)
+ * weight). pc_stable: and kernels may read it before waiting for the kernel
+ * ahead of them (programmatic launch with PORTA_CUDA_PREFETCH). */
+static inline int pc_unwritten(const pc_rec *r, const porta_ref *ref)
 {
-    if (!r->be->prefetch || ref->mem != PORTA_MEM_BUFFER) return 0;
+    if (ref->mem != PORTA_MEM_BUFFER) return 0;
     for (int i = 0; i < r->n_written; i++)
         if (r->written[i] == ref->buf) return 0;
     return 1;
+}
+
+static inline int pc_stable(const pc_rec *r, const porta_ref *ref)
+{
+    return r->be->prefetch && pc_unwritten(r, ref);
 }
 
 static inline int pc_has(const porta_node *n, int i)

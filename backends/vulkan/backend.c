@@ -445,6 +445,7 @@ static void vkb_close(void *b)
         if (be->layout) be->f.vkDestroyPipelineLayout(be->dev, be->layout, NULL);
         if (be->dsl) be->f.vkDestroyDescriptorSetLayout(be->dev, be->dsl, NULL);
         buf_destroy(be, &be->staging);
+        buf_destroy(be, &be->none);
         buf_destroy(be, &be->copy_params);
         if (be->copy_dpool) be->f.vkDestroyDescriptorPool(be->dev, be->copy_dpool, NULL);
         if (be->xfer_fence) be->f.vkDestroyFence(be->dev, be->xfer_fence, NULL);
@@ -583,6 +584,7 @@ static porta_status backend_init(vk_be *be, const char *spec)
         if (!be->profile) fprintf(stderr, "porta vulkan: PORTA_VULKAN_PROFILE ignored: the queue has no timestamps\n");
     }
     s = buf_create(be, VK_STAGING_BYTES, MEM_UPLOAD, &be->staging);
+    if (!s) s = buf_create(be, 256, MEM_DEVICE, &be->none);
     if (!s) s = create_pipelines(be);
     /* The copy ring's descriptor sets and parameter blocks (copy_words). */
     if (!s) s = sets_create(be, VK_COPY_RING, VK_COPY_RING, &be->copy_dpool, be->copy_set);
@@ -665,7 +667,7 @@ static porta_status bind_ref(vk_prog *p, const porta_node *n, const porta_ref *r
     vk_buf *b = ref_buffer(p, r);
     const VkDeviceSize max_range = be->props.limits.maxStorageBufferRange;
     if (r->mem == PORTA_MEM_NONE) {
-        *info = (VkDescriptorBufferInfo){ b->buf, 0, b->bytes < max_range ? b->bytes : max_range };
+        *info = (VkDescriptorBufferInfo){ be->none.buf, 0, be->none.bytes };
         *base = 0;
         return PORTA_OK;
     }

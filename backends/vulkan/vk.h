@@ -100,7 +100,7 @@ static inline VkDeviceSize vk_esize(porta_dtype dt)
  * backend call turns a recorded error into PORTA_ERR_DEVICE. */
 typedef struct vk_validation {
     int errors;
-    char first[512];
+    char first[2048];
 } vk_validation;
 
 #define VK_COPY_RING 8
@@ -146,6 +146,8 @@ typedef struct vk_be {
     VkDescriptorSet copy_set[VK_COPY_RING];
     vk_buf copy_params;
     vk_buf staging;
+    vk_buf none; /* what absent operands bind: no shader reads it, and no
+                  * hazard checker sees a read of a buffer nodes write */
     VkDescriptorSetLayout dsl;
     VkPipelineLayout layout;
     VkPipeline pipe[VK_PIPE_COUNT];

@@ -17,7 +17,7 @@
 
 #define PORTA_PLAN_MAX_DIMS 6
 #define PORTA_PLAN_MAX_IN 5
-#define PORTA_MODULE_ABI 5
+#define PORTA_MODULE_ABI 6
 #define PORTA_STEP_FIELDS 4 /* pos, n, src, shared: see the step block below */
 
 typedef enum porta_op {
@@ -120,6 +120,7 @@ static inline int porta_env_int(const char *name, int def, int lo, int hi, int *
 typedef struct porta_backend_counts {
     uint64_t captures, records;
     uint64_t prefetches; /* weight prefetch launches in each replay */
+    uint64_t chained;    /* dependent dispatches that wait in-shader, not behind a barrier */
 } porta_backend_counts;
 
 /* The step block, as the host hands it to a backend before each replay:

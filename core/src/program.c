@@ -619,6 +619,7 @@ porta_status porta_program_stats_get(const porta_program *p, porta_program_stats
     st->captures = p->counts.captures;
     st->records = p->counts.records;
     st->prefetches = p->counts.prefetches;
+    st->chained = p->counts.chained;
     return PORTA_OK;
 }
 

@@ -6,15 +6,25 @@
 // p[7]: element offset of in4.
 #extension GL_GOOGLE_include_directive : enable
 
+// CHAIN builds (a GEMV recorded without the barrier before it, see
+// chain_wait) read the activations, in0 and in3, through coherent bindings:
+// an earlier dispatch of the replay may have left stale lines of them in a
+// multiprocessor's non-coherent cache, which no barrier has cleared.
+#ifdef CHAIN
+#define ACT coherent
+#else
+#define ACT
+#endif
+
 layout(std430, binding = 0) buffer Out { float o[]; };
-layout(std430, binding = 1) readonly buffer In0 { uint a[]; };
+layout(std430, binding = 1) ACT readonly buffer In0 { uint a[]; };
 layout(std430, binding = 2) readonly buffer In1 { uint b[]; };
 layout(std430, binding = 3) readonly buffer In2 { uint c[]; };
 // Shaders that use binding 4 as scratch (no fourth input) write it.
 #ifdef IN3_WRITABLE
 layout(std430, binding = 4) buffer In3 { uint d[]; };
 #else
-layout(std430, binding = 4) readonly buffer In3 { uint d[]; };
+layout(std430, binding = 4) ACT readonly buffer In3 { uint d[]; };
 #endif
 layout(std430, binding = 5) readonly buffer In4 { uint in4w[]; };
 layout(std430, binding = 6) readonly buffer Step { int step[]; };
@@ -23,6 +33,53 @@ layout(std430, binding = 6) readonly buffer Step { int step[]; };
 // storage-buffer loads of the same words).
 layout(std140, binding = 7) uniform Params { uvec4 pv[64]; };
 #define PW(i) pv[(i) >> 2][(i) & 3]
+
+// Chained dispatches (PORTA_VK_CHAIN; backends/vulkan/backend.c, plan_chain).
+// Words past the step block in binding 6 are counters the slot's upload
+// zeroes before every replay. A node with PW(255) = c + 1 adds one to counter
+// c per workgroup when the workgroup is done (after its stores are made
+// visible); a GEMV with PW(254) = c + 1 waits, after loading its first
+// weights, until counter c reaches PW(253), the workgroups of every dispatch
+// since the last barrier. A wait that gives up after CHAIN_SPINS polls (some
+// seconds on a GPU), or a count above the target, sets bit 1 or 2 of word
+// PW(252), which the host reads back with the outputs and reports.
+layout(std430, binding = 6) coherent volatile buffer Sync { uint sync_w[]; };
+#define CHAIN_SIGNAL PW(255)
+#define CHAIN_WAIT PW(254)
+#define CHAIN_TARGET PW(253)
+#define CHAIN_ERR PW(252)
+#define CHAIN_SPINS (1u << 22)
+
+void porta_main();
+void main()
+{
+    porta_main();
+    if (CHAIN_SIGNAL != 0u) {
+        memoryBarrierBuffer();
+        barrier();
+        if (gl_LocalInvocationIndex == 0u) atomicAdd(sync_w[CHAIN_SIGNAL - 1u], 1u);
+    }
+}
+// Every shader's main() is porta_main(), so that workgroups which return
+// early signal too.
+#define main porta_main
+
+#ifdef CHAIN
+void chain_wait()
+{
+    if (CHAIN_WAIT == 0u) return;
+    if (gl_LocalInvocationIndex == 0u) {
+        // Two nested loops: llvmpipe ends any loop after 65535 turns, so the
+        // count is checked after them, however they ended.
+        uint c = sync_w[CHAIN_WAIT - 1u];
+        for (uint i = 0u; i < CHAIN_SPINS / 4096u && c < CHAIN_TARGET; i++)
+            for (uint j = 0u; j < 4096u && c < CHAIN_TARGET; j++) c = sync_w[CHAIN_WAIT - 1u];
+        if (c != CHAIN_TARGET) atomicOr(sync_w[CHAIN_ERR], c < CHAIN_TARGET ? 1u : 2u);
+    }
+    barrier();
+    memoryBarrierBuffer();
+}
+#endif
 
 #define O_OFF PW(0)
 #define A_OFF PW(1)

@@ -29,7 +29,11 @@
 // 4 and 8 rows): a workgroup takes R weight rows and splits K among its
 // threads, so that each load of x serves R rows and each weight element is
 // read once, in 16-byte pieces, U pieces of every row in flight per thread;
-// the partial sums meet by subgroup sums, then in shared memory.
+// the partial sums meet by subgroup sums, then in shared memory. Its CHAIN
+// build (PORTA_VK_CHAIN) runs without a barrier before it: each workgroup
+// loads its first weight pieces, waits in chain_wait (common.glsl) for the
+// dispatches before it, then reads x and the residual through coherent
+// bindings.
 #include "common.glsl"
 #extension GL_EXT_control_flow_attributes : require
 
@@ -57,7 +61,7 @@ float silu(float x) { return x / (1.0 + exp(-x)); }
 #define MAX_SG (T / 4u)
 layout(local_size_x = 128) in;
 shared float part[MAX_SG * NV];
-layout(std430, binding = 1) readonly buffer In0v { uvec4 a4[]; };
+layout(std430, binding = 1) ACT readonly buffer In0v { uvec4 a4[]; };
 layout(std430, binding = 2) readonly buffer In1v { uvec4 b4[]; };
 layout(std430, binding = 5) readonly buffer In4v { uvec4 e4[]; };
 
@@ -73,9 +77,23 @@ uint weight_row(uint grp, uint r, bool swiglu, uint N, uint Nout)
     return j < N ? j : ~0u;
 }
 
+// The U pieces of every weight row a thread takes at k0 (in 16-byte words).
+#define LOAD_W(k0)                                                                                 \
+    [[unroll]] for (uint u = 0u; u < U; u++)                                                      \
+        [[unroll]] for (uint r = 0u; r < R; r++) {                                                \
+            uint k = (k0) + u * T;                                                                 \
+            w[u * R + r] = row[r] != ~0u && k < K4 ? uintBitsToFloat(b4[wr[r] + k]) : vec4(0.0);   \
+        }
+
 void main()
 {
     uint M = P(0), N = P(1), K = P(2), Nout = P(13), flags = P(15);
+#ifdef CHAIN
+    // Recorded without the barrier before it: the first weight pieces are
+    // loaded (weights no node writes), then the dispatches before it are
+    // waited for, then x is read.
+    bool waited = false;
+#endif
     bool norm = (flags & FL_NORM) != 0u, swiglu = (flags & FL_SWIGLU) != 0u;
     bool scale = (flags & FL_SCALE) != 0u;
     uint tid = gl_LocalInvocationID.x;
@@ -95,15 +113,23 @@ void main()
                 uint K4 = K / 4u;
                 uint wr[R];
                 [[unroll]] for (uint r = 0u; r < R; r++) wr[r] = row[r] != ~0u ? (b0 + row[r] * P(10)) / 4u : 0u;
+#ifdef CHAIN
+                vec4 w[U * R];
+                LOAD_W(tid);
+                if (!waited) {
+                    chain_wait();
+                    waited = true;
+                }
+#endif
                 for (uint k0 = tid; k0 < K4; k0 += U * T) {
                     // Every weight load of the U pieces is in flight before
                     // the first is used.
+#ifdef CHAIN
+                    if (k0 != tid) LOAD_W(k0);
+#else
                     vec4 w[U * R];
-                    [[unroll]] for (uint u = 0u; u < U; u++)
-                        [[unroll]] for (uint r = 0u; r < R; r++) {
-                            uint k = k0 + u * T;
-                            w[u * R + r] = row[r] != ~0u && k < K4 ? uintBitsToFloat(b4[wr[r] + k]) : vec4(0.0);
-                        }
+                    LOAD_W(k0);
+#endif
                     [[unroll]] for (uint u = 0u; u < U; u++) {
                         uint k = k0 + u * T;
                         if (k >= K4) break;
@@ -118,6 +144,12 @@ void main()
                     }
                 }
             } else {
+#ifdef CHAIN
+                if (!waited) {
+                    chain_wait();
+                    waited = true;
+                }
+#endif
                 for (uint k = tid; k < K; k += T) {
                     float w[R];
                     [[unroll]] for (uint r = 0u; r < R; r++)

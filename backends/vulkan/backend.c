@@ -578,6 +578,14 @@ static porta_status backend_init(vk_be *be, const char *spec)
         return be->host->fail(PORTA_ERR_ARG, "vulkan: PORTA_VK_L2PF=%s, PORTA_VK_L2PF_MB=%s (want 0 to 3, 1 to 4096)",
                               l2pf ? l2pf : "", l2mb ? l2mb : "");
     be->l2pf_bytes = (uint64_t)mb << 20;
+    /* Chained GEMVs (plan_chain): PORTA_VK_CHAIN=1 on, 0 off (the default
+     * until it is measured); PORTA_VK_CHAIN_SKEW, for tests, adds to every
+     * chain target so that the shaders' miscount checks can be seen to fire. */
+    const char *chain = getenv("PORTA_VK_CHAIN"), *skew = getenv("PORTA_VK_CHAIN_SKEW");
+    if (!porta_env_int("PORTA_VK_CHAIN", 0, 0, 1, &be->chain) ||
+        !porta_env_int("PORTA_VK_CHAIN_SKEW", 0, -1, 1, &be->chain_skew))
+        return be->host->fail(PORTA_ERR_ARG, "vulkan: PORTA_VK_CHAIN=%s, PORTA_VK_CHAIN_SKEW=%s (want 0 or 1, -1 to 1)",
+                              chain ? chain : "", skew ? skew : "");
     const char *prof = getenv("PORTA_VULKAN_PROFILE");
     if (prof && strcmp(prof, "1") == 0) {
         be->profile = be->ts_bits > 0 && be->props.limits.timestampPeriod > 0;
@@ -633,6 +641,13 @@ typedef struct vk_prog {
     VkCommandBuffer main;
     int n_in, n_out, step_rows;
     VkDeviceSize step_bytes;
+    /* Chained GEMVs (plan_chain): counters, one word per node, and an error
+     * word at sync_off in the step buffer (sync_bytes, zeroed by each slot's
+     * upload; 0 when be->chain is off); err_back: the error word's place in
+     * the readback. */
+    VkDeviceSize sync_off, sync_bytes, err_back;
+    VkDeviceSize stage_bytes, back_bytes; /* each slot's staging and readback */
+    int n_chain;
     VkDeviceSize *in_stage, *in_bytes, *out_back, *out_bytes; /* byte offsets and sizes */
     vk_slot slot[VK_RING];
     int next;
@@ -758,7 +773,71 @@ static void plan_barriers(const vk_prog *p, const porta_plan *plan, const vk_enc
 static int is_gemv(vk_pipe pipe)
 {
     return pipe == VK_PIPE_MATMUL_GEMV || pipe == VK_PIPE_MATMUL_GEMV1 || pipe == VK_PIPE_MATMUL_GEMV2 ||
-           pipe == VK_PIPE_MATMUL_GEMV4;
+           pipe == VK_PIPE_MATMUL_GEMV4 || pipe == VK_PIPE_MATMUL_GEMV_CHAIN || pipe == VK_PIPE_MATMUL_GEMV1_CHAIN ||
+           pipe == VK_PIPE_MATMUL_GEMV2_CHAIN || pipe == VK_PIPE_MATMUL_GEMV4_CHAIN;
+}
+
+/* Whether any node of the plan writes what r reads. */
+static int plan_writes(const porta_plan *plan, const porta_ref *r)
+{
+    for (int k = 0; k < plan->n_nodes; k++)
+        if (porta_ref_overlap(&plan->nodes[k].out, r)) return 1;
+    return 0;
+}
+
+/* Chained GEMVs (be->chain). A pipeline barrier lets no dispatch after it
+ * start before every dispatch before it has finished, so a GEMV after a
+ * barrier issues its first weight loads only then: on an H200 each barrier
+ * at a GEMV boundary cost about 5 us of a 12 x 768 batch-1 step (the drain
+ * of one dispatch, then the ramp of the next from memory), 60% of the step.
+ * Here a GEMV that would follow a barrier, and be followed by one, is
+ * recorded without it, as its CHAIN build: each workgroup loads its first
+ * weight pieces, then waits until every workgroup of the dispatches since
+ * the last barrier (the group before it) has added one to the GEMV's counter
+ * (their stores made visible first), then reads x and the residual through
+ * coherent bindings. Its weights, bias and norm scale must be read by no
+ * node that writes them; it writes only after the wait, so whatever the
+ * group before it reads is no longer read; and the dispatch after it waits
+ * behind a barrier again. Earlier groups are complete by then (a barrier, or
+ * a chained GEMV whose workgroups all waited for theirs). Dispatches run in
+ * recording order, so the group before is running or done while the GEMV's
+ * workgroups wait: none waits for work that cannot start. */
+static void plan_chain(vk_prog *p, const porta_plan *plan, vk_enc *enc, const char *wait, char *chain)
+{
+    vk_be *be = p->be;
+    const int nn = plan->n_nodes;
+    const uint32_t sync = (uint32_t)(p->sync_off / 4);
+    for (int j = 1; j < nn && p->sync_bytes; j++) {
+        const porta_node *n = &plan->nodes[j];
+        uint32_t *q = enc[j].p;
+        if (!wait[j] || (j + 1 < nn && !wait[j + 1]) || !is_gemv(enc[j].pipe) || !q[VK_P_OP + 12] ||
+            ((q[1] | q[2] | q[VK_P_IN4]) & 3u))
+            continue;
+        int written = 0;
+        for (int i = 1; i < n->n_in && !written; i++)
+            written = i != 3 && n->in[i].mem != PORTA_MEM_NONE && plan_writes(plan, &n->in[i]);
+        if (written) continue;
+        /* The group before j: back to the node after the last barrier (a
+         * node's second pass follows a barrier of its own). */
+        int s = j - 1;
+        while (s > 0 && !wait[s] && !enc[s].second_pass) s--;
+        uint64_t target = 0;
+        for (int k = s; k < j; k++) {
+            const uint32_t *g = enc[k].groups, *g2 = enc[k].groups2;
+            target += (uint64_t)g[0] * g[1] * g[2] + (enc[k].second_pass ? (uint64_t)g2[0] * g2[1] * g2[2] : 0);
+        }
+        if (target == 0 || target > UINT32_MAX / 2) continue;
+        for (int k = s; k < j; k++) enc[k].p[VK_P_CHAIN_SIGNAL] = sync + (uint32_t)j + 1;
+        q[VK_P_CHAIN_WAIT] = sync + (uint32_t)j + 1;
+        q[VK_P_CHAIN_TARGET] = (uint32_t)((int64_t)target + be->chain_skew);
+        q[VK_P_CHAIN_ERR] = sync + (uint32_t)nn;
+        enc[j].pipe = enc[j].pipe == VK_PIPE_MATMUL_GEMV1   ? VK_PIPE_MATMUL_GEMV1_CHAIN
+                      : enc[j].pipe == VK_PIPE_MATMUL_GEMV2 ? VK_PIPE_MATMUL_GEMV2_CHAIN
+                      : enc[j].pipe == VK_PIPE_MATMUL_GEMV4 ? VK_PIPE_MATMUL_GEMV4_CHAIN
+                                                            : VK_PIPE_MATMUL_GEMV_CHAIN;
+        chain[j] = 1;
+        p->n_chain++;
+    }
 }
 
 /* The L2 prefetch plan. A GEMV's weights stream from memory while its
@@ -794,9 +873,7 @@ static porta_status plan_prefetch(vk_prog *p, const porta_plan *plan, const vk_e
         if ((n->op != PORTA_OP_LINEAR && n->op != PORTA_OP_LINEAR_FUSED) || !is_gemv(enc[i].pipe) || n->n_in < 2 ||
             n->in[1].mem != PORTA_MEM_BUFFER)
             continue;
-        int written = 0;
-        for (int k = 0; k < nn && !written; k++) written = porta_ref_overlap(&plan->nodes[k].out, &n->in[1]);
-        if (!written) lin[m++] = i;
+        if (!plan_writes(plan, &n->in[1])) lin[m++] = i;
     }
     uint64_t max_groups = 0;
     for (int j = 0, next = 1; j + 1 < m; j++) {
@@ -853,7 +930,7 @@ done:
 }
 
 static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc *enc, const VkDescriptorSet *sets,
-                                const char *wait)
+                                const char *wait, const char *chain)
 {
     vk_be *be = p->be;
     VkCommandBufferBeginInfo bi = {
@@ -866,7 +943,7 @@ static porta_status record_main(vk_prog *p, const porta_plan *plan, const vk_enc
         be->f.vkCmdWriteTimestamp(p->main, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, p->qpool, 0);
     }
     for (int i = 0, k = 0; i < plan->n_nodes; i++) {
-        if (wait[i]) compute_barrier(be, p->main);
+        if (wait[i] && !chain[i]) compute_barrier(be, p->main);
         for (; k < p->n_pf && p->pf_node[k] == i; k++) {
             be->f.vkCmdBindPipeline(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->pipe[VK_PIPE_PREFETCH]);
             be->f.vkCmdBindDescriptorSets(p->main, VK_PIPELINE_BIND_POINT_COMPUTE, be->layout, 0, 1, &p->pf_set[k], 0,
@@ -896,8 +973,9 @@ static porta_status record_slot(vk_prog *p, const porta_plan *plan, vk_slot *sl)
     VkCommandBufferBeginInfo bi = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
     VK_TRY(be, be->f.vkBeginCommandBuffer(sl->up, &bi), "vkBeginCommandBuffer");
     full_barrier(be, sl->up);
-    if (p->step_bytes) {
-        VkBufferCopy c = { 0, 0, p->step_bytes };
+    /* The step block, and the chain counters' zeros after it. */
+    if (p->step_bytes || p->n_chain) {
+        VkBufferCopy c = { 0, 0, p->n_chain ? p->sync_off + p->sync_bytes : p->step_bytes };
         be->f.vkCmdCopyBuffer(sl->up, sl->stage.buf, p->step.buf, 1, &c);
     }
     for (int i = 0; i < p->n_in; i++) {
@@ -917,6 +995,10 @@ static porta_status record_slot(vk_prog *p, const porta_plan *plan, vk_slot *sl)
         VkBufferCopy c = { (VkDeviceSize)r->offset * 4, p->out_back[i], p->out_bytes[i] };
         be->f.vkCmdCopyBuffer(sl->down, ref_buffer(p, r)->buf, sl->back.buf, 1, &c);
     }
+    if (p->n_chain) {
+        VkBufferCopy c = { p->sync_off + p->sync_bytes - 4, p->err_back, 4 };
+        be->f.vkCmdCopyBuffer(sl->down, p->step.buf, sl->back.buf, 1, &c);
+    }
     full_barrier(be, sl->down);
     VK_TRY(be, be->f.vkEndCommandBuffer(sl->down), "vkEndCommandBuffer");
     return PORTA_OK;
@@ -928,6 +1010,16 @@ static porta_status slot_finish(vk_prog *p, vk_slot *sl)
     if (!sl->busy) return PORTA_OK;
     sl->busy = 0;
     VK_TRY(be, be->f.vkWaitForFences(be->dev, 1, &sl->fence, VK_TRUE, UINT64_MAX), "vkWaitForFences");
+    if (p->n_chain) {
+        uint32_t err;
+        memcpy(&err, (const char *)sl->back.map + p->err_back, sizeof err);
+        if (err)
+            return be->host->fail(PORTA_ERR_DEVICE,
+                                  "vulkan: a chained linear's wait %s; its outputs are not valid (PORTA_VK_CHAIN=0 "
+                                  "records barriers instead)",
+                                  err & 1 ? "timed out: the dispatches before it did not finish"
+                                          : "counted more workgroups than the program planned");
+    }
     for (int i = 0; i < p->n_out; i++)
         if (sl->outs[i]) memcpy(sl->outs[i], (const char *)sl->back.map + p->out_back[i], p->out_bytes[i]);
     return vk_validation_status(be);
@@ -979,7 +1071,7 @@ static porta_status layout_io(vk_prog *p, const porta_plan *plan, VkDeviceSize *
     if (!p->in_stage || !p->out_back) return p->be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
     p->in_bytes = p->in_stage + plan->n_inputs;
     p->out_bytes = p->out_back + plan->n_outputs;
-    VkDeviceSize off = (p->step_bytes + 15) & ~(VkDeviceSize)15;
+    VkDeviceSize off = p->sync_off + ((p->sync_bytes + 15) & ~(VkDeviceSize)15);
     for (int i = 0; i < plan->n_inputs; i++) {
         p->in_stage[i] = off;
         p->in_bytes[i] = (VkDeviceSize)porta_ref_numel(&plan->inputs[i]) * 4;
@@ -992,7 +1084,8 @@ static porta_status layout_io(vk_prog *p, const porta_plan *plan, VkDeviceSize *
         p->out_bytes[i] = (VkDeviceSize)porta_ref_numel(&plan->outputs[i]) * 4;
         off += (p->out_bytes[i] + 15) & ~(VkDeviceSize)15;
     }
-    *back = off;
+    p->err_back = off;
+    *back = off + (p->sync_bytes ? 16 : 0);
     for (int i = 0; i < plan->n_inputs; i++)
         if (plan->inputs[i].mem == PORTA_MEM_NONE || !porta_ref_dense(&plan->inputs[i]) ||
             plan->inputs[i].dtype != PORTA_F32)
@@ -1046,6 +1139,9 @@ static porta_status build_sets(vk_prog *p, const porta_plan *plan, VkDescriptorS
     return PORTA_OK;
 }
 
+static porta_status prog_record(vk_prog *p, const porta_plan *plan, vk_enc *enc, const VkDescriptorSet *sets,
+                                const char *wait, const char *chain);
+
 static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, VkDescriptorSet *sets)
 {
     vk_be *be = p->be;
@@ -1053,10 +1149,11 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
     p->n_out = plan->n_outputs;
     p->step_rows = plan->step_rows;
     p->step_bytes = (VkDeviceSize)plan->step_rows * PORTA_STEP_FIELDS * 4;
-    VkDeviceSize stage_bytes = 0, back_bytes = 0;
-    porta_status s = layout_io(p, plan, &stage_bytes, &back_bytes);
+    p->sync_off = (p->step_bytes + 15) & ~(VkDeviceSize)15;
+    p->sync_bytes = be->chain ? ((VkDeviceSize)plan->n_nodes + 1) * 4 : 0;
+    porta_status s = layout_io(p, plan, &p->stage_bytes, &p->back_bytes);
     if (!s) s = buf_create(be, (VkDeviceSize)plan->arena_elems * 4, MEM_DEVICE, &p->arena);
-    if (!s) s = buf_create(be, p->step_bytes, MEM_DEVICE, &p->step);
+    if (!s) s = buf_create(be, p->sync_off + p->sync_bytes, MEM_DEVICE, &p->step);
     if (!s) s = buf_create(be, (VkDeviceSize)(plan->n_nodes + 1) * VK_PARAM_BYTES, MEM_DEVICE, &p->params);
     for (int i = 0; i < plan->n_nodes && !s; i++) s = encode(be, plan, &plan->nodes[i], &enc[i]);
     /* Nodes run one after another, so one scratch buffer serves them all. */
@@ -1066,6 +1163,29 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
     if (!s && scratch) s = buf_create(be, scratch, MEM_DEVICE, &p->scratch);
     if (!s) s = build_sets(p, plan, sets, enc);
     if (s) return s;
+    /* Barriers, then the GEMVs that wait in-shader instead (their pipelines
+     * and chain words go into the encodings before the upload). */
+    size_t nw = (size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1);
+    char *wait = calloc(nw, 1), *chain = calloc(nw, 1);
+    if (!wait || !chain) {
+        free(wait);
+        free(chain);
+        return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
+    }
+    plan_barriers(p, plan, enc, wait);
+    plan_chain(p, plan, enc, wait, chain);
+    s = prog_record(p, plan, enc, sets, wait, chain);
+    free(wait);
+    free(chain);
+    return s;
+}
+
+/* Parameter upload, the slots' command buffers and the program's. */
+static porta_status prog_record(vk_prog *p, const porta_plan *plan, vk_enc *enc, const VkDescriptorSet *sets,
+                                const char *wait, const char *chain)
+{
+    vk_be *be = p->be;
+    porta_status s;
     uint32_t *params = malloc(((size_t)plan->n_nodes + 1) * VK_PARAM_BYTES);
     if (!params) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
     for (int i = 0; i < plan->n_nodes; i++) memcpy(params + (size_t)i * VK_PARAM_WORDS, enc[i].p, VK_PARAM_BYTES);
@@ -1095,8 +1215,10 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
         VK_TRY(be, be->f.vkCreateFence(be->dev, &fci, NULL, &sl->fence), "vkCreateFence");
         sl->outs = calloc((size_t)p->n_out + 1, sizeof *sl->outs);
         if (!sl->outs) return be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
-        s = buf_create(be, stage_bytes, MEM_UPLOAD, &sl->stage);
-        if (!s) s = buf_create(be, back_bytes, MEM_READBACK, &sl->back);
+        s = buf_create(be, p->stage_bytes, MEM_UPLOAD, &sl->stage);
+        /* Zeros for the chain counters, copied before every replay. */
+        if (!s && p->stage_bytes) memset(sl->stage.map, 0, (size_t)p->stage_bytes);
+        if (!s) s = buf_create(be, p->back_bytes, MEM_READBACK, &sl->back);
         if (!s) s = record_slot(p, plan, sl);
     }
     if (!s && be->profile && plan->n_nodes > 0) {
@@ -1113,12 +1235,8 @@ static porta_status prog_build(vk_prog *p, const porta_plan *plan, vk_enc *enc, 
         };
         VK_TRY(be, be->f.vkCreateQueryPool(be->dev, &qi, NULL, &p->qpool), "vkCreateQueryPool");
     }
-    char *wait = calloc((size_t)(plan->n_nodes > 0 ? plan->n_nodes : 1), 1);
-    if (!s && !wait) s = be->host->fail(PORTA_ERR_NOMEM, "vulkan: out of host memory");
-    if (!s) plan_barriers(p, plan, enc, wait);
     if (!s) s = plan_prefetch(p, plan, enc, wait);
-    if (!s) s = record_main(p, plan, enc, sets, wait);
-    free(wait);
+    if (!s) s = record_main(p, plan, enc, sets, wait, chain);
     return s ? s : vk_validation_status(be);
 }
 
@@ -1144,6 +1262,7 @@ static porta_status vkb_prog_new(void *b, const porta_plan *plan, porta_backend_
     }
     counts->records++;
     counts->prefetches = (uint64_t)p->n_pf;
+    counts->chained = (uint64_t)p->n_chain;
     *out = p;
     return PORTA_OK;
 }

@@ -71,6 +71,10 @@ typedef enum vk_pipe {
     VK_PIPE_SAMPLE, /* made only on devices with shaderFloat64 */
     VK_PIPE_ATTN_ROWS, /* cached attention that does not split */
     VK_PIPE_PREFETCH,  /* reads weights into L2 ahead of the linears */
+    VK_PIPE_MATMUL_GEMV_CHAIN, /* the GEMVs built to wait in-shader (PORTA_VK_CHAIN), */
+    VK_PIPE_MATMUL_GEMV1_CHAIN, /* in the order of the four above */
+    VK_PIPE_MATMUL_GEMV2_CHAIN,
+    VK_PIPE_MATMUL_GEMV4_CHAIN,
     VK_PIPE_COUNT
 } vk_pipe;
 
@@ -126,6 +130,8 @@ typedef struct vk_be {
     int gemm_off;     /* PORTA_VK_GEMM=0: products on the general tiled kernel only */
     int l2pf;         /* GEMV weights prefetched into L2 in the gaps between linears (PORTA_VK_L2PF) */
     uint64_t l2pf_bytes; /* weight bytes one prefetch takes at most (PORTA_VK_L2PF_MB) */
+    int chain;        /* GEMVs wait in-shader instead of behind a barrier (PORTA_VK_CHAIN) */
+    int chain_skew;   /* added to every chain target: a self-test of the miscount checks */
     porta_backend_vt vt; /* this device's vtable (caps depend on its features) */
     VkDevice dev;
     uint32_t qfam;
@@ -165,6 +171,13 @@ typedef struct vk_be {
 #define VK_P_DTYPES 6
 #define VK_P_IN4 7
 #define VK_P_OP 8
+/* Chained dispatches (shaders/common.glsl): the counter this node's
+ * workgroups add to (index + 1 in the step buffer's words, 0 none), the
+ * counter a CHAIN GEMV waits for, its target, and the error word. */
+#define VK_P_CHAIN_SIGNAL 255
+#define VK_P_CHAIN_WAIT 254
+#define VK_P_CHAIN_TARGET 253
+#define VK_P_CHAIN_ERR 252
 
 /* A node is one dispatch, or two (pipe, then pipe2 after a barrier, both
  * with the node's bindings) when second_pass is set; such a node gets

@@ -12,7 +12,9 @@
  *  - resetting one row changes no other row's output, bit for bit;
  *  - 64 replays enqueued without waiting equal 64 synchronised ones, bit for bit;
  *  - GPU backends: L2 prefetches of weights change no output, bit for bit,
- *    and a malformed prefetch setting is refused;
+ *    and a malformed prefetch setting is refused; on Vulkan the same for
+ *    GEMVs chained without barriers (PORTA_VK_CHAIN), and on lavapipe a
+ *    deliberately low chain target is reported;
  *  - a full cache is refused before the replay, and truncation recovers;
  *  - a prefix prefilled once on row 0 by a one-row program and copied to the
  *    other rows (porta_kvcache_copy_row), or shared with them
@@ -281,38 +283,37 @@ static void test_async(checker *ck, porta_backend *be)
  * before them. The reads are hints: a program with them replays bit for bit
  * like one without (a second instance of the backend, the switch flipped),
  * and the program that has them says how many it launches. */
-static void test_prefetch(checker *ck, porta_backend *be, const char *name)
+/* Sets var to val (NULL: unset) and returns its previous value (to free). */
+static char *env_swap(const char *var, const char *val)
 {
-    const char *kind = porta_backend_kind(be);
-    const char *var = !strcmp(kind, "cuda") ? "PORTA_CUDA_L2PF" : !strcmp(kind, "vulkan") ? "PORTA_VK_L2PF" : NULL;
-    if (!var) return;
     const char *was = getenv(var);
     char *saved = was ? strdup(was) : NULL;
-    porta_program_stats sa;
-    model a;
-    model_open(&a, be, 1, 80, 1);
-    CHECK_OK(porta_program_stats_get(a.p, &sa));
-    /* Off by default (or switched by the caller's environment): the other
-     * instance flips it, with a window of 1 MiB on Vulkan so that this small
-     * model's linears take several prefetches. */
-    setenv(var, sa.prefetches ? "0" : !strcmp(kind, "vulkan") ? "3" : "1", 1);
-    if (!strcmp(kind, "vulkan")) setenv("PORTA_VK_L2PF_MB", "1", 1);
-    porta_backend *be2 = NULL;
-    CHECK_OK(porta_backend_open(name, &be2));
-    /* A setting that is not a number in range is refused, naming itself. */
-    setenv(var, "1x", 1);
-    porta_backend *bad = NULL;
-    porta_status bs = porta_backend_open(name, &bad);
-    check_true(ck, "a malformed L2 prefetch setting is refused with a message naming it",
-               bs == PORTA_ERR_ARG && !bad && strstr(porta_last_error(), var));
-    porta_backend_close(bad);
+    if (val) setenv(var, val, 1);
+    else unsetenv(var);
+    return saved;
+}
+
+static void env_restore(const char *var, char *saved)
+{
     if (saved) setenv(var, saved, 1);
     else unsetenv(var);
-    unsetenv("PORTA_VK_L2PF_MB");
     free(saved);
-    model b;
+}
+
+typedef uint64_t (*stat_fn)(const porta_program_stats *);
+static uint64_t stat_prefetches(const porta_program_stats *st) { return st->prefetches; }
+static uint64_t stat_chained(const porta_program_stats *st) { return st->chained; }
+
+/* Replays N steps on two programs, a on be and b on be2, and checks that
+ * their outputs are finite and equal bit for bit and that the statistic
+ * is zero on exactly one side. */
+static void compare_switched(checker *ck, porta_backend *be, porta_backend *be2, stat_fn stat, const char *what)
+{
+    model a, b;
+    model_open(&a, be, 1, 80, 1);
     model_open(&b, be2, 1, 80, 1);
-    porta_program_stats sb;
+    porta_program_stats sa, sb;
+    CHECK_OK(porta_program_stats_get(a.p, &sa));
     CHECK_OK(porta_program_stats_get(b.p, &sb));
     enum { N = 40 };
     rng r = { 5 };
@@ -330,15 +331,81 @@ static void test_prefetch(checker *ck, porta_backend *be, const char *name)
     CHECK_OK(porta_program_wait(b.p));
     int finite = 1;
     for (size_t i = 0; i < n; i++) finite &= isfinite(ya[i]) != 0;
-    char what[160];
-    snprintf(what, sizeof what, "L2 prefetches (%llu against %llu a replay) change no output, bit for bit",
-             (unsigned long long)sa.prefetches, (unsigned long long)sb.prefetches);
-    check_true(ck, what, finite && (sa.prefetches == 0) != (sb.prefetches == 0) && !memcmp(ya, yb, n * sizeof(float)));
+    char line[200];
+    snprintf(line, sizeof line, "%s (%llu against %llu a replay) change no output, bit for bit", what,
+             (unsigned long long)stat(&sa), (unsigned long long)stat(&sb));
+    check_true(ck, line, finite && (stat(&sa) == 0) != (stat(&sb) == 0) && !memcmp(ya, yb, n * sizeof(float)));
     free(x);
     free(ya);
     free(yb);
     model_close(&a);
     model_close(&b);
+}
+
+/* A second instance of the backend with var switched the other way (off by
+ * default, or as the caller's environment has it) gives the same outputs;
+ * a malformed value is refused with a message naming var. */
+static void test_switch(checker *ck, porta_backend *be, const char *name, const char *var, const char *on,
+                        stat_fn stat, const char *what)
+{
+    model a;
+    model_open(&a, be, 1, 80, 1);
+    porta_program_stats sa;
+    CHECK_OK(porta_program_stats_get(a.p, &sa));
+    model_close(&a);
+    char *saved = env_swap(var, stat(&sa) ? "0" : on);
+    porta_backend *be2 = NULL;
+    CHECK_OK(porta_backend_open(name, &be2));
+    setenv(var, "1x", 1);
+    porta_backend *bad = NULL;
+    porta_status bs = porta_backend_open(name, &bad);
+    char line[160];
+    snprintf(line, sizeof line, "a malformed %s setting is refused with a message naming it", var);
+    check_true(ck, line, bs == PORTA_ERR_ARG && !bad && strstr(porta_last_error(), var));
+    porta_backend_close(bad);
+    env_restore(var, saved);
+    compare_switched(ck, be, be2, stat, what);
+    porta_backend_close(be2);
+}
+
+static void test_prefetch(checker *ck, porta_backend *be, const char *name)
+{
+    const char *kind = porta_backend_kind(be);
+    const char *var = !strcmp(kind, "cuda") ? "PORTA_CUDA_L2PF" : !strcmp(kind, "vulkan") ? "PORTA_VK_L2PF" : NULL;
+    if (!var) return;
+    /* With a window of 1 MiB on Vulkan, so that this small model's linears
+     * take several prefetches. */
+    char *mb = env_swap("PORTA_VK_L2PF_MB", "1");
+    test_switch(ck, be, name, var, !strcmp(kind, "vulkan") ? "3" : "1", stat_prefetches, "L2 prefetches");
+    env_restore("PORTA_VK_L2PF_MB", mb);
+}
+
+/* Vulkan: GEMVs that wait in-shader for the dispatches before them
+ * (PORTA_VK_CHAIN) give the outputs of barriers, bit for bit. On lavapipe,
+ * which runs one dispatch after another, a chain target one below the
+ * planned count must be reported as a miscount, not pass silently. */
+static void test_chain(checker *ck, porta_backend *be, const char *name)
+{
+    if (strcmp(porta_backend_kind(be), "vulkan")) return;
+    test_switch(ck, be, name, "PORTA_VK_CHAIN", "1", stat_chained, "GEMVs chained without barriers");
+    if (!strstr(porta_backend_device(be), "llvmpipe")) return;
+    char *chain = env_swap("PORTA_VK_CHAIN", "1"), *skew = env_swap("PORTA_VK_CHAIN_SKEW", "-1");
+    porta_backend *be2 = NULL;
+    CHECK_OK(porta_backend_open(name, &be2));
+    env_restore("PORTA_VK_CHAIN", chain);
+    env_restore("PORTA_VK_CHAIN_SKEW", skew);
+    model m;
+    model_open(&m, be2, 1, 80, 1);
+    float x[ROWS * E], y[ROWS * E];
+    rng r = { 11 };
+    fill_random(&r, x, ROWS * E, 1.0f);
+    porta_status s = porta_run(m.p, &(porta_step){ .n_new = 1, .inputs = (const float *const[]){ x },
+                                                   .outputs = (float *const[]){ y } });
+    if (s == PORTA_OK) s = porta_program_wait(m.p);
+    printf("     miscount message: %s\n", s ? porta_last_error() : "(none)");
+    check_true(ck, "a chain target below the dispatches' workgroups is reported (PORTA_ERR_DEVICE), not passed",
+               s == PORTA_ERR_DEVICE && strstr(porta_last_error(), "counted more workgroups"));
+    model_close(&m);
     porta_backend_close(be2);
 }
 
@@ -586,6 +653,7 @@ int main(int argc, char **argv)
     test_reset_isolation(&ck, be);
     test_async(&ck, be);
     test_prefetch(&ck, be, argv[1]);
+    test_chain(&ck, be, argv[1]);
     test_overflow(&ck, be);
     test_shared_prefix(&ck, be, 0);
     test_shared_prefix(&ck, be, 1);

@@ -149,14 +149,17 @@ static void fill_cache(const setup *S, int context)
     free(x);
 }
 
-typedef struct decode_times { double replay, rebuild; uint64_t captures; } decode_times;
+typedef struct decode_times {
+    double replay, rebuild;
+    uint64_t captures, prefetches, chained;
+} decode_times;
 
 /* Median seconds of one decode step at `context` (each step truncated back),
  * replaying one program; and, when rebuild_steps > 0, building and compiling
  * the graph for every step. */
 static decode_times time_decode(const setup *S, int context, int steps, int rebuild_steps)
 {
-    decode_times r = { 0, 0, 0 };
+    decode_times r = { 0, 0, 0, 0, 0 };
     size_t n = (size_t)S->rows * S->w->c.embed;
     float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
     for (size_t i = 0; i < n; i++) x[i] = sinf(0.11f * (float)(i % 977));
@@ -183,6 +186,8 @@ static decode_times time_decode(const setup *S, int context, int steps, int rebu
     porta_program_stats ps;
     OK(porta_program_stats_get(p, &ps));
     r.captures = ps.captures + ps.records;
+    r.prefetches = ps.prefetches;
+    r.chained = ps.chained;
     porta_program_free(p);
     for (int i = 0; i < rebuild_steps; i++) {
         for (int b = 0; b < S->rows; b++) OK(porta_kvcache_truncate(S->kv, b, context));
@@ -460,6 +465,9 @@ static void bench_backend(const char *name, int quick, int steps_only, const sha
         printf("%-9s %5d %6d %10.3f %11.3f %7.1fx %10s %8s %9.1f %5.0f%%\n", m ? "12x768" : "2x64", sc.rows,
                sc.context, d.replay * 1e3, d.rebuild * 1e3, d.rebuild / d.replay, eb, er, gbs, 100 * gbs / bw);
         if (m) step_ms[m - 1] = d.replay * 1e3;
+        if (d.prefetches || d.chained)
+            printf("%-9s %5s %6s   besides its kernels: %llu L2 prefetches, %llu GEMVs chained without barriers\n", "",
+                   "", "", (unsigned long long)d.prefetches, (unsigned long long)d.chained);
         porta_kvcache_free(S.kv);
         dec_weights_free(S.w);
     }

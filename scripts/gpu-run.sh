@@ -7,8 +7,9 @@
 #   profile   time of each node: bench_decoder on CUDA and Vulkan (PORTA_CUDA_PROFILE=1,
 #             PORTA_VULKAN_PROFILE=1), and the Toto
 #             forecasts of CASES (default "mean-v7 s256-v1") without toto-ts
-#   l2pf      the decode steps with and without the L2 prefetch of weights, settings
-#             alternated run by run (L2PF_VARIANTS: CUDA:VULKAN:MiB triples)
+#   l2pf      the decode steps with and without the L2 prefetch of weights and the
+#             Vulkan GEMV chaining, settings alternated run by run (L2PF_VARIANTS:
+#             PORTA_CUDA_L2PF:PORTA_VK_L2PF:PORTA_VK_L2PF_MB:PORTA_VK_CHAIN)
 #   quick     shorter benchmarks
 # (default: tests sanitize bench). Logs go to $OUT (default build-gpu/logs);
 # a summary table is printed last. Each part fits one 10-minute call.
@@ -65,10 +66,11 @@ fi
 if has l2pf; then
   # Each run takes one setting of both backends; the settings alternate, twice over.
   for rep in 1 2; do
-    for v in ${L2PF_VARIANTS:-0:0:24 1:1:24 1:3:32 2:2:24}; do
-      IFS=: read -r cm vm mb <<< "$v"
-      echo "== PORTA_CUDA_L2PF=$cm PORTA_VK_L2PF=$vm PORTA_VK_L2PF_MB=$mb (run $rep)" | tee -a "$out/l2pf.log"
-      PORTA_CUDA_L2PF=$cm PORTA_VK_L2PF=$vm PORTA_VK_L2PF_MB=$mb \
+    for v in ${L2PF_VARIANTS:-0:0:24:0 0:0:24:1 1:1:24:1 1:3:32:0 2:2:24:1}; do
+      IFS=: read -r cm vm mb ch <<< "$v"
+      echo "== PORTA_CUDA_L2PF=$cm PORTA_VK_L2PF=$vm PORTA_VK_L2PF_MB=$mb PORTA_VK_CHAIN=${ch:-0} (run $rep)" |
+        tee -a "$out/l2pf.log"
+      PORTA_CUDA_L2PF=$cm PORTA_VK_L2PF=$vm PORTA_VK_L2PF_MB=$mb PORTA_VK_CHAIN=${ch:-0} \
         "$build/bin/bench_decoder" --backends cuda,vulkan --quick --steps-only > "$out/l2pf_run.log" 2>&1
       cat "$out/l2pf_run.log" >> "$out/l2pf.log"
       grep -E "^(1|256) x" "$out/l2pf_run.log"

@@ -466,7 +466,7 @@ static void bench_backend(const char *name, int quick, int steps_only, const sha
                sc.context, d.replay * 1e3, d.rebuild * 1e3, d.rebuild / d.replay, eb, er, gbs, 100 * gbs / bw);
         if (m) step_ms[m - 1] = d.replay * 1e3;
         if (d.prefetches || d.chained)
-            printf("%-9s %5s %6s   besides its kernels: %llu L2 prefetches, %llu GEMVs chained without barriers\n", "",
+            printf("%-9s %5s %6s   besides its kernels: %llu L2 prefetches, %llu nodes chained without barriers\n", "",
                    "", "", (unsigned long long)d.prefetches, (unsigned long long)d.chained);
         porta_kvcache_free(S.kv);
         dec_weights_free(S.w);

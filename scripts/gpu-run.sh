@@ -66,7 +66,7 @@ fi
 if has l2pf; then
   # Each run takes one setting of both backends; the settings alternate, twice over.
   for rep in 1 2; do
-    for v in ${L2PF_VARIANTS:-0:0:24:0 0:0:24:1 1:1:24:1 1:3:32:0 2:2:24:1}; do
+    for v in ${L2PF_VARIANTS:-0:0:24:0 0:0:24:1 0:0:24:2 1:1:24:2 1:3:32:0}; do
       IFS=: read -r cm vm mb ch <<< "$v"
       echo "== PORTA_CUDA_L2PF=$cm PORTA_VK_L2PF=$vm PORTA_VK_L2PF_MB=$mb PORTA_VK_CHAIN=${ch:-0} (run $rep)" |
         tee -a "$out/l2pf.log"

@@ -6,17 +6,60 @@
 // P(16), nothing else is written; from P(17): per pair j, the frequency theta^(-2j/D) as a float
 // and the float remainder of its float64 value (the angle is formed in
 // double-float precision and reduced to [-pi, pi] before sin and cos, which
-// GPUs evaluate accurately only there).
+// GPUs evaluate accurately only there). The CHAIN build (PORTA_VK_CHAIN)
+// runs without the barrier before it: each thread forms the factors of its
+// first item, which depend only on the step block, then waits (chain_wait)
+// for the dispatches before it, then reads x.
 #include "common.glsl"
 layout(local_size_x = 256) in;
 
 const float TWO_PI_HI = 6.28318548202514648;     // float(2 pi)
 const float TWO_PI_LO = -1.74845553146951715e-7; // 2 pi - TWO_PI_HI
 
+// cos and sin of item i's angle, and the xPos factors of its two elements.
+vec4 factors(uint i)
+{
+    uint B = P(0), T = P(1), H = P(2), D = P(3), half_d = D / 2u;
+    uint j = i % half_d, r = i / half_d;
+    r /= H;
+    uint t = r % T, bi = r / T;
+    int pos = 0, n = int(T);
+    if (STEP_ROWS != 0u) {
+        pos = step[bi];
+        n = step[STEP_ROWS + bi];
+    }
+    int pi = pos + int(t);
+    float pf = float(pi);
+    float f_hi = uintBitsToFloat(P(17 + 2 * j)), f_lo = uintBitsToFloat(P(18 + 2 * j));
+    // precise: fma must stay fused and nothing may be reassociated, or
+    // the low-order parts vanish.
+    precise float hi = pf * f_hi;
+    precise float lo = fma(pf, f_hi, -hi) + pf * f_lo;
+    float k = round(hi * 0.159154943091895336);
+    precise float ang = fma(-k, TWO_PI_LO, fma(-k, TWO_PI_HI, hi)) + lo;
+    float s0 = 1.0, s1 = 1.0;
+    if (P(9) != 0u) {
+        int c = (pos + n - 1) >> 1;
+        float e = float(pi - c) / PF(8);
+        if (P(10) != 0u) e = -e;
+        uint k0 = (2u * j) % half_d, k1 = (2u * j + 1u) % half_d;
+        float u0 = (2.0 * float(k0) + 0.4 * float(D)) / (1.4 * float(D));
+        float u1 = (2.0 * float(k1) + 0.4 * float(D)) / (1.4 * float(D));
+        s0 = exp2(e * log2(u0));
+        s1 = exp2(e * log2(u1));
+    }
+    return vec4(cos(ang), sin(ang), s0, s1);
+}
+
 void main()
 {
     uint B = P(0), T = P(1), H = P(2), D = P(3), half_d = D / 2u;
     uint n_items = B * T * H * half_d;
+#ifdef CHAIN
+    uint first = gl_GlobalInvocationID.x;
+    vec4 f_first = first < n_items ? factors(first) : vec4(0.0);
+    chain_wait();
+#endif
     for (uint i = gl_GlobalInvocationID.x; i < n_items; i += GRID_THREADS) {
         uint j = i % half_d, r = i / half_d;
         uint h = r % H; r /= H;
@@ -39,30 +82,14 @@ void main()
             o[y + 1u] = 0.0;
             continue;
         }
-        int pi = pos + int(t);
-        float pf = float(pi);
-        float f_hi = uintBitsToFloat(P(17 + 2 * j)), f_lo = uintBitsToFloat(P(18 + 2 * j));
-        // precise: fma must stay fused and nothing may be reassociated, or
-        // the low-order parts vanish.
-        precise float hi = pf * f_hi;
-        precise float lo = fma(pf, f_hi, -hi) + pf * f_lo;
-        float k = round(hi * 0.159154943091895336);
-        precise float ang = fma(-k, TWO_PI_LO, fma(-k, TWO_PI_HI, hi)) + lo;
-        float cs = cos(ang), sn = sin(ang);
+#ifdef CHAIN
+        vec4 f = i == first ? f_first : factors(i);
+#else
+        vec4 f = factors(i);
+#endif
         uint x = A_OFF + bi * P(4) + t * P(5) + h * P(6) + 2u * j * P(7);
         float x0 = in0(x), x1 = in0(x + P(7));
-        float s0 = 1.0, s1 = 1.0;
-        if (P(9) != 0u) {
-            int c = (pos + n - 1) >> 1;
-            float e = float(pi - c) / PF(8);
-            if (P(10) != 0u) e = -e;
-            uint k0 = (2u * j) % half_d, k1 = (2u * j + 1u) % half_d;
-            float u0 = (2.0 * float(k0) + 0.4 * float(D)) / (1.4 * float(D));
-            float u1 = (2.0 * float(k1) + 0.4 * float(D)) / (1.4 * float(D));
-            s0 = exp2(e * log2(u0));
-            s1 = exp2(e * log2(u1));
-        }
-        o[y] = (x0 * cs - x1 * sn) * s0;
-        o[y + ys] = (x1 * cs + x0 * sn) * s1;
+        o[y] = (x0 * f.x - x1 * f.y) * f.z;
+        o[y + ys] = (x1 * f.x + x0 * f.y) * f.w;
     }
 }

@@ -392,9 +392,9 @@ static void test_chain(checker *ck, porta_backend *be, const char *name)
         printf("skip chained GEMVs: the synchronization validation layer cannot see waits inside shaders\n");
         return;
     }
-    test_switch(ck, be, name, "PORTA_VK_CHAIN", "1", stat_chained, "GEMVs chained without barriers");
+    test_switch(ck, be, name, "PORTA_VK_CHAIN", "2", stat_chained, "GEMVs and ropes chained without barriers");
     if (!strstr(porta_backend_device(be), "llvmpipe")) return;
-    char *chain = env_swap("PORTA_VK_CHAIN", "1"), *skew = env_swap("PORTA_VK_CHAIN_SKEW", "-1");
+    char *chain = env_swap("PORTA_VK_CHAIN", "2"), *skew = env_swap("PORTA_VK_CHAIN_SKEW", "-1");
     porta_backend *be2 = NULL;
     CHECK_OK(porta_backend_open(name, &be2));
     env_restore("PORTA_VK_CHAIN", chain);

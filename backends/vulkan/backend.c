@@ -578,13 +578,14 @@ static porta_status backend_init(vk_be *be, const char *spec)
         return be->host->fail(PORTA_ERR_ARG, "vulkan: PORTA_VK_L2PF=%s, PORTA_VK_L2PF_MB=%s (want 0 to 3, 1 to 4096)",
                               l2pf ? l2pf : "", l2mb ? l2mb : "");
     be->l2pf_bytes = (uint64_t)mb << 20;
-    /* Chained GEMVs (plan_chain): PORTA_VK_CHAIN=1 on, 0 off (the default
-     * until it is measured); PORTA_VK_CHAIN_SKEW, for tests, adds to every
-     * chain target so that the shaders' miscount checks can be seen to fire. */
+    /* Chained nodes (plan_chain): PORTA_VK_CHAIN=1 GEMVs, 2 also the rope
+     * group, 0 off (the default until it is measured); PORTA_VK_CHAIN_SKEW,
+     * for tests, adds to every chain target so that the shaders' miscount
+     * checks can be seen to fire. */
     const char *chain = getenv("PORTA_VK_CHAIN"), *skew = getenv("PORTA_VK_CHAIN_SKEW");
-    if (!porta_env_int("PORTA_VK_CHAIN", 0, 0, 1, &be->chain) ||
+    if (!porta_env_int("PORTA_VK_CHAIN", 0, 0, 2, &be->chain) ||
         !porta_env_int("PORTA_VK_CHAIN_SKEW", 0, -1, 1, &be->chain_skew))
-        return be->host->fail(PORTA_ERR_ARG, "vulkan: PORTA_VK_CHAIN=%s, PORTA_VK_CHAIN_SKEW=%s (want 0 or 1, -1 to 1)",
+        return be->host->fail(PORTA_ERR_ARG, "vulkan: PORTA_VK_CHAIN=%s, PORTA_VK_CHAIN_SKEW=%s (want 0 to 2, -1 to 1)",
                               chain ? chain : "", skew ? skew : "");
     const char *prof = getenv("PORTA_VULKAN_PROFILE");
     if (prof && strcmp(prof, "1") == 0) {
@@ -785,39 +786,61 @@ static int plan_writes(const porta_plan *plan, const porta_ref *r)
     return 0;
 }
 
-/* Chained GEMVs (be->chain). A pipeline barrier lets no dispatch after it
+/* Whether node i can wait in-shader for the dispatches before it (be->chain
+ * 2 also takes the rope group: rope, rotated and plain cache appends), and
+ * its CHAIN pipeline. A GEMV's weights, bias and norm scale, which it loads
+ * before the wait, must be written by no node; so must every input of the
+ * others but x, which they read after it. */
+static vk_pipe chain_pipe(const vk_prog *p, const porta_plan *plan, const vk_enc *e, int i)
+{
+    const porta_node *n = &plan->nodes[i];
+    const uint32_t *q = e->p;
+    int gemv = is_gemv(e->pipe), other = e->pipe == VK_PIPE_ROPE || e->pipe == VK_PIPE_KV_UPDATE;
+    if (e->second_pass || !(gemv || (other && p->be->chain >= 2))) return VK_PIPE_COUNT;
+    if (gemv && (!q[VK_P_OP + 12] || ((q[1] | q[2] | q[VK_P_IN4]) & 3u))) return VK_PIPE_COUNT;
+    for (int k = 1; k < n->n_in; k++)
+        if (!(gemv && k == 3) && n->in[k].mem != PORTA_MEM_NONE && plan_writes(plan, &n->in[k])) return VK_PIPE_COUNT;
+    switch (e->pipe) {
+    case VK_PIPE_MATMUL_GEMV1: return VK_PIPE_MATMUL_GEMV1_CHAIN;
+    case VK_PIPE_MATMUL_GEMV2: return VK_PIPE_MATMUL_GEMV2_CHAIN;
+    case VK_PIPE_MATMUL_GEMV4: return VK_PIPE_MATMUL_GEMV4_CHAIN;
+    case VK_PIPE_MATMUL_GEMV: return VK_PIPE_MATMUL_GEMV_CHAIN;
+    case VK_PIPE_ROPE: return VK_PIPE_ROPE_CHAIN;
+    default: return VK_PIPE_KV_UPDATE_CHAIN;
+    }
+}
+
+/* Chained nodes (be->chain). A pipeline barrier lets no dispatch after it
  * start before every dispatch before it has finished, so a GEMV after a
  * barrier issues its first weight loads only then: on an H200 each barrier
  * at a GEMV boundary cost about 5 us of a 12 x 768 batch-1 step (the drain
  * of one dispatch, then the ramp of the next from memory), 60% of the step.
- * Here a GEMV that would follow a barrier, and be followed by one, is
- * recorded without it, as its CHAIN build: each workgroup loads its first
- * weight pieces, then waits until every workgroup of the dispatches since
- * the last barrier (the group before it) has added one to the GEMV's counter
- * (their stores made visible first), then reads x and the residual through
- * coherent bindings. Its weights, bias and norm scale must be read by no
- * node that writes them; it writes only after the wait, so whatever the
- * group before it reads is no longer read; and the dispatch after it waits
- * behind a barrier again. Earlier groups are complete by then (a barrier, or
- * a chained GEMV whose workgroups all waited for theirs). Dispatches run in
- * recording order, so the group before is running or done while the GEMV's
+ * Here a group of nodes that would follow a barrier (and be followed by
+ * one) is recorded without it, in CHAIN builds, when every node of it can
+ * be: each workgroup does what depends on nothing the program writes (a
+ * GEMV loads its first weight pieces, a rope forms its angles and xPos
+ * factors), then waits until every workgroup of the dispatches since the
+ * barrier before (the group before) has added one to the group's counter
+ * (their stores made visible first), then reads x (and a GEMV's residual)
+ * through coherent bindings. It writes only after the wait, so whatever the
+ * group before reads is no longer read, and the group after it waits behind
+ * a barrier again. Earlier groups are complete by then (a barrier, or a
+ * chained group whose workgroups all waited for theirs). Dispatches start in
+ * recording order, so the group before is running or done while these
  * workgroups wait: none waits for work that cannot start. */
 static void plan_chain(vk_prog *p, const porta_plan *plan, vk_enc *enc, const char *wait, char *chain)
 {
     vk_be *be = p->be;
     const int nn = plan->n_nodes;
     const uint32_t sync = (uint32_t)(p->sync_off / 4);
-    for (int j = 1; j < nn && p->sync_bytes; j++) {
-        const porta_node *n = &plan->nodes[j];
-        uint32_t *q = enc[j].p;
-        if (!wait[j] || (j + 1 < nn && !wait[j + 1]) || !is_gemv(enc[j].pipe) || !q[VK_P_OP + 12] ||
-            ((q[1] | q[2] | q[VK_P_IN4]) & 3u))
-            continue;
-        int written = 0;
-        for (int i = 1; i < n->n_in && !written; i++)
-            written = i != 3 && n->in[i].mem != PORTA_MEM_NONE && plan_writes(plan, &n->in[i]);
-        if (written) continue;
-        /* The group before j: back to the node after the last barrier (a
+    for (int j = 1, e; j < nn && p->sync_bytes; j = e) {
+        /* The group [j, e) after the barrier before j. */
+        for (e = j + 1; e < nn && !wait[e] && !enc[e - 1].second_pass; e++) {
+        }
+        if (!wait[j]) continue;
+        int ok = 1;
+        for (int i = j; i < e && ok; i++) ok = chain_pipe(p, plan, &enc[i], i) != VK_PIPE_COUNT;
+        /* The group before: back to the node after the last barrier (a
          * node's second pass follows a barrier of its own). */
         int s = j - 1;
         while (s > 0 && !wait[s] && !enc[s].second_pass) s--;
@@ -826,17 +849,17 @@ static void plan_chain(vk_prog *p, const porta_plan *plan, vk_enc *enc, const ch
             const uint32_t *g = enc[k].groups, *g2 = enc[k].groups2;
             target += (uint64_t)g[0] * g[1] * g[2] + (enc[k].second_pass ? (uint64_t)g2[0] * g2[1] * g2[2] : 0);
         }
-        if (target == 0 || target > UINT32_MAX / 2) continue;
+        if (!ok || target == 0 || target > UINT32_MAX / 2) continue;
         for (int k = s; k < j; k++) enc[k].p[VK_P_CHAIN_SIGNAL] = sync + (uint32_t)j + 1;
-        q[VK_P_CHAIN_WAIT] = sync + (uint32_t)j + 1;
-        q[VK_P_CHAIN_TARGET] = (uint32_t)((int64_t)target + be->chain_skew);
-        q[VK_P_CHAIN_ERR] = sync + (uint32_t)nn;
-        enc[j].pipe = enc[j].pipe == VK_PIPE_MATMUL_GEMV1   ? VK_PIPE_MATMUL_GEMV1_CHAIN
-                      : enc[j].pipe == VK_PIPE_MATMUL_GEMV2 ? VK_PIPE_MATMUL_GEMV2_CHAIN
-                      : enc[j].pipe == VK_PIPE_MATMUL_GEMV4 ? VK_PIPE_MATMUL_GEMV4_CHAIN
-                                                            : VK_PIPE_MATMUL_GEMV_CHAIN;
-        chain[j] = 1;
-        p->n_chain++;
+        for (int i = j; i < e; i++) {
+            uint32_t *q = enc[i].p;
+            enc[i].pipe = chain_pipe(p, plan, &enc[i], i);
+            q[VK_P_CHAIN_WAIT] = sync + (uint32_t)j + 1;
+            q[VK_P_CHAIN_TARGET] = (uint32_t)((int64_t)target + be->chain_skew);
+            q[VK_P_CHAIN_ERR] = sync + (uint32_t)nn;
+            chain[i] = 1;
+            p->n_chain++;
+        }
     }
 }
 
@@ -1015,7 +1038,7 @@ static porta_status slot_finish(vk_prog *p, vk_slot *sl)
         memcpy(&err, (const char *)sl->back.map + p->err_back, sizeof err);
         if (err)
             return be->host->fail(PORTA_ERR_DEVICE,
-                                  "vulkan: a chained linear's wait %s; its outputs are not valid (PORTA_VK_CHAIN=0 "
+                                  "vulkan: a chained node's wait %s; its outputs are not valid (PORTA_VK_CHAIN=0 "
                                   "records barriers instead)",
                                   err & 1 ? "timed out: the dispatches before it did not finish"
                                           : "counted more workgroups than the program planned");

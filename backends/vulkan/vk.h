@@ -75,6 +75,8 @@ typedef enum vk_pipe {
     VK_PIPE_MATMUL_GEMV1_CHAIN, /* in the order of the four above */
     VK_PIPE_MATMUL_GEMV2_CHAIN,
     VK_PIPE_MATMUL_GEMV4_CHAIN,
+    VK_PIPE_ROPE_CHAIN,      /* rope and rotated cache append, waiting in-shader */
+    VK_PIPE_KV_UPDATE_CHAIN, /* cache append, waiting in-shader */
     VK_PIPE_COUNT
 } vk_pipe;
 
@@ -130,7 +132,8 @@ typedef struct vk_be {
     int gemm_off;     /* PORTA_VK_GEMM=0: products on the general tiled kernel only */
     int l2pf;         /* GEMV weights prefetched into L2 in the gaps between linears (PORTA_VK_L2PF) */
     uint64_t l2pf_bytes; /* weight bytes one prefetch takes at most (PORTA_VK_L2PF_MB) */
-    int chain;        /* GEMVs wait in-shader instead of behind a barrier (PORTA_VK_CHAIN) */
+    int chain;        /* nodes wait in-shader instead of behind a barrier (PORTA_VK_CHAIN):
+                       * 1 GEMVs, 2 also the rope group */
     int chain_skew;   /* added to every chain target: a self-test of the miscount checks */
     porta_backend_vt vt; /* this device's vtable (caps depend on its features) */
     VkDevice dev;

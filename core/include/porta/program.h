@@ -48,7 +48,7 @@ typedef struct porta_program_stats {
     uint64_t nodes;     /* kernels in the program */
     uint64_t prefetches; /* launches beside them that read weights into the GPU's L2
                           * cache ahead of the linears (hints: results never depend on them) */
-    uint64_t chained;   /* Vulkan: linears that wait for the dispatches before them
+    uint64_t chained;   /* Vulkan: nodes that wait for the dispatches before them
                          * in-shader instead of behind a pipeline barrier (PORTA_VK_CHAIN) */
     uint64_t arena_bytes; /* planned intermediate memory */
     uint64_t naive_bytes; /* the same without reuse */

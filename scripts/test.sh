@@ -16,7 +16,7 @@ cmake --build build -j "$jobs"
 PORTA_VK_VALIDATE=1 ctest --test-dir build --output-on-failure -j "$jobs"
 echo "== Vulkan tests again, with synchronization validation =="
 # Every barrier the programs record, checked against the buffer ranges each
-# dispatch binds (chained GEMVs wait inside shaders, where the layer cannot see:
+# dispatch binds (chained nodes wait inside shaders, where the layer cannot see:
 # test_program skips them here, and their Toto test is left out).
 PORTA_VK_VALIDATE=1 VK_LAYER_ENABLES=VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT \
   ctest --test-dir build --output-on-failure -j "$jobs" -L vulkan -E vulkan_chain

@@ -13,7 +13,7 @@
  *  - 64 replays enqueued without waiting equal 64 synchronised ones, bit for bit;
  *  - GPU backends: L2 prefetches of weights change no output, bit for bit,
  *    and a malformed prefetch setting is refused; on Vulkan the same for
- *    GEMVs chained without barriers (PORTA_VK_CHAIN), and on lavapipe a
+ *    nodes chained without barriers (PORTA_VK_CHAIN), and on lavapipe a
  *    deliberately low chain target is reported;
  *  - a full cache is refused before the replay, and truncation recovers;
  *  - a prefix prefilled once on row 0 by a one-row program and copied to the
@@ -380,16 +380,17 @@ static void test_prefetch(checker *ck, porta_backend *be, const char *name)
     env_restore("PORTA_VK_L2PF_MB", mb);
 }
 
-/* Vulkan: GEMVs that wait in-shader for the dispatches before them
- * (PORTA_VK_CHAIN) give the outputs of barriers, bit for bit. On lavapipe,
- * which runs one dispatch after another, a chain target one below the
- * planned count must be reported as a miscount, not pass silently. */
+/* Vulkan: GEMVs and rope groups that wait in-shader for the dispatches
+ * before them (PORTA_VK_CHAIN=2) give the outputs of barriers, bit for bit.
+ * On lavapipe, where every wait finds the dispatches before it done, a chain
+ * target one below the planned count must be reported as a miscount, not
+ * pass silently (on a GPU a wait could end before the extra count lands). */
 static void test_chain(checker *ck, porta_backend *be, const char *name)
 {
     if (strcmp(porta_backend_kind(be), "vulkan")) return;
     const char *layers = getenv("VK_LAYER_ENABLES");
     if (layers && strstr(layers, "SYNCHRONIZATION")) {
-        printf("skip chained GEMVs: the synchronization validation layer cannot see waits inside shaders\n");
+        printf("skip chained nodes: the synchronization validation layer cannot see waits inside shaders\n");
         return;
     }
     test_switch(ck, be, name, "PORTA_VK_CHAIN", "2", stat_chained, "GEMVs and ropes chained without barriers");

@@ -642,7 +642,7 @@ typedef struct vk_prog {
     VkCommandBuffer main;
     int n_in, n_out, step_rows;
     VkDeviceSize step_bytes;
-    /* Chained GEMVs (plan_chain): counters, one word per node, and an error
+    /* Chained nodes (plan_chain): counters, one word per node, and an error
      * word at sync_off in the step buffer (sync_bytes, zeroed by each slot's
      * upload; 0 when be->chain is off); err_back: the error word's place in
      * the readback. */

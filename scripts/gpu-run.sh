@@ -71,9 +71,10 @@ if has l2pf; then
       echo "== PORTA_CUDA_L2PF=$cm PORTA_VK_L2PF=$vm PORTA_VK_L2PF_MB=$mb PORTA_VK_CHAIN=${ch:-0} (run $rep)" |
         tee -a "$out/l2pf.log"
       PORTA_CUDA_L2PF=$cm PORTA_VK_L2PF=$vm PORTA_VK_L2PF_MB=$mb PORTA_VK_CHAIN=${ch:-0} \
-        "$build/bin/bench_decoder" --backends cuda,vulkan --quick --steps-only > "$out/l2pf_run.log" 2>&1
+        "$build/bin/bench_decoder" --backends cuda,vulkan --quick --steps-only > "$out/l2pf_run.log" 2>&1 ||
+        tail -3 "$out/l2pf_run.log"
       cat "$out/l2pf_run.log" >> "$out/l2pf.log"
-      grep -E "^(1|256) x" "$out/l2pf_run.log"
+      grep -E "^(1|256) x|besides" "$out/l2pf_run.log"
     done
   done
   note l2pf "$(grep -c '^== PORTA' "$out/l2pf.log") runs (l2pf.log)"

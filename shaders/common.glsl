@@ -40,15 +40,15 @@ layout(std140, binding = 7) uniform Params { uvec4 pv[64]; };
 // c per workgroup when the workgroup is done (after its stores are made
 // visible); a GEMV with PW(254) = c + 1 waits, after loading its first
 // weights, until counter c reaches PW(253), the workgroups of every dispatch
-// since the last barrier. A wait that gives up after CHAIN_SPINS polls (some
-// seconds on a GPU), or a count above the target, sets bit 1 or 2 of word
+// since the last barrier. A wait that gives up after CHAIN_SPINS polls (about
+// a second on a GPU), or a count above the target, sets bit 1 or 2 of word
 // PW(252), which the host reads back with the outputs and reports.
 layout(std430, binding = 6) coherent volatile buffer Sync { uint sync_w[]; };
 #define CHAIN_SIGNAL PW(255)
 #define CHAIN_WAIT PW(254)
 #define CHAIN_TARGET PW(253)
 #define CHAIN_ERR PW(252)
-#define CHAIN_SPINS (1u << 22)
+#define CHAIN_SPINS (1u << 20)
 
 void porta_main();
 void main()
@@ -70,9 +70,11 @@ void chain_wait()
     if (CHAIN_WAIT == 0u) return;
     if (gl_LocalInvocationIndex == 0u) {
         // Two nested loops: llvmpipe ends any loop after 65535 turns, so the
-        // count is checked after them, however they ended.
+        // count is checked after them, however they ended. Once a wait of
+        // the replay has failed, the others give up at once (a replay whose
+        // waits all timed out would take minutes).
         uint c = sync_w[CHAIN_WAIT - 1u];
-        for (uint i = 0u; i < CHAIN_SPINS / 4096u && c < CHAIN_TARGET; i++)
+        for (uint i = 0u; i < CHAIN_SPINS / 4096u && c < CHAIN_TARGET && sync_w[CHAIN_ERR] == 0u; i++)
             for (uint j = 0u; j < 4096u && c < CHAIN_TARGET; j++) c = sync_w[CHAIN_WAIT - 1u];
         if (c != CHAIN_TARGET) atomicOr(sync_w[CHAIN_ERR], c < CHAIN_TARGET ? 1u : 2u);
     }

@@ -65,8 +65,14 @@ fi
 
 if has l2pf; then
   # Each run takes one setting of both backends; the settings alternate, twice over.
+  # No new run starts after DEADLINE_S seconds of this script (default 500),
+  # so that a call keeps its finished runs within a 10-minute limit.
   for rep in 1 2; do
     for v in ${L2PF_VARIANTS:-0:0:24:0 0:0:24:1 0:0:24:2 1:1:24:2 1:3:32:0}; do
+      if (( SECONDS > ${DEADLINE_S:-500} )); then
+        echo "== stopped at ${SECONDS}s (DEADLINE_S), before $v run $rep" | tee -a "$out/l2pf.log"
+        break 2
+      fi
       IFS=: read -r cm vm mb ch <<< "$v"
       echo "== PORTA_CUDA_L2PF=$cm PORTA_VK_L2PF=$vm PORTA_VK_L2PF_MB=$mb PORTA_VK_CHAIN=${ch:-0} (run $rep)" |
         tee -a "$out/l2pf.log"

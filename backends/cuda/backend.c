@@ -740,12 +740,10 @@ static porta_status pc_setup(pc_backend *be, int discrete)
      * 2 line prefetches, 3 line prefetches kept last, 0 off (the default
      * until it is measured); a window of PORTA_CUDA_L2PF_PCT percent of L2
      * (default 60). Not while profiling. */
-    const char *l2pf = getenv("PORTA_CUDA_L2PF"), *pct = getenv("PORTA_CUDA_L2PF_PCT");
     int mode = 0, pc = 60;
-    if (!porta_env_int("PORTA_CUDA_L2PF", 0, 0, PC_L2_LINES_LAST, &mode) ||
-        !porta_env_int("PORTA_CUDA_L2PF_PCT", 60, 1, 100, &pc))
-        return be->host->fail(PORTA_ERR_ARG, "cuda: PORTA_CUDA_L2PF=%s, PORTA_CUDA_L2PF_PCT=%s (want 0 to 3, 1 to 100)",
-                              l2pf ? l2pf : "", pct ? pct : "");
+    porta_status s = porta_env_int(be->host, "cuda", "PORTA_CUDA_L2PF", 0, 0, PC_L2_LINES_LAST, &mode);
+    if (!s) s = porta_env_int(be->host, "cuda", "PORTA_CUDA_L2PF_PCT", 60, 1, 100, &pc);
+    if (s) return s;
     if (prop.major >= 9 && prop.l2CacheSize > 0 && !be->profile && mode) {
         be->l2pf = mode;
         be->l2pf_bytes = (int64_t)prop.l2CacheSize * pc / 100;

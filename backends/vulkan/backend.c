@@ -572,21 +572,17 @@ static porta_status backend_init(vk_be *be, const char *spec)
     /* L2 prefetch of GEMV weights (plan_prefetch): PORTA_VK_L2PF=1, 2 or 3
      * its modes, 0 off (the default until it is measured); PORTA_VK_L2PF_MB
      * the weight bytes one prefetch reaches ahead (default 24 MiB). */
-    const char *l2pf = getenv("PORTA_VK_L2PF"), *l2mb = getenv("PORTA_VK_L2PF_MB");
     int mb = 24;
-    if (!porta_env_int("PORTA_VK_L2PF", 0, 0, 3, &be->l2pf) || !porta_env_int("PORTA_VK_L2PF_MB", 24, 1, 4096, &mb))
-        return be->host->fail(PORTA_ERR_ARG, "vulkan: PORTA_VK_L2PF=%s, PORTA_VK_L2PF_MB=%s (want 0 to 3, 1 to 4096)",
-                              l2pf ? l2pf : "", l2mb ? l2mb : "");
+    s = porta_env_int(be->host, "vulkan", "PORTA_VK_L2PF", 0, 0, 3, &be->l2pf);
+    if (!s) s = porta_env_int(be->host, "vulkan", "PORTA_VK_L2PF_MB", 24, 1, 4096, &mb);
     be->l2pf_bytes = (uint64_t)mb << 20;
     /* Chained nodes (plan_chain): PORTA_VK_CHAIN=1 GEMVs, 2 also the rope
      * group, 0 off (the default until it is measured); PORTA_VK_CHAIN_SKEW,
      * for tests, adds to every chain target so that the shaders' miscount
      * checks can be seen to fire. */
-    const char *chain = getenv("PORTA_VK_CHAIN"), *skew = getenv("PORTA_VK_CHAIN_SKEW");
-    if (!porta_env_int("PORTA_VK_CHAIN", 0, 0, 2, &be->chain) ||
-        !porta_env_int("PORTA_VK_CHAIN_SKEW", 0, -1, 1, &be->chain_skew))
-        return be->host->fail(PORTA_ERR_ARG, "vulkan: PORTA_VK_CHAIN=%s, PORTA_VK_CHAIN_SKEW=%s (want 0 to 2, -1 to 1)",
-                              chain ? chain : "", skew ? skew : "");
+    if (!s) s = porta_env_int(be->host, "vulkan", "PORTA_VK_CHAIN", 0, 0, 2, &be->chain);
+    if (!s) s = porta_env_int(be->host, "vulkan", "PORTA_VK_CHAIN_SKEW", 0, -1, 1, &be->chain_skew);
+    if (s) return s;
     const char *prof = getenv("PORTA_VULKAN_PROFILE");
     if (prof && strcmp(prof, "1") == 0) {
         be->profile = be->ts_bits > 0 && be->props.limits.timestampPeriod > 0;

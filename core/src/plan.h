@@ -102,20 +102,6 @@ typedef struct porta_plan {
     int step_rows;             /* rows of the step block (PORTA_STEP_FIELDS int32 each) */
 } porta_plan;
 
-/* An integer setting of a backend from the environment: def when name is
- * unset; returns 0 when its value is not a whole number from lo to hi (the
- * caller reports it). */
-static inline int porta_env_int(const char *name, int def, int lo, int hi, int *out)
-{
-    const char *v = getenv(name);
-    char *end;
-    long x = v ? strtol(v, &end, 10) : def;
-    if (v && (end == v || *end)) return 0;
-    if (x < lo || x > hi) return 0;
-    *out = (int)x;
-    return 1;
-}
-
 /* Counters a backend advances (core counts compiles and replays). */
 typedef struct porta_backend_counts {
     uint64_t captures, records;
@@ -169,6 +155,21 @@ typedef struct porta_backend_vt {
 typedef struct porta_host {
     porta_status (*fail)(porta_status s, const char *fmt, ...);
 } porta_host;
+
+/* An integer setting of a backend from the environment: *out = def when
+ * name is unset; PORTA_ERR_ARG, with a message naming it, when its value is
+ * not a whole number from lo to hi. who: the backend's kind. */
+static inline porta_status porta_env_int(const porta_host *h, const char *who, const char *name, int def, int lo,
+                                         int hi, int *out)
+{
+    const char *v = getenv(name);
+    char *end;
+    long x = v ? strtol(v, &end, 10) : def;
+    if ((v && (end == v || *end)) || x < lo || x > hi)
+        return h->fail(PORTA_ERR_ARG, "%s: %s=%s is not a whole number from %d to %d", who, name, v, lo, hi);
+    *out = (int)x;
+    return PORTA_OK;
+}
 
 /* Entry point a run-time module exports under the name "porta_module_open".
  * spec: the text after "kind:" ("" = the best device, "0", "1", ... = that

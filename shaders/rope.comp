@@ -16,19 +16,34 @@ layout(local_size_x = 256) in;
 const float TWO_PI_HI = 6.28318548202514648;     // float(2 pi)
 const float TWO_PI_LO = -1.74845553146951715e-7; // 2 pi - TWO_PI_HI
 
-// cos and sin of item i's angle, and the xPos factors of its two elements.
-vec4 factors(uint i)
+// Item i: pair j of head h of row t of batch row bi, whose step starts at
+// position pos with n new rows.
+struct Item {
+    uint j, h, t, bi;
+    int pos, n;
+};
+
+Item item(uint i)
 {
-    uint B = P(0), T = P(1), H = P(2), D = P(3), half_d = D / 2u;
-    uint j = i % half_d, r = i / half_d;
+    uint T = P(1), H = P(2), half_d = P(3) / 2u;
+    Item it;
+    it.j = i % half_d;
+    uint r = i / half_d;
+    it.h = r % H;
     r /= H;
-    uint t = r % T, bi = r / T;
-    int pos = 0, n = int(T);
-    if (STEP_ROWS != 0u) {
-        pos = step[bi];
-        n = step[STEP_ROWS + bi];
-    }
-    int pi = pos + int(t);
+    it.t = r % T;
+    it.bi = r / T;
+    it.pos = STEP_ROWS != 0u ? step[it.bi] : 0;
+    it.n = STEP_ROWS != 0u ? step[STEP_ROWS + it.bi] : int(T);
+    return it;
+}
+
+// cos and sin of an item's angle, and the xPos factors of its two elements.
+vec4 factors(Item it)
+{
+    uint D = P(3), half_d = D / 2u, j = it.j;
+    int pos = it.pos, n = it.n;
+    int pi = pos + int(it.t);
     float pf = float(pi);
     float f_hi = uintBitsToFloat(P(17 + 2 * j)), f_lo = uintBitsToFloat(P(18 + 2 * j));
     // precise: fma must stay fused and nothing may be reassociated, or
@@ -57,18 +72,13 @@ void main()
     uint n_items = B * T * H * half_d;
 #ifdef CHAIN
     uint first = gl_GlobalInvocationID.x;
-    vec4 f_first = first < n_items ? factors(first) : vec4(0.0);
+    vec4 f_first = first < n_items ? factors(item(first)) : vec4(0.0);
     chain_wait();
 #endif
     for (uint i = gl_GlobalInvocationID.x; i < n_items; i += GRID_THREADS) {
-        uint j = i % half_d, r = i / half_d;
-        uint h = r % H; r /= H;
-        uint t = r % T, bi = r / T;
-        int pos = 0, n = int(T);
-        if (STEP_ROWS != 0u) {
-            pos = step[bi];
-            n = step[STEP_ROWS + bi];
-        }
+        Item it = item(i);
+        uint j = it.j, h = it.h, t = it.t, bi = it.bi;
+        int pos = it.pos, n = it.n;
         bool cache = P(11) != 0u;
         uint y = O_OFF + ((bi * T + t) * H + h) * D + 2u * j, ys = 1u;
         if (cache) {
@@ -83,9 +93,9 @@ void main()
             continue;
         }
 #ifdef CHAIN
-        vec4 f = i == first ? f_first : factors(i);
+        vec4 f = i == first ? f_first : factors(it);
 #else
-        vec4 f = factors(i);
+        vec4 f = factors(it);
 #endif
         uint x = A_OFF + bi * P(4) + t * P(5) + h * P(6) + 2u * j * P(7);
         float x0 = in0(x), x1 = in0(x + P(7));

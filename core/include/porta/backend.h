@@ -1,4 +1,15 @@
-/* Backends and device buffers. */
+/* Backends and device buffers.
+ *
+ * Threads: a backend and everything made on it (buffers, caches, programs)
+ * are used by one thread at a time; a caller that drives them from several
+ * threads orders its calls itself (a mutex, or handing them over through a
+ * join or a queue). Any thread may take over: nothing is tied to the thread
+ * that opened or compiled it, and replays enqueued on one thread may be
+ * waited for on another. Separate backends share no state, also when they
+ * open the same device, and may be used from different threads at the same
+ * time. A graph, likewise, is built by one thread at a time. Error messages
+ * (porta_last_error) are per thread. tests/test_threads.c checks all three
+ * on every backend. */
 #ifndef PORTA_BACKEND_H
 #define PORTA_BACKEND_H
 

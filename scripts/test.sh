@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds porta and runs the whole test suite: a release build (every backend
 # whose toolchain is present), then an AddressSanitizer + UndefinedBehaviorSanitizer
-# build of the CPU, ref and Vulkan backends. Tests whose device is absent report
+# build of the CPU, ref and Vulkan backends, then a ThreadSanitizer build of the
+# same (threads on every backend; the CPU backend's thread pool under the CPU and
+# ref suites). Tests whose device is absent report
 # skipped. Vulkan runs on whatever driver is installed (Mesa lavapipe on a
 # machine without a GPU) with the Khronos validation layer on, then its tests
 # once more with the layer's synchronization validation.
@@ -27,3 +29,11 @@ cmake --build build-asan -j "$jobs"
 # The two longest lavapipe runs are left to the release pass (they take minutes under ASan).
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -E "test_program.vulkan|test_toto_sampling.vulkan"
+
+echo "== ThreadSanitizer build =="
+cmake -S . -B build-tsan "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPORTA_TSAN=ON -DPORTA_CUDA=OFF >/dev/null
+cmake --build build-tsan -j "$jobs"
+# Vulkan's other tests drive one backend from one thread, as the release pass did.
+export TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp"
+ctest --test-dir build-tsan --output-on-failure -j "$jobs" -LE vulkan
+ctest --test-dir build-tsan --output-on-failure -R '^test_threads[.]vulkan$'

@@ -463,7 +463,7 @@ static porta_status pc_l2_fork(pc_prog *p, int i)
             PC_CK(be, cudaStreamWaitEvent(be->side, p->pf_fork, 0));
             forked = 1;
         }
-        PC_CK(be, pc_l2_prefetch_launch(be->side, &p->pf[p->pf_next], be->l2pf));
+        PC_CK(be, pc_l2_prefetch_launch(be->side, &p->pf[p->pf_next], be->l2pf, be->sms));
     }
     return PORTA_OK;
 }
@@ -747,6 +747,7 @@ static porta_status pc_setup(pc_backend *be, int discrete)
     if (prop.major >= 9 && prop.l2CacheSize > 0 && !be->profile && mode) {
         be->l2pf = mode;
         be->l2pf_bytes = (int64_t)prop.l2CacheSize * pc / 100;
+        be->sms = prop.multiProcessorCount > 0 ? prop.multiProcessorCount : 1;
         PC_CK(be, cudaStreamCreateWithFlags(&be->side, cudaStreamNonBlocking));
     }
     PC_BLAS(be, cublasSetMathMode(be->blas, be->tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));

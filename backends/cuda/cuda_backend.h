@@ -34,6 +34,7 @@ typedef struct pc_backend {
     int prefetch;             /* with pdl: weights prefetched before the launch wait (unless PORTA_CUDA_PREFETCH=0) */
     int l2pf;                 /* linears' weights prefetched into L2 on a side branch: 0 off, else PC_L2_* mode */
     int64_t l2pf_bytes;       /* the prefetch window: weight bytes in L2 at once (PORTA_CUDA_L2PF_PCT of L2) */
+    int sms;                  /* multiprocessors: a prefetch launch takes at most one block on each */
     /* One stream for every program and buffer operation of this backend, so
      * that buffer copies, cache row copies and replays of different programs
      * sharing a KV cache are ordered by submission with no cross-stream events. */
@@ -246,7 +247,7 @@ typedef struct pc_l2_list {
     int64_t bytes[PC_L2_MAX];
     int n;
 } pc_l2_list;
-cudaError_t pc_l2_prefetch_launch(cudaStream_t s, const pc_l2_list *l, int mode);
+cudaError_t pc_l2_prefetch_launch(cudaStream_t s, const pc_l2_list *l, int mode, int max_blocks);
 
 /* Frees the GEMM choices made for this backend. */
 void pc_tuner_free(pc_backend *be);

@@ -100,13 +100,13 @@ static __global__ void l2_prefetch(pc_l2_list l, int mode, int64_t chunk)
 #endif
 }
 
-extern "C" cudaError_t pc_l2_prefetch_launch(cudaStream_t s, const pc_l2_list *l, int mode)
+extern "C" cudaError_t pc_l2_prefetch_launch(cudaStream_t s, const pc_l2_list *l, int mode, int max_blocks)
 {
     int64_t chunk = mode == PC_L2_BULK ? 16384 : 4096, chunks = 0;
     for (int i = 0; i < l->n; i++) chunks += (l->bytes[i] + chunk - 1) / chunk;
     int64_t blocks = (chunks + 127) / 128;
     if (blocks < 1) blocks = 1;
-    if (blocks > 132) blocks = 132;
+    if (blocks > max_blocks) blocks = max_blocks;
     l2_prefetch<<<dim3((unsigned)blocks), dim3(128), 0, s>>>(*l, mode, chunk);
     return cudaGetLastError();
 }

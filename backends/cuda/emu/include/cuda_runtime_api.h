@@ -28,7 +28,7 @@ struct cudaDeviceProp {
     char name[256];
     int major, minor, integrated;
     size_t sharedMemPerBlockOptin;
-    int l2CacheSize;
+    int l2CacheSize, multiProcessorCount;
 };
 struct cudaFuncAttributes {
     int unused;

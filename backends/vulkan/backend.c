@@ -767,6 +767,14 @@ static void plan_barriers(const vk_prog *p, const porta_plan *plan, const vk_enc
     }
 }
 
+/* Whether node i begins a group of dispatches that may run together: a
+ * barrier goes before it, or the node before it ended with its second pass
+ * (which follows a barrier of its own). */
+static int group_start(const char *wait, const vk_enc *enc, int i)
+{
+    return wait[i] || (i > 0 && enc[i - 1].second_pass);
+}
+
 static int is_gemv(vk_pipe pipe)
 {
     return pipe == VK_PIPE_MATMUL_GEMV || pipe == VK_PIPE_MATMUL_GEMV1 || pipe == VK_PIPE_MATMUL_GEMV2 ||
@@ -793,7 +801,9 @@ static vk_pipe chain_pipe(const vk_prog *p, const porta_plan *plan, const vk_enc
     const uint32_t *q = e->p;
     int gemv = is_gemv(e->pipe), other = e->pipe == VK_PIPE_ROPE || e->pipe == VK_PIPE_KV_UPDATE;
     if (e->second_pass || !(gemv || (other && p->be->chain >= 2))) return VK_PIPE_COUNT;
-    if (gemv && (!q[VK_P_OP + 12] || ((q[1] | q[2] | q[VK_P_IN4]) & 3u))) return VK_PIPE_COUNT;
+    /* A GEMV takes the vec4 path only, as matmul.comp does: unit strides and
+     * A, B and the norm scale at 16-byte offsets. */
+    if (gemv && (!q[VK_P_OP + VK_MM_VEC] || ((q[1] | q[2] | q[VK_P_IN4]) & 3u))) return VK_PIPE_COUNT;
     for (int k = 1; k < n->n_in; k++)
         if (!(gemv && k == 3) && n->in[k].mem != PORTA_MEM_NONE && plan_writes(plan, &n->in[k])) return VK_PIPE_COUNT;
     switch (e->pipe) {
@@ -831,7 +841,7 @@ static void plan_chain(vk_prog *p, const porta_plan *plan, vk_enc *enc, const ch
     const uint32_t sync = (uint32_t)(p->sync_off / 4);
     for (int j = 1, e; j < nn && p->sync_bytes; j = e) {
         /* The group [j, e) after the barrier before j. */
-        for (e = j + 1; e < nn && !wait[e] && !enc[e - 1].second_pass; e++) {
+        for (e = j + 1; e < nn && !group_start(wait, enc, e); e++) {
         }
         if (!wait[j]) continue;
         int ok = 1;
@@ -886,7 +896,7 @@ static porta_status plan_prefetch(vk_prog *p, const porta_plan *plan, const vk_e
         goto done;
     }
     for (int i = 0, g = 0; i < nn; i++) {
-        g += wait[i] || (i > 0 && enc[i - 1].second_pass);
+        g += group_start(wait, enc, i);
         grp[i] = g;
         const porta_node *n = &plan->nodes[i];
         if ((n->op != PORTA_OP_LINEAR && n->op != PORTA_OP_LINEAR_FUSED) || !is_gemv(enc[i].pipe) || n->n_in < 2 ||

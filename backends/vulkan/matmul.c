@@ -155,7 +155,7 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
     if (M <= GEMV_MAX_ROWS && sb_k == 1) {
         e->pipe = M == 1 ? VK_PIPE_MATMUL_GEMV1 : M == 2 ? VK_PIPE_MATMUL_GEMV2 : M <= 4 ? VK_PIPE_MATMUL_GEMV4
                                                                                   : VK_PIPE_MATMUL_GEMV;
-        p[12] = a->dtype == PORTA_F32 && b->dtype == PORTA_F32 && sa_k == 1 && K % 4 == 0 && sa_m % 4 == 0 &&
+        p[VK_MM_VEC] = a->dtype == PORTA_F32 && b->dtype == PORTA_F32 && sa_k == 1 && K % 4 == 0 && sa_m % 4 == 0 &&
                 sa_b % 4 == 0 && sb_n % 4 == 0 && sb_b % 4 == 0 &&
                 (!scale || (n->in[4].dtype == PORTA_F32 && gs == 1));
         e->groups[0] = vk_groups(Nout, swiglu ? GEMV_ROWS / 2 : GEMV_ROWS);
@@ -164,7 +164,7 @@ porta_status vk_enc_matmul(vk_be *be, const porta_node *n, int step_rows, vk_enc
     } else if ((!fused || (res && !norm && !swiglu && !scale)) && sa_k == 1 && sb_k == 1 && !be->gemm_off) {
         /* Plain products, and linears with a residual only (gemm.comp adds
          * it in its stores or its reduce dispatch). */
-        p[12] = a->dtype == PORTA_F32 && b->dtype == PORTA_F32 && K % 4 == 0 && sa_m % 4 == 0 && sb_n % 4 == 0 &&
+        p[VK_MM_VEC] = a->dtype == PORTA_F32 && b->dtype == PORTA_F32 && K % 4 == 0 && sa_m % 4 == 0 && sb_n % 4 == 0 &&
                 sa_b % 4 == 0 && sb_b % 4 == 0;
         plan_gemm(be, M, N, K, batches, e);
     } else {

@@ -174,6 +174,10 @@ typedef struct vk_be {
 #define VK_P_DTYPES 6
 #define VK_P_IN4 7
 #define VK_P_OP 8
+/* Matmul parameter VK_P_OP + VK_MM_VEC: A, B and the norm scale are f32 with
+ * unit k stride and 16-byte row steps (the GEMV's vec4 path, which the CHAIN
+ * build needs; shaders/matmul.comp, P(12)). */
+#define VK_MM_VEC 12
 /* Chained dispatches (shaders/common.glsl): the counter this node's
  * workgroups add to (index + 1 in the step buffer's words, 0 none), the
  * counter a CHAIN GEMV waits for, its target, and the error word. */

@@ -279,10 +279,6 @@ static void test_async(checker *ck, porta_backend *be)
     model_close(&b);
 }
 
-/* GPU backends read the weights of later linears into L2 beside the kernels
- * before them. The reads are hints: a program with them replays bit for bit
- * like one without (a second instance of the backend, the switch flipped),
- * and the program that has them says how many it launches. */
 /* Sets var to val (NULL: unset) and returns its previous value (to free). */
 static char *env_swap(const char *var, const char *val)
 {
@@ -368,6 +364,10 @@ static void test_switch(checker *ck, porta_backend *be, const char *name, const 
     porta_backend_close(be2);
 }
 
+/* GPU backends read the weights of later linears into L2 beside the kernels
+ * before them. The reads are hints: a program with them replays bit for bit
+ * like one without (a second instance of the backend, the switch flipped),
+ * and the program that has them says how many it launches. */
 static void test_prefetch(checker *ck, porta_backend *be, const char *name)
 {
     const char *kind = porta_backend_kind(be);

@@ -166,7 +166,8 @@ static inline porta_status porta_env_int(const porta_host *h, const char *who, c
     char *end;
     long x = v ? strtol(v, &end, 10) : def;
     if ((v && (end == v || *end)) || x < lo || x > hi)
-        return h->fail(PORTA_ERR_ARG, "%s: %s=%s is not a whole number from %d to %d", who, name, v, lo, hi);
+        return h->fail(PORTA_ERR_ARG, "%s: %s=%s is not a whole number from %d to %d", who, name, v ? v : "(unset)",
+                       lo, hi);
     *out = (int)x;
     return PORTA_OK;
 }
